@@ -1,0 +1,123 @@
+"""Service answers become typed results: chat content with Qwen3's ``<think>`` block split off,
+embedding vectors in input order, and SSE streams accumulated into one answer.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from batchrun.errors import RetryableError
+
+THINK = re.compile(r"^\s*<think>(.*?)</think>\s*", re.DOTALL)
+
+
+@dataclass(frozen=True, slots=True)
+class ChatAnswer:
+    content: str
+    reasoning: str | None
+    finish_reason: str | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddingAnswer:
+    vectors: list[list[float]]
+    prompt_tokens: int | None
+
+
+def split_think(content: str, reasoning: str | None = None) -> tuple[str, str | None]:
+    """(answer, reasoning): a leading ``<think>…</think>`` block is moved to the reasoning.
+
+    An empty block (Qwen3 with ``/no_think``) gives no reasoning. A server that already
+    separates the reasoning (``reasoning_content``) passes it in ``reasoning``.
+    """
+    match = THINK.match(content)
+    if match:
+        reasoning = (reasoning or "") + match.group(1)
+        content = content[match.end() :]
+    reasoning = reasoning.strip() if reasoning else None
+    return content.strip(), reasoning or None
+
+
+def chat_answer(body: dict[str, Any]) -> ChatAnswer:
+    """A ``chat.completion`` object as a ChatAnswer."""
+    try:
+        choice = body["choices"][0]
+        message = choice["message"]
+        content = message.get("content") or ""
+        reasoning = message.get("reasoning_content") or message.get("reasoning")
+    except (KeyError, IndexError, TypeError, AttributeError):
+        raise RetryableError("the service answered without choices[0].message") from None
+    usage = body.get("usage") or {}
+    answer, thought = split_think(content, reasoning)
+    return ChatAnswer(
+        answer,
+        thought,
+        choice.get("finish_reason"),
+        usage.get("prompt_tokens"),
+        usage.get("completion_tokens"),
+    )
+
+
+def embedding_answer(body: dict[str, Any], expected: int) -> EmbeddingAnswer:
+    """An embeddings ``list`` object as vectors in input order (by each item's ``index``)."""
+    try:
+        data = sorted(body["data"], key=lambda item: item["index"])
+        vectors = [item["embedding"] for item in data]
+    except (KeyError, TypeError):
+        raise RetryableError("the service answered without data[].embedding") from None
+    if len(vectors) != expected:
+        raise RetryableError(f"the service returned {len(vectors)} vectors for {expected} inputs")
+    usage = body.get("usage") or {}
+    return EmbeddingAnswer(vectors, usage.get("prompt_tokens"))
+
+
+class StreamAccumulator:
+    """Collects the SSE ``data:`` lines of a streamed chat completion into one ChatAnswer.
+
+    ``finish()`` refuses a stream that ended before ``data: [DONE]``: a stream cut short is
+    retried, never written as an answer.
+    """
+
+    def __init__(self) -> None:
+        self._content: list[str] = []
+        self._reasoning: list[str] = []
+        self._finish_reason: str | None = None
+        self._usage: dict[str, Any] = {}
+        self.done = False
+
+    def feed(self, line: bytes) -> None:
+        line = line.strip()
+        if not line.startswith(b"data:"):
+            return  # blank separators, comments (": keep-alive"), event: lines
+        data = line[5:].strip()
+        if data == b"[DONE]":
+            self.done = True
+            return
+        try:
+            chunk = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise RetryableError("the stream sent a line that is not JSON") from None
+        self._usage = chunk.get("usage") or self._usage
+        for choice in chunk.get("choices") or ():
+            delta = choice.get("delta") or {}
+            self._content.append(delta.get("content") or "")
+            self._reasoning.append(delta.get("reasoning_content") or "")
+            self._finish_reason = choice.get("finish_reason") or self._finish_reason
+
+    def finish(self) -> ChatAnswer:
+        if not self.done:
+            raise RetryableError("the stream was cut short before [DONE]")
+        content, reasoning = split_think("".join(self._content), "".join(self._reasoning))
+        return ChatAnswer(
+            content,
+            reasoning,
+            self._finish_reason,
+            self._usage.get("prompt_tokens"),
+            self._usage.get("completion_tokens"),
+        )

@@ -1,0 +1,136 @@
+"""The ``batchrun`` command: run, validate, status, emulator, models.
+
+``main(argv) -> int`` returns the exit code; errors we expect become one clear line on stderr,
+never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from batchrun.emulator import EmulatorConfig, serve
+from batchrun.errors import BatchrunError, FatalError, JobError, OutputError
+from batchrun.job import EndpointSpec, RunSpec, load_job
+from batchrun.report import status_lines, validate_lines
+from batchrun.runner import (
+    EXIT_BAD_JOB,
+    EXIT_FATAL,
+    EXIT_OK,
+    RunOptions,
+    check_endpoint,
+    open_endpoint,
+    run_job,
+)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        code: int = args.handler(args)
+    except (JobError, OutputError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_JOB
+    except FatalError as exc:
+        print(f"fatal: {exc}", file=sys.stderr)
+        return EXIT_FATAL
+    except BatchrunError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FATAL
+    return code
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="batchrun", description="Run large batch LLM jobs on SciBox within its rate limits."
+    )
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run or resume a job")
+    run.add_argument("job", help="job file (.toml)")
+    run.add_argument("--limit", type=_positive, help="do at most N rows of what is left")
+    run.add_argument("--fresh", action="store_true", help="move the old output aside, start over")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.set_defaults(handler=_run)
+
+    validate = commands.add_parser("validate", help="check a job and its input, print the plan")
+    validate.add_argument("job")
+    validate.set_defaults(handler=_validate)
+
+    status = commands.add_parser("status", help="rows done / failed / left, from the output")
+    status.add_argument("job")
+    status.set_defaults(handler=_status)
+
+    emulator = commands.add_parser("emulator", help="serve the local SciBox emulator")
+    emulator.add_argument("--host", default="127.0.0.1")
+    emulator.add_argument("--port", type=int, default=8000)
+    emulator.add_argument("--rps-scale", type=float, default=1.0, help="multiply every limit")
+    emulator.add_argument("--latency", type=float, default=0.0, help="seconds per answer")
+    emulator.add_argument("--fail-rate", type=float, default=0.0, help="share of 500/503")
+    emulator.add_argument("--drop-rate", type=float, default=0.0, help="share of dropped conns")
+    emulator.add_argument("--seed", type=int, default=0)
+    emulator.set_defaults(handler=_emulator)
+
+    models = commands.add_parser("models", help="list the models the endpoint serves")
+    models.add_argument("job", nargs="?", help="job file whose endpoint to ask (default: local)")
+    models.set_defaults(handler=_models)
+    return parser
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _run(args: argparse.Namespace) -> int:
+    job = load_job(args.job)
+    options = RunOptions(limit=args.limit, fresh=args.fresh, progress=not args.no_progress)
+    return asyncio.run(run_job(job, options))
+
+
+def _validate(args: argparse.Namespace) -> int:
+    lines, fit = validate_lines(load_job(args.job))
+    print("\n".join(lines))
+    return EXIT_OK if fit else EXIT_BAD_JOB
+
+
+def _status(args: argparse.Namespace) -> int:
+    print("\n".join(status_lines(load_job(args.job))))
+    return EXIT_OK
+
+
+def _emulator(args: argparse.Namespace) -> int:
+    try:
+        config = EmulatorConfig(
+            rps_scale=args.rps_scale,
+            latency_s=args.latency,
+            fail_rate=args.fail_rate,
+            drop_rate=args.drop_rate,
+            seed=args.seed,
+        )
+    except ValueError as exc:
+        raise JobError(f"emulator: {exc}") from None
+    serve(config, host=args.host, port=args.port)
+    return EXIT_OK
+
+
+def _models(args: argparse.Namespace) -> int:
+    endpoint, run = EndpointSpec(), RunSpec()
+    if args.job:
+        job = load_job(args.job)
+        endpoint, run = job.spec.endpoint, job.spec.run
+
+    async def listing() -> list[str]:
+        async with open_endpoint(endpoint, run) as api:
+            return await check_endpoint(api)
+
+    print("\n".join(asyncio.run(listing())))
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,201 @@
+"""The only place that speaks HTTP: SciBox's OpenAI-compatible API over aiohttp.
+
+Statuses and aiohttp's exceptions are translated here, once, into batchrun's error tree:
+429/408/5xx, timeouts and dropped connections become ``RetryableError`` (with ``Retry-After``);
+400 becomes ``RowError``; 401/403/404 become ``FatalError`` with a message that says what to fix.
+The API key lives in one header and never appears in a message or a ``repr()``.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+import orjson
+
+from batchrun.answers import (
+    ChatAnswer,
+    EmbeddingAnswer,
+    StreamAccumulator,
+    chat_answer,
+    embedding_answer,
+)
+from batchrun.errors import ApiError, FatalError, RetryableError, RowError
+
+RETRYABLE_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+ROW_STATUSES = frozenset({400, 413, 422})
+
+
+class Api:
+    """A client of one endpoint with one token. Use as ``async with Api(...) as api``."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        timeout_s: float = 120.0,
+        idle_timeout_s: float | None = None,
+        key_env: str = "SCIBOX_API_KEY",
+        max_connections: int = 256,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._key = api_key
+        self._key_env = key_env
+        self._timeout = aiohttp.ClientTimeout(
+            total=timeout_s, sock_connect=min(timeout_s, 30.0), sock_read=idle_timeout_s
+        )
+        self._max_connections = max_connections
+        self._session: aiohttp.ClientSession | None = None
+
+    def __repr__(self) -> str:
+        return f"Api({self.base_url!r}, key=<hidden>)"
+
+    async def __aenter__(self) -> Api:
+        self._session = aiohttp.ClientSession(
+            headers={"Authorization": f"Bearer {self._key}"},
+            timeout=self._timeout,
+            connector=aiohttp.TCPConnector(limit=self._max_connections),
+        )
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def list_models(self) -> list[str]:
+        """The ids of the models the endpoint serves (``GET /v1/models``)."""
+        async with self._call("GET", "/models", None) as response:
+            body = await self._json(response)
+        return sorted(str(model["id"]) for model in body.get("data", []))
+
+    async def chat(self, model: str, body: dict[str, Any], *, stream: bool = False) -> ChatAnswer:
+        """One chat completion; ``stream`` reads it as SSE chunks."""
+        payload = {**body, "model": model}
+        if not stream:
+            async with self._call("POST", "/chat/completions", payload, model) as response:
+                return chat_answer(await self._json(response))
+        payload["stream"] = True
+        accumulator = StreamAccumulator()
+        async with self._call("POST", "/chat/completions", payload, model) as response:
+            async for line in response.content:
+                accumulator.feed(line)
+                if accumulator.done:
+                    break
+        return accumulator.finish()
+
+    async def embed(self, model: str, body: dict[str, Any]) -> EmbeddingAnswer:
+        """Vectors for ``body["input"]``, in input order."""
+        payload = {**body, "model": model}
+        async with self._call("POST", "/embeddings", payload, model) as response:
+            return embedding_answer(await self._json(response), len(body["input"]))
+
+    @asynccontextmanager
+    async def _call(
+        self, method: str, path: str, payload: dict[str, Any] | None, model: str | None = None
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """Send one request; yield a 2xx response, raise our error for anything else."""
+        if self._session is None:
+            raise RuntimeError("use Api as 'async with Api(...) as api'")
+        data = orjson.dumps(payload) if payload is not None else None
+        headers = {"Content-Type": "application/json"} if data is not None else None
+        url = self.base_url + path
+        try:
+            async with self._session.request(method, url, data=data, headers=headers) as response:
+                if response.status >= 300:
+                    raise await self._status_error(response, url, model)
+                yield response
+        except ApiError:
+            raise
+        except (TimeoutError, aiohttp.ServerTimeoutError):
+            raise RetryableError(f"no answer from {url} in time") from None
+        except aiohttp.ClientConnectorError as exc:
+            raise RetryableError(f"cannot connect to {url}: {exc.os_error}") from None
+        except (aiohttp.ClientError, ConnectionError) as exc:
+            raise RetryableError(f"connection to {url} dropped ({type(exc).__name__})") from None
+
+    async def _json(self, response: aiohttp.ClientResponse) -> dict[str, Any]:
+        raw = await response.read()
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise RetryableError(f"the service answered with non-JSON: {raw[:80]!r}") from None
+        if not isinstance(body, dict):
+            raise RetryableError("the service answered with JSON that is not an object")
+        return body
+
+    async def _status_error(
+        self, response: aiohttp.ClientResponse, url: str, model: str | None
+    ) -> ApiError:
+        status = response.status
+        detail = self._redact(await _error_detail(response))
+        if status in RETRYABLE_STATUSES or status >= 500:
+            return RetryableError(
+                f"{status} from {url}: {detail}", status, _retry_after(response.headers)
+            )
+        if status in ROW_STATUSES:
+            return RowError(f"{status} bad request: {detail}", status)
+        return FatalError(self._fatal_advice(status, url, model, detail), status)
+
+    def _fatal_advice(self, status: int, url: str, model: str | None, detail: str) -> str:
+        if status == 401:
+            return (
+                f"401 from {url}: the service rejected the token ({detail}); "
+                f"set a valid token in the environment variable {self._key_env}"
+            )
+        if status == 403:
+            return (
+                f"403 from {url}: the token has no access to model {model!r} ({detail}); "
+                "ask the service's support for access or use another model"
+            )
+        if status == 404:
+            return (
+                f"404 from {url}: wrong URL or model {model!r} ({detail}); "
+                "check [endpoint].base_url (it ends in /v1) and the model name "
+                "(`batchrun models JOB` lists them)"
+            )
+        return f"{status} from {url}: {detail}"
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._key, "<hidden>") if self._key else text
+
+
+async def _error_detail(response: aiohttp.ClientResponse) -> str:
+    """The service's error message (OpenAI-style ``{"error": {"message": ...}}``), short."""
+    try:
+        raw = await response.read()
+    except aiohttp.ClientError:
+        return response.reason or ""
+    try:
+        return str(orjson.loads(raw)["error"]["message"])[:300]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return raw.decode("utf-8", "replace")[:300]
+
+
+def _retry_after(headers: Any) -> float | None:
+    """Seconds from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date)."""
+    if (millis := headers.get("retry-after-ms")) is not None:
+        try:
+            return max(float(millis) / 1000, 0.0)
+        except ValueError:
+            pass
+    value = headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(when.timestamp() - time.time(), 0.0)

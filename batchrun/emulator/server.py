@@ -1,0 +1,279 @@
+"""The aiohttp application: SciBox's OpenAI-compatible routes, guarded as the service guards them.
+
+Each ``/v1`` request goes through, in order: bearer auth (401), JSON body and model lookup
+(400/404), the model's rate window (429, before anything else costs time), the payload checks
+(400: admitted requests count against the limit even when rejected), the injected faults, the
+latency, and the deterministic answer. ``/stats`` and ``/stats/reset`` need no token. Nothing
+is logged per request, and no response ever echoes the token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import math
+import time
+from array import array
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import orjson
+from aiohttp import web
+
+from batchrun.catalog import MODELS, ModelInfo
+from batchrun.emulator.answers import chat_answer, count_tokens
+from batchrun.emulator.config import EmulatorConfig
+from batchrun.emulator.faults import Fault, FaultPlan, Verdict
+from batchrun.emulator.limits import Clock, window_for
+from batchrun.emulator.payloads import (
+    BadRequest,
+    UnknownModel,
+    chat_request,
+    embedding_request,
+    find_model,
+    parse_body,
+)
+from batchrun.emulator.stats import ModelStats, Stats
+from batchrun.emulator.streaming import close_connection, event_lines, send_events, usage_json
+from batchrun.emulator.vectors import embed
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_Checked = TypeVar("_Checked")
+
+
+class HttpError(Exception):
+    """An error answer with an OpenAI-style body: ``{"error": {message, type, code}}``."""
+
+    def __init__(
+        self, status: int, message: str, kind: str, code: str, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status, self.message, self.kind, self.code = status, message, kind, code
+        self.headers = headers
+
+    def response(self) -> web.Response:
+        """The JSON answer of this error."""
+        error = {"message": self.message, "type": self.kind, "code": self.code}
+        return _json({"error": error}, self.status, self.headers)
+
+
+class _Dropped(Exception):
+    """The connection was closed on purpose; there is nothing to answer."""
+
+
+def _json(
+    payload: object, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    body = orjson.dumps(payload)
+    return web.Response(body=body, status=status, headers=headers, content_type="application/json")
+
+
+@dataclass(frozen=True)
+class Admission:
+    """A request that passed its model's rate window."""
+
+    raw: bytes
+    body: dict[str, object]
+    model: ModelInfo
+    stats: ModelStats
+
+    def check(self, parse: Callable[[dict[str, object], ModelInfo], _Checked]) -> _Checked:
+        """The typed request ``parse`` makes of the body; a 400 (counted) if it is wrong."""
+        try:
+            return parse(self.body, self.model)
+        except BadRequest as exc:
+            self.stats.rejected += 1
+            raise _bad_request(exc) from None
+
+
+class Emulator:
+    """The state behind one app: config, per-model windows and counters, the fault plan."""
+
+    def __init__(self, config: EmulatorConfig, clock: Clock = time.monotonic) -> None:
+        self.config = config
+        windows = {name: info.rps * config.rps_scale for name, info in MODELS.items()}
+        self.stats = Stats(
+            {name: ModelStats(rps, window_for(rps, clock)) for name, rps in windows.items()}
+        )
+        self.faults = FaultPlan(config)
+        self.stopping = asyncio.Event()
+
+    def check_token(self, request: web.Request) -> None:
+        """Raise 401 unless the request bears a token (the configured one, if any)."""
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            self.stats.unauthorized += 1
+            message = "Missing bearer token: send the header 'Authorization: Bearer <YOUR_TOKEN>'"
+            raise HttpError(401, message, "authentication_error", "missing_api_key")
+        key = self.config.api_key
+        if key is not None and not hmac.compare_digest(token.encode(), key.encode()):
+            self.stats.unauthorized += 1
+            message = "Invalid API key: the bearer token was not accepted; check your token"
+            raise HttpError(401, message, "authentication_error", "invalid_api_key")
+
+    async def admit(self, request: web.Request) -> Admission:
+        """Read the body, find its model and pass the model's rate window (else 400/404/429)."""
+        raw = await request.read()
+        try:
+            body = parse_body(raw)
+            model = find_model(body)
+        except BadRequest as exc:
+            raise _bad_request(exc) from None
+        except UnknownModel as exc:
+            self.stats.unknown_model += 1
+            raise HttpError(404, str(exc), "invalid_request_error", "model_not_found") from None
+        stats = self.stats.models[model.name]
+        wait = stats.admit()
+        if wait:
+            raise _throttled(model.name, stats, wait)
+        return Admission(raw, body, model, stats)
+
+    async def inject(self, request: web.Request, stats: ModelStats, stream: bool) -> Verdict:
+        """Draw this request's faults, fail it now if it should, and sleep its spike."""
+        verdict = self.faults.draw(stream)
+        stats.record(verdict)
+        if verdict.fault is Fault.ERROR_500:
+            raise HttpError(500, "Internal server error (injected)", "server_error", "internal")
+        if verdict.fault is Fault.ERROR_503:
+            message = "Service unavailable (injected); retry later"
+            raise HttpError(503, message, "server_error", "service_unavailable")
+        if verdict.fault is Fault.DROP:
+            close_connection(request)
+            raise _Dropped
+        if verdict.spike_s:
+            await asyncio.sleep(verdict.spike_s)
+        return verdict
+
+    def reset(self) -> None:
+        """Zero the counters and windows and restart the fault sequence from the seed."""
+        self.stats.reset()
+        self.faults.reset()
+
+
+def _bad_request(exc: BadRequest) -> HttpError:
+    return HttpError(400, str(exc), "invalid_request_error", "invalid_request")
+
+
+def _throttled(name: str, stats: ModelStats, wait: float) -> HttpError:
+    limit, period = stats.window.capacity, stats.window.period
+    message = f"Rate limit exceeded for '{name}': {limit} requests per {period:g} s; retry later"
+    retry = {
+        "Retry-After": str(max(1, math.ceil(wait))),
+        "retry-after-ms": str(math.ceil(wait * 1e3)),
+    }
+    return HttpError(429, message, "rate_limit_error", "rate_limit_exceeded", retry)
+
+
+EMULATOR = web.AppKey("emulator", Emulator)
+
+
+@web.middleware
+async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Check the token on /v1 routes and turn our errors into OpenAI-style JSON answers."""
+    api = request.path.startswith("/v1/")
+    try:
+        if api:
+            request.app[EMULATOR].check_token(request)
+        return await handler(request)
+    except HttpError as exc:
+        return exc.response()
+    except _Dropped:
+        return web.Response(status=500)  # never sent: the transport is already closed
+    except web.HTTPException as exc:
+        if not api:
+            raise
+        return HttpError(exc.status, exc.reason, "invalid_request_error", "not_found").response()
+
+
+async def list_models(request: web.Request) -> web.Response:
+    """``GET /v1/models``: the catalog's models."""
+    data = [{"id": name, "object": "model", "owned_by": "scibox"} for name in MODELS]
+    return _json({"object": "list", "data": data})
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    """``POST /v1/chat/completions``, plain or streamed."""
+    emulator = request.app[EMULATOR]
+    admitted = await emulator.admit(request)
+    chat = admitted.check(chat_request)
+    verdict = await emulator.inject(request, admitted.stats, chat.stream)
+    answer = chat_answer(chat.model, chat.messages, chat.max_tokens)
+    head: dict[str, object] = {
+        "id": "chatcmpl-" + hashlib.blake2s(admitted.raw, digest_size=12).hexdigest(),
+        "created": int(time.time()),
+        "model": chat.model.name,
+    }
+    latency = emulator.config.latency_s
+    if chat.stream:
+        lines = event_lines(head, answer)
+        return await send_events(request, lines, verdict.fault, latency, emulator.stopping)
+    if latency:
+        await asyncio.sleep(latency)
+    message = {"role": "assistant", "content": answer.content}
+    choice = {
+        "index": 0,
+        "message": message,
+        "logprobs": None,
+        "finish_reason": answer.finish_reason,
+    }
+    return _json(
+        {**head, "object": "chat.completion", "choices": [choice], "usage": usage_json(answer)}
+    )
+
+
+async def embeddings(request: web.Request) -> web.Response:
+    """``POST /v1/embeddings``: one vector per input string, in order."""
+    emulator = request.app[EMULATOR]
+    admitted = await emulator.admit(request)
+    job = admitted.check(embedding_request)
+    await emulator.inject(request, admitted.stats, stream=False)
+    if emulator.config.latency_s:
+        await asyncio.sleep(emulator.config.latency_s)
+    encode = _base64 if job.encoding_format == "base64" else embed
+    data = [
+        {"object": "embedding", "index": i, "embedding": encode(text)}
+        for i, text in enumerate(job.inputs)
+    ]
+    tokens = sum(max(1, count_tokens(text)) for text in job.inputs)
+    usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+    return _json({"object": "list", "data": data, "model": job.model.name, "usage": usage})
+
+
+def _base64(text: str) -> str:
+    return base64.b64encode(array("f", embed(text)).tobytes()).decode()
+
+
+async def get_stats(request: web.Request) -> web.Response:
+    """``GET /stats``: what the emulator saw, per model (shape in :mod:`.stats`)."""
+    return _json(request.app[EMULATOR].stats.as_json())
+
+
+async def reset_stats(request: web.Request) -> web.Response:
+    """``POST /stats/reset``: zero the counters; answers the zeroed stats."""
+    emulator = request.app[EMULATOR]
+    emulator.reset()
+    return _json(emulator.stats.as_json())
+
+
+def make_app(
+    config: EmulatorConfig | None = None, *, clock: Clock = time.monotonic
+) -> web.Application:
+    """The emulator as an aiohttp application; ``clock`` drives the rate windows."""
+    emulator = Emulator(config or EmulatorConfig(), clock)
+    app = web.Application(middlewares=[_guard], client_max_size=64 * 1024**2)
+    app[EMULATOR] = emulator
+
+    async def stop_stalls(app: web.Application) -> None:
+        emulator.stopping.set()
+
+    app.on_shutdown.append(stop_stalls)
+    app.router.add_get("/v1/models", list_models)
+    app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_post("/v1/embeddings", embeddings)
+    app.router.add_get("/stats", get_stats)
+    app.router.add_post("/stats/reset", reset_stats)
+    return app

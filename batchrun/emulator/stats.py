@@ -1,0 +1,101 @@
+"""What the emulator saw, per model: the counters behind ``GET /stats``.
+
+Pacing is measured at the server: ``accepted`` requests passed the rate window (and count in
+it), ``throttled`` ones got 429, ``rejected`` ones got 400 after being admitted (the service
+counts bad requests against the limit too), ``faults`` were failed on purpose (500/503, drop,
+cut, stall; by kind in ``fault_kinds``), ``spikes`` were delayed on purpose, and
+``max_in_window`` is the most requests admitted in any one window. Shape of ``/stats``::
+
+    {"models": {"bge-m3": {"rps": 7.0, "limit": 7, "period_s": 1.0, "accepted": 0,
+                           "throttled": 0, "rejected": 0, "faults": 0, "spikes": 0,
+                           "fault_kinds": {"error_500": 0, "error_503": 0, "drop": 0,
+                                           "cut": 0, "stall": 0},
+                           "max_in_window": 0}, ...},
+     "unauthorized": 0, "unknown_model": 0}
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from batchrun.emulator.faults import Fault, Verdict
+from batchrun.emulator.limits import SlidingWindow
+
+JsonDict = dict[str, object]
+
+
+def _no_faults() -> dict[str, int]:
+    return {fault.value: 0 for fault in Fault}
+
+
+@dataclass
+class ModelStats:
+    """The rate window of one model and the counts of what happened to its requests."""
+
+    rps: float
+    window: SlidingWindow
+    accepted: int = 0
+    throttled: int = 0
+    rejected: int = 0
+    spikes: int = 0
+    fault_kinds: dict[str, int] = field(default_factory=_no_faults)
+
+    def admit(self) -> float:
+        """Pass one request through the window: 0.0 if admitted, else seconds to wait."""
+        wait = self.window.admit()
+        if wait:
+            self.throttled += 1
+        else:
+            self.accepted += 1
+        return wait
+
+    def record(self, verdict: Verdict) -> None:
+        """Count the faults injected into one admitted request."""
+        if verdict.fault is not None:
+            self.fault_kinds[verdict.fault.value] += 1
+        if verdict.spike_s:
+            self.spikes += 1
+
+    def as_json(self) -> JsonDict:
+        """This model's entry of ``/stats``."""
+        return {
+            "rps": self.rps,
+            "limit": self.window.capacity,
+            "period_s": self.window.period,
+            "accepted": self.accepted,
+            "throttled": self.throttled,
+            "rejected": self.rejected,
+            "faults": sum(self.fault_kinds.values()),
+            "spikes": self.spikes,
+            "fault_kinds": dict(self.fault_kinds),
+            "max_in_window": self.window.peak,
+        }
+
+    def reset(self) -> None:
+        """Zero every counter and empty the window."""
+        self.accepted = self.throttled = self.rejected = self.spikes = 0
+        self.fault_kinds = _no_faults()
+        self.window.reset()
+
+
+@dataclass
+class Stats:
+    """Every model's :class:`ModelStats`, and the requests refused before a model was known."""
+
+    models: dict[str, ModelStats]
+    unauthorized: int = 0
+    unknown_model: int = 0
+
+    def as_json(self) -> JsonDict:
+        """The body of ``GET /stats``."""
+        return {
+            "models": {name: stats.as_json() for name, stats in self.models.items()},
+            "unauthorized": self.unauthorized,
+            "unknown_model": self.unknown_model,
+        }
+
+    def reset(self) -> None:
+        """Zero everything (``POST /stats/reset``)."""
+        self.unauthorized = self.unknown_model = 0
+        for stats in self.models.values():
+            stats.reset()

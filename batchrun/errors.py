@@ -1,0 +1,58 @@
+"""Everything batchrun raises, in one tree::
+
+    BatchrunError               base of everything we raise
+    ├── JobError                the job file or its input is wrong; the message says where (exit 2)
+    ├── OutputError             the output directory cannot be used: locked, unwritable (exit 2)
+    └── ApiError                the service answered with an error, or did not answer
+        ├── RetryableError      429, 408, 5xx, timeouts, dropped connections, cut streams
+        ├── RowError            400: this request is wrong; its rows fail, the run goes on
+        └── FatalError          401/403/404, unreachable endpoint: stop the run (exit 3)
+
+Errors of aiohttp are translated into these in exactly one place, ``batchrun.client``.
+No message ever contains the API key.
+"""
+
+from __future__ import annotations
+
+
+class BatchrunError(Exception):
+    """Base of everything we raise."""
+
+
+class JobError(BatchrunError):
+    """The job file or its input is wrong; the message names the file, the key and the fix."""
+
+
+class OutputError(BatchrunError):
+    """The output directory cannot be used (locked by another run, not writable)."""
+
+
+class ApiError(BatchrunError):
+    """The service answered with an error, or did not answer at all."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class RetryableError(ApiError):
+    """429, 408, 5xx, timeouts, resets, cut streams: the same request may succeed later."""
+
+    def __init__(
+        self, message: str, status: int | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, status)
+        self.retry_after = retry_after
+
+    @property
+    def throttled(self) -> bool:
+        """True for a 429: the service says we send too fast."""
+        return self.status == 429
+
+
+class RowError(ApiError):
+    """400: the service rejects this request's payload; its rows fail, the run goes on."""
+
+
+class FatalError(ApiError):
+    """401/403/404 or an endpoint that does not answer: no request can succeed, stop the run."""

@@ -1,0 +1,243 @@
+"""The job file: a TOML contract, validated once at the boundary into frozen, typed objects.
+
+``load_job(path)`` reads the file, checks every key with pydantic (unknown keys fail loudly,
+with a "did you mean" hint) and reports every problem at once, each with its key path:
+``jobs/x.toml: [run].concurency: unknown key; did you mean 'concurrency'?``.
+The rest of batchrun sees ``Job`` and never a dict.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import string
+import tomllib
+from pathlib import Path
+from typing import Any, get_args, get_origin
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from batchrun.catalog import MODELS, Kind, model_rps
+from batchrun.errors import JobError
+
+LOCAL = "local"
+RESERVED_PARAMS = frozenset({"model", "messages", "input", "stream"})
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EndpointSpec(_Section):
+    base_url: str = LOCAL
+    api_key_env: str = "SCIBOX_API_KEY"
+
+    @property
+    def is_local(self) -> bool:
+        return self.base_url == LOCAL
+
+
+class InputSpec(_Section):
+    path: str
+    id: str = "id"
+    text: str = "text"
+
+
+class PromptSpec(_Section):
+    system: str | None = None
+    user: str
+
+    @field_validator("system", "user")
+    @classmethod
+    def _template_is_well_formed(cls, value: str | None) -> str | None:
+        if value is not None:
+            template_fields(value)
+        return value
+
+
+class OutputSpec(_Section):
+    path: str
+    keep: tuple[str, ...] = ()
+
+
+class RunSpec(_Section):
+    concurrency: int = Field(default=32, ge=1, le=4096)
+    max_attempts: int = Field(default=8, ge=1, le=100)
+    timeout_s: float = Field(default=120.0, gt=0)
+    batch_size: int = Field(default=32, ge=1, le=2048)
+    stream: bool = False
+    idle_timeout_s: float = Field(default=60.0, gt=0)
+    grace_s: float = Field(default=10.0, ge=0)
+    backoff_base_s: float = Field(default=1.0, ge=0)
+    backoff_max_s: float = Field(default=60.0, ge=0)
+    server_error_wait_s: float = Field(default=5.0, ge=0)
+
+
+class ModelSpec(_Section):
+    rps: float = Field(gt=0)
+
+
+class JobFile(_Section):
+    """The TOML file as written; ``Job`` adds what is derived from it."""
+
+    name: str | None = None
+    kind: Kind
+    model: str | tuple[str, ...]
+    endpoint: EndpointSpec = EndpointSpec()
+    input: InputSpec
+    prompt: PromptSpec | None = None
+    params: dict[str, Any] = {}
+    output: OutputSpec
+    run: RunSpec = RunSpec()
+    models: dict[str, ModelSpec] = {}
+
+
+class Job:
+    """A validated job: the file's settings plus what follows from them."""
+
+    def __init__(self, source: Path, spec: JobFile) -> None:
+        self.source = source
+        self.spec = spec
+        self.name = spec.name or source.stem
+        self.kind: Kind = spec.kind
+        self.models: tuple[str, ...] = (
+            (spec.model,) if isinstance(spec.model, str) else tuple(spec.model)
+        )
+        overrides = {name: m.rps for name, m in spec.models.items()}
+        self.rps = {name: model_rps(name, overrides) for name in self.models}
+
+    def __repr__(self) -> str:
+        return f"Job({self.name!r}, kind={self.kind!r}, models={self.models!r})"
+
+    @property
+    def input_columns(self) -> tuple[str, ...]:
+        """The input columns the job reads: id, the texts it sends, the columns it keeps."""
+        wanted = [self.spec.input.id, *self.text_columns, *self.spec.output.keep]
+        return tuple(dict.fromkeys(wanted))
+
+    @property
+    def text_columns(self) -> tuple[str, ...]:
+        """The columns that go into a request."""
+        if self.kind == "embeddings":
+            return (self.spec.input.text,)
+        assert self.spec.prompt is not None
+        names = template_fields(self.spec.prompt.user)
+        if self.spec.prompt.system:
+            names += template_fields(self.spec.prompt.system)
+        return tuple(dict.fromkeys(names))
+
+    def fingerprint(self) -> str:
+        """A digest of everything that shapes the requests: two jobs with equal fingerprints
+        would send the same requests for the same rows."""
+        shape = {
+            "kind": self.kind,
+            "models": self.models,
+            "prompt": self.spec.prompt.model_dump() if self.spec.prompt else None,
+            "params": self.spec.params,
+            "text": self.spec.input.text if self.kind == "embeddings" else None,
+        }
+        return hashlib.sha256(orjson.dumps(shape, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+
+
+def template_fields(template: str) -> list[str]:
+    """The column names a ``{column}`` template uses; a malformed template raises ValueError."""
+    names = []
+    for _, field, spec, conversion in string.Formatter().parse(template):
+        if field is None:
+            continue
+        if not field.isidentifier() or spec or conversion:
+            raise ValueError(
+                f"placeholder {{{field}}} must be a plain column name like {{text}}; "
+                "write {{ and }} for literal braces"
+            )
+        names.append(field)
+    return names
+
+
+def load_job(path: str | Path) -> Job:
+    """Read and validate a job file; raise JobError listing every problem, each with its key."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise JobError(f"{path}: no such job file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise JobError(f"{path}: cannot read: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise JobError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        spec = JobFile.model_validate(raw)
+    except ValidationError as exc:
+        raise JobError("\n".join(f"{path}: {line}" for line in _describe(exc))) from None
+    problems = _check_consistency(spec)
+    if problems:
+        raise JobError("\n".join(f"{path}: {line}" for line in problems))
+    return Job(path, spec)
+
+
+def _check_consistency(spec: JobFile) -> list[str]:
+    """Rules that span several keys."""
+    problems = []
+    models = (spec.model,) if isinstance(spec.model, str) else spec.model
+    if not models:
+        problems.append("model: give at least one model name")
+    for name in models:
+        info = MODELS.get(name)
+        if info and info.kind != spec.kind:
+            problems.append(
+                f"model: '{name}' is a {info.kind} model but kind = \"{spec.kind}\"; "
+                f'use kind = "{info.kind}" or another model'
+            )
+    if spec.kind == "chat" and spec.prompt is None:
+        problems.append('[prompt]: a chat job needs [prompt] with user = "...{column}..."')
+    if spec.kind == "embeddings" and spec.prompt is not None:
+        problems.append("[prompt]: an embeddings job sends [input].text as is; remove [prompt]")
+    for key in sorted(RESERVED_PARAMS & spec.params.keys()):
+        problems.append(f"[params].{key}: set by batchrun itself; remove it from [params]")
+    return problems
+
+
+def _describe(exc: ValidationError) -> list[str]:
+    """Pydantic's errors as our messages: key path, what is wrong, how to fix it."""
+    lines = []
+    for error in exc.errors():
+        loc = [str(part) for part in error["loc"] if not str(part).startswith("function-")]
+        key = _key_path(loc)
+        if error["type"] == "extra_forbidden":
+            lines.append(f"{key}: unknown key{_did_you_mean(loc)}")
+        elif error["type"] == "missing":
+            lines.append(f"{key}: missing; this key is required")
+        else:
+            message = error["msg"].removeprefix("Value error, ")
+            lines.append(f"{key}: {message} (got {error.get('input')!r})")
+    return lines
+
+
+def _key_path(loc: list[str]) -> str:
+    if len(loc) == 1:
+        return loc[0]
+    section, *rest = loc
+    if section == "models" and rest:
+        return f'[models."{rest[0]}"]' + "".join(f".{part}" for part in rest[1:])
+    return f"[{section}]" + "".join(f".{part}" for part in rest)
+
+
+def _did_you_mean(loc: list[str]) -> str:
+    """'; did you mean 'concurrency'?' when a known key is close to the unknown one."""
+    model: type[BaseModel] = JobFile
+    parts = iter(loc[:-1])
+    for part in parts:
+        annotation = model.model_fields[part].annotation if part in model.model_fields else None
+        if get_origin(annotation) is dict:  # [models."NAME"]: skip the name, look at the value
+            annotation = get_args(annotation)[1]
+            next(parts, None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return ""
+        model = annotation
+    close = difflib.get_close_matches(loc[-1], list(model.model_fields), n=1)
+    return (
+        f"; did you mean '{close[0]}'?"
+        if close
+        else f"; known keys: {', '.join(model.model_fields)}"
+    )

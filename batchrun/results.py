@@ -1,0 +1,124 @@
+"""What the output holds: its Arrow schema and one row per input row, ok or failed.
+
+chat:       id, kept columns, model, content, reasoning, finish_reason, prompt_tokens,
+            completion_tokens, attempts, latency_ms, status, error
+embeddings: id, kept columns, model, embedding, prompt_tokens, attempts, status, error
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pyarrow as pa
+
+from batchrun.answers import ChatAnswer
+from batchrun.catalog import MODELS, Kind
+from batchrun.payloads import Item
+
+OK = "ok"
+FAILED = "failed"
+
+CHAT_FIELDS = [
+    pa.field("model", pa.string()),
+    pa.field("content", pa.string()),
+    pa.field("reasoning", pa.string()),
+    pa.field("finish_reason", pa.string()),
+    pa.field("prompt_tokens", pa.int32()),
+    pa.field("completion_tokens", pa.int32()),
+    pa.field("attempts", pa.int16()),
+    pa.field("latency_ms", pa.int32()),
+    pa.field("status", pa.string()),
+    pa.field("error", pa.string()),
+]
+
+
+def output_schema(kind: Kind, kept: dict[str, pa.DataType], models: tuple[str, ...]) -> pa.Schema:
+    """The schema of a job's output: id, the kept input columns, then the answer's fields."""
+    head = [pa.field("id", pa.string())] + [pa.field(n, t) for n, t in kept.items()]
+    if kind == "chat":
+        return pa.schema(head + CHAT_FIELDS)
+    dims = {MODELS[m].dimensions for m in models if m in MODELS}
+    dim = dims.pop() if len(dims) == 1 else None
+    vector = pa.list_(pa.float32(), dim) if dim else pa.list_(pa.float32())
+    return pa.schema(
+        [
+            *head,
+            pa.field("model", pa.string()),
+            pa.field("embedding", vector),
+            pa.field("prompt_tokens", pa.int32()),
+            pa.field("attempts", pa.int16()),
+            pa.field("status", pa.string()),
+            pa.field("error", pa.string()),
+        ]
+    )
+
+
+def reserved_columns(kind: Kind) -> set[str]:
+    """Output column names a kept input column may not take."""
+    names = {"id", "model", "embedding", "prompt_tokens", "attempts", "status", "error"}
+    return names | {f.name for f in CHAT_FIELDS} if kind == "chat" else names
+
+
+def kept_values(item: Item, schema: pa.Schema) -> dict[str, Any]:
+    """The kept columns of a row; a value that is not text goes into a text column as JSON."""
+    values = {}
+    for name, value in item.kept.items():
+        text_column = pa.types.is_string(schema.field(name).type)
+        if text_column and value is not None and not isinstance(value, str):
+            value = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+        values[name] = value
+    return values
+
+
+def chat_row(
+    item: Item, schema: pa.Schema, model: str, answer: ChatAnswer, attempts: int, latency_s: float
+) -> dict[str, Any]:
+    return {
+        "id": item.id,
+        **kept_values(item, schema),
+        "model": model,
+        "content": answer.content,
+        "reasoning": answer.reasoning,
+        "finish_reason": answer.finish_reason,
+        "prompt_tokens": answer.prompt_tokens,
+        "completion_tokens": answer.completion_tokens,
+        "attempts": attempts,
+        "latency_ms": round(latency_s * 1000),
+        "status": OK,
+        "error": None,
+    }
+
+
+def embedding_row(
+    item: Item,
+    schema: pa.Schema,
+    model: str,
+    vector: list[float],
+    prompt_tokens: int | None,
+    attempts: int,
+) -> dict[str, Any]:
+    return {
+        "id": item.id,
+        **kept_values(item, schema),
+        "model": model,
+        "embedding": vector,
+        "prompt_tokens": prompt_tokens,
+        "attempts": attempts,
+        "status": OK,
+        "error": None,
+    }
+
+
+def failed_row(
+    item: Item, schema: pa.Schema, model: str | None, error: str, attempts: int
+) -> dict[str, Any]:
+    """A row the service could not answer: its error is data, the run goes on."""
+    return {
+        "id": item.id,
+        **kept_values(item, schema),
+        "model": model,
+        "attempts": attempts,
+        "status": FAILED,
+        "error": error,
+    }

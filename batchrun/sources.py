@@ -1,0 +1,161 @@
+"""Streaming readers of a job's input: JSONL and Parquet files, a directory or a glob of them.
+
+Inputs are never loaded whole. JSONL is read line by line in binary and parsed with orjson, so
+memory stays flat on any file size and a bad line is reported with its exact line number.
+Parquet is read with ``ParquetFile.iter_batches`` over the needed columns only.
+"""
+
+from __future__ import annotations
+
+import glob
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow.parquet as pq
+
+from batchrun.errors import JobError
+
+JSONL_SUFFIXES = (".jsonl", ".ndjson")
+PARQUET_SUFFIXES = (".parquet", ".pq")
+BATCH_ROWS = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One input row: its id, the columns the job reads, and where it came from."""
+
+    id: str
+    values: dict[str, Any]
+    file: Path
+    line: int
+
+    @property
+    def where(self) -> str:
+        return location(self.file, self.line)
+
+
+def location(file: Path, number: int) -> str:
+    """'news.jsonl:12' for a JSONL line, 'corpus.parquet row 12' for a Parquet row."""
+    return f"{file}:{number}" if file.suffix in JSONL_SUFFIXES else f"{file} row {number}"
+
+
+def input_files(pattern: str) -> list[Path]:
+    """The files an ``[input].path`` names: a file, a directory of inputs, or a glob."""
+    path = Path(pattern)
+    if glob.has_magic(pattern):
+        files = [Path(p) for p in sorted(glob.glob(pattern, recursive=True))]
+        files = [f for f in files if f.is_file()]
+        if not files:
+            raise JobError(f"[input].path: the pattern '{pattern}' matches no file")
+    elif path.is_dir():
+        files = sorted(f for f in path.iterdir() if f.suffix in JSONL_SUFFIXES + PARQUET_SUFFIXES)
+        if not files:
+            raise JobError(f"[input].path: the directory '{pattern}' holds no .jsonl or .parquet")
+    elif path.is_file():
+        files = [path]
+    else:
+        raise JobError(f"[input].path: '{pattern}' does not exist (relative to {Path.cwd()})")
+    for file in files:
+        if file.suffix not in JSONL_SUFFIXES + PARQUET_SUFFIXES:
+            raise JobError(f"[input].path: {file}: not a .jsonl or .parquet file")
+    return files
+
+
+def read_records(
+    files: Sequence[Path], id_column: str, columns: Sequence[str], batch_rows: int = BATCH_ROWS
+) -> Iterator[list[Record]]:
+    """Every row of ``files`` in order, as batches of Records holding ``columns``."""
+    for file in files:
+        if file.suffix in PARQUET_SUFFIXES:
+            yield from _parquet_records(file, id_column, columns, batch_rows)
+        else:
+            yield from _jsonl_records(file, id_column, columns, batch_rows)
+
+
+def count_rows(files: Sequence[Path]) -> int:
+    """Rows in ``files``: Parquet from its footer, JSONL by counting non-blank lines."""
+    total = 0
+    for file in files:
+        if file.suffix in PARQUET_SUFFIXES:
+            total += _parquet_file(file).metadata.num_rows
+        else:
+            with file.open("rb") as lines:
+                total += sum(1 for line in lines if line.strip())
+    return total
+
+
+def _jsonl_records(
+    file: Path, id_column: str, columns: Sequence[str], batch_rows: int
+) -> Iterator[list[Record]]:
+    batch: list[Record] = []
+    checked = False
+    with file.open("rb") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            row = _parse_line(file, number, line)
+            if not checked:
+                _check_columns(file, columns, row.keys())
+                checked = True
+            values = {name: row.get(name) for name in columns}
+            batch.append(Record(_row_id(values[id_column], file, number), values, file, number))
+            if len(batch) >= batch_rows:
+                yield batch
+                batch = []
+    if batch:
+        yield batch
+
+
+def _parse_line(file: Path, number: int, line: bytes) -> dict[str, Any]:
+    try:
+        row = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        raise JobError(f"{file}:{number}: not valid JSON ({exc}); fix or remove the line") from None
+    if not isinstance(row, dict):
+        raise JobError(f"{file}:{number}: expected a JSON object, got {type(row).__name__}")
+    return row
+
+
+def _parquet_records(
+    file: Path, id_column: str, columns: Sequence[str], batch_rows: int
+) -> Iterator[list[Record]]:
+    parquet = _parquet_file(file)
+    _check_columns(file, columns, parquet.schema_arrow.names)
+    number = 0
+    for batch in parquet.iter_batches(batch_size=batch_rows, columns=list(columns)):
+        records = []
+        for values in batch.to_pylist():
+            number += 1
+            records.append(Record(_row_id(values[id_column], file, number), values, file, number))
+        yield records
+
+
+def _parquet_file(file: Path) -> pq.ParquetFile:
+    try:
+        return pq.ParquetFile(file)
+    except Exception as exc:  # pyarrow raises several types for a damaged file
+        raise JobError(f"{file}: not a readable Parquet file ({exc})") from None
+
+
+def _check_columns(file: Path, wanted: Sequence[str], present: Any) -> None:
+    names = list(present)
+    missing = [name for name in wanted if name not in names]
+    if missing:
+        raise JobError(
+            f"{file}: column {', '.join(repr(m) for m in missing)} not in the input "
+            f"(columns: {', '.join(names)}); fix the job's [input]/[prompt]/[output].keep"
+        )
+
+
+def _row_id(value: object, file: Path, number: int) -> str:
+    if isinstance(value, str) and value:
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    raise JobError(
+        f"{location(file, number)}: the id is {value!r}; "
+        "every row needs a non-empty string or integer id"
+    )

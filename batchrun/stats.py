@@ -1,0 +1,90 @@
+"""Counters of a run, kept by the workers and the writer, read by the progress bar and the
+final summary (printed, and saved as ``_summary.json`` beside the parts)."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from batchrun.errors import RetryableError
+
+
+@dataclass
+class ModelStats:
+    """What one model did in this run."""
+
+    requests: int = 0
+    answered: int = 0
+    throttled: int = 0
+    retries: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass
+class RunStats:
+    """Counters of one run."""
+
+    started: float = field(default_factory=time.monotonic)
+    finished: float | None = None
+    rows_ok: int = 0
+    rows_failed: int = 0
+    rows_skipped: int = 0
+    models: dict[str, ModelStats] = field(default_factory=dict)
+
+    def model(self, name: str) -> ModelStats:
+        return self.models.setdefault(name, ModelStats())
+
+    def retryable(self, name: str, error: RetryableError) -> None:
+        stats = self.model(name)
+        stats.throttled += error.throttled
+        stats.errors[str(error.status or type(error).__name__)] += 1
+
+    @property
+    def throttled(self) -> int:
+        return sum(m.throttled for m in self.models.values())
+
+    @property
+    def wall_s(self) -> float:
+        return (self.finished or time.monotonic()) - self.started
+
+    def as_dict(self) -> dict[str, Any]:
+        wall = max(self.wall_s, 1e-9)
+        return {
+            "rows_ok": self.rows_ok,
+            "rows_failed": self.rows_failed,
+            "rows_skipped_done": self.rows_skipped,
+            "wall_s": round(self.wall_s, 3),
+            "models": {
+                name: {
+                    "requests": m.requests,
+                    "answered": m.answered,
+                    "requests_per_s": round(m.requests / wall, 3),
+                    "throttled_429": m.throttled,
+                    "retries": m.retries,
+                    "errors": dict(m.errors),
+                    "prompt_tokens": m.prompt_tokens,
+                    "completion_tokens": m.completion_tokens,
+                }
+                for name, m in self.models.items()
+            },
+        }
+
+    def lines(self) -> list[str]:
+        """The summary as a few human lines."""
+        out = [
+            f"rows: {self.rows_ok} ok, {self.rows_failed} failed, "
+            f"{self.rows_skipped} already done; wall {self.wall_s:.1f} s"
+        ]
+        wall = max(self.wall_s, 1e-9)
+        for name, m in self.models.items():
+            errors = ", ".join(f"{k}: {v}" for k, v in sorted(m.errors.items())) or "none"
+            out.append(
+                f"{name}: {m.requests} requests ({m.requests / wall:.2f}/s), "
+                f"{m.throttled} throttled (429), {m.retries} retries, errors {errors}, "
+                f"tokens {m.prompt_tokens} in / {m.completion_tokens} out"
+            )
+        return out

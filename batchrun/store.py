@@ -1,0 +1,225 @@
+"""The output directory: Parquet parts, a crash-safe journal of the rows not yet in a part,
+the job's identity, and the lock that keeps two runs from writing one output.
+
+Layout of ``[output].path``::
+
+    part-<token>.parquet        finished parts; each appears whole (written aside, fsynced, renamed)
+    .journal-<token>.arrows     rows answered since the last part, appended as Arrow IPC batches
+    _job.json                   the job's name, kind and request fingerprint
+    _summary.json               the last run's summary
+    .lock                       held (flock) by the run writing here; says its pid and host
+
+Every answered row is appended to the journal at once, so a process killed at any moment loses
+at most the requests in flight. ``seal()`` turns the journal into a part; a journal left by a
+killed run is sealed by the next one (a torn last batch is dropped: those rows are sent again).
+A part's name is derived from its journal's, so a journal sealed twice yields one part.
+Readers (pyarrow, polars, DuckDB) skip the dot and underscore files.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import socket
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from batchrun.errors import OutputError
+
+PART_GLOB = "part-*.parquet"
+JOURNAL_GLOB = ".journal-*.arrows"
+
+
+class Store:
+    """One run's handle on the output directory; ``open()`` locks it, ``close()`` seals it."""
+
+    def __init__(self, path: Path, schema: pa.Schema, owner: str = "all") -> None:
+        self.path = path
+        self.schema = schema
+        self._owner = owner
+        self._lock_fd: int | None = None
+        self._journal: pa.ipc.RecordBatchStreamWriter | None = None
+        self._journal_file: Any = None
+        self._journal_path: Path | None = None
+        self.rows_in_journal = 0
+
+    def open(self) -> Store:
+        """Create the directory, take the lock, seal journals a killed run left behind."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"{self.path}: cannot create the output directory ({exc})") from None
+        self._lock()
+        for stale in self.path.glob(".part-*.tmp"):
+            stale.unlink(missing_ok=True)
+        for journal in sorted(self.path.glob(JOURNAL_GLOB)):
+            self._seal_journal(journal)
+        return self
+
+    def close(self) -> None:
+        """Seal the journal into a part and release the lock."""
+        try:
+            self.seal()
+        finally:
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+                self._lock_fd = None
+
+    def append(self, rows: list[dict[str, Any]]) -> None:
+        """Add answered rows to the journal; they survive a kill from now on."""
+        if not rows:
+            return
+        table = pa.Table.from_pylist(rows, schema=self.schema)
+        if self._journal is None:
+            self._start_journal()
+        assert self._journal is not None
+        try:
+            self._journal.write_table(table)
+        except OSError as exc:
+            raise OutputError(f"{self._journal_path}: cannot write ({exc})") from None
+        self.rows_in_journal += len(rows)
+
+    def seal(self) -> None:
+        """Turn the current journal into a part file."""
+        if self._journal is None:
+            return
+        self._journal.close()
+        self._journal_file.close()
+        journal, self._journal, self._journal_path = self._journal_path, None, None
+        self.rows_in_journal = 0
+        assert journal is not None
+        self._seal_journal(journal)
+
+    def _start_journal(self) -> None:
+        token = f"{self._owner}-{time.time_ns():x}-{os.getpid()}"
+        self._journal_path = self.path / f".journal-{token}.arrows"
+        try:
+            self._journal_file = pa.OSFile(str(self._journal_path), "wb")
+        except OSError as exc:
+            raise OutputError(f"{self._journal_path}: cannot write ({exc})") from None
+        self._journal = pa.ipc.new_stream(self._journal_file, self.schema)
+
+    def _seal_journal(self, journal: Path) -> None:
+        token = journal.name.removeprefix(".journal-").removesuffix(".arrows")
+        part = self.path / f"part-{token}.parquet"
+        if not part.exists():
+            batches = list(_readable_batches(journal))
+            if any(batch.num_rows for batch in batches):
+                _write_part(part, pa.Table.from_batches(batches, schema=batches[0].schema))
+        journal.unlink(missing_ok=True)
+
+    def _lock(self) -> None:
+        lock_path = self.path / ".lock"
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 200).decode("utf-8", "replace").strip() or "another process"
+            os.close(fd)
+            raise OutputError(
+                f"{self.path}: another run is writing this output ({holder}); "
+                "wait for it to finish or stop it"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode())
+        self._lock_fd = fd
+
+
+def _readable_batches(journal: Path) -> Iterable[pa.RecordBatch]:
+    """The whole batches of a journal; a batch torn by a kill ends the reading."""
+    try:
+        reader = pa.ipc.open_stream(str(journal))
+    except (pa.ArrowInvalid, OSError):
+        return
+    while True:
+        try:
+            yield reader.read_next_batch()
+        except (StopIteration, pa.ArrowInvalid, OSError):
+            return
+
+
+def _write_part(part: Path, table: pa.Table) -> None:
+    """Write ``table`` so that ``part`` appears whole or not at all."""
+    temporary = part.with_name(f".{part.stem}.tmp")
+    pq.write_table(table, temporary, compression="zstd")
+    with open(temporary, "rb") as written:
+        os.fsync(written.fileno())
+    os.replace(temporary, part)
+    _fsync_directory(part.parent)
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def part_files(path: Path) -> list[Path]:
+    """The finished parts of an output directory."""
+    return sorted(path.glob(PART_GLOB)) if path.is_dir() else []
+
+
+def read_columns(path: Path, columns: list[str]) -> pa.Table:
+    """``columns`` of every finished part (an empty table when there is none)."""
+    parts = part_files(path)
+    if not parts:
+        return pa.table({name: pa.array([], pa.string()) for name in columns})
+    return ds.dataset([str(p) for p in parts], format="parquet").to_table(columns=columns)
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A small JSON file beside the parts, or None when it does not exist."""
+    try:
+        data = orjson.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write a small JSON file atomically."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2))
+    os.replace(temporary, path)
+
+
+def check_identity(path: Path, name: str, kind: str, fingerprint: str) -> None:
+    """Refuse to mix rows of differently shaped requests in one output; record the job's
+    identity on first use."""
+    identity = path / "_job.json"
+    recorded = read_json(identity)
+    if recorded and part_files(path) and recorded.get("fingerprint") != fingerprint:
+        raise OutputError(
+            f"{path}: holds rows of job {recorded.get('name')!r} made with other requests "
+            "(its model, prompt, params or text column differ from this job's); "
+            "run with --fresh to move that output aside, or set a new [output].path"
+        )
+    if recorded is None or recorded.get("fingerprint") != fingerprint:
+        path.mkdir(parents=True, exist_ok=True)
+        write_json(identity, {"name": name, "kind": kind, "fingerprint": fingerprint})
+
+
+def move_aside(path: Path) -> Path | None:
+    """``--fresh``: rename an existing output to ``<path>.old-<time>``; refuse while a run
+    holds its lock. Returns the new name, or None when there was nothing to move."""
+    if not path.exists() or not any(path.iterdir()):
+        return None
+    fd = os.open(path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise OutputError(f"{path}: another run is writing this output; stop it first") from None
+    finally:
+        os.close(fd)
+    aside = path.with_name(f"{path.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
+    os.replace(path, aside)
+    return aside
