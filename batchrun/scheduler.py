@@ -100,6 +100,8 @@ class Scheduler:
         self._workers: list[asyncio.Task[None]] = []
         self._stopping = False
         self._next_model = 0
+        vector = plan.schema.field("embedding").type if "embedding" in plan.schema.names else None
+        self._dimensions: int | None = getattr(vector, "list_size", None)
 
     async def run(self) -> None:
         """Do every row of the plan; raise FatalError (after writing what is done) on a fatal
@@ -237,6 +239,10 @@ class Scheduler:
             return [chat_row(request.items[0], schema, model, answer, request.attempts, latency)]
         stats.prompt_tokens += answer.prompt_tokens or 0
         shares = _token_shares(answer.prompt_tokens, [item.text for item in request.items])
+        wrong = [len(v) for v in answer.vectors if self._dimensions not in (None, len(v))]
+        if wrong:
+            error = f"the service sent {wrong[0]} numbers per vector, not {self._dimensions}"
+            return [self._failed(i, model, error, request.attempts) for i in request.items]
         return [
             embedding_row(item, schema, model, vector, tokens, request.attempts)
             for item, vector, tokens in zip(request.items, answer.vectors, shares, strict=True)
@@ -273,7 +279,7 @@ def _flatten(group: BaseExceptionGroup[Exception]) -> list[Exception]:
     """The errors of a group, fatal ones first."""
     flat: list[Exception] = []
     for error in group.exceptions:
-        if isinstance(error, ExceptionGroup):
+        if isinstance(error, BaseExceptionGroup):
             flat += _flatten(error)
         else:
             flat.append(error)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import array
 import asyncio
+import base64
 import logging
 import math
 import os
@@ -26,7 +28,7 @@ from batchrun.emulator import EmulatorConfig, make_app, running_emulator
 from batchrun.emulator.answers import split_sentences, truncate_tokens
 from batchrun.emulator.faults import Fault, FaultPlan
 from batchrun.emulator.limits import SlidingWindow, window_for
-from batchrun.emulator.vectors import DIMENSIONS, embed
+from batchrun.emulator.vectors import DIMENSIONS, embed, embed_base64
 
 AUTH = {"Authorization": "Bearer test-token"}
 THINKER = "qwen3-32b-awq"
@@ -217,6 +219,17 @@ def test_similar_texts_get_closer_vectors_than_unrelated_ones() -> None:
     assert cosine(question, question) == pytest.approx(1.0)
 
 
+async def test_embeddings_in_base64_are_the_same_float32_vector(
+    aiohttp_client: AiohttpClient,
+) -> None:
+    client = await make_client(aiohttp_client)
+    body = await embeddings(client, ["квантовая запутанность"], encoding_format="base64")
+    encoded = body["data"][0]["embedding"]
+    assert encoded == embed_base64("квантовая запутанность")
+    decoded = array.array("f", base64.b64decode(encoded)).tolist()
+    assert decoded == pytest.approx(embed("квантовая запутанность"), abs=1e-7)
+
+
 def test_embedding_of_punctuation_only_is_still_a_unit_vector() -> None:
     assert math.isclose(math.hypot(*embed("?!")), 1.0)
 
@@ -259,6 +272,18 @@ async def test_unknown_model_gives_404(aiohttp_client: AiohttpClient) -> None:
     response = await client.post("/v1/chat/completions", json=chat_body("gpt-5"))
     assert response.status == 404
     assert (await response.json())["error"]["code"] == "model_not_found"
+
+
+async def test_wrong_method_or_path_under_v1_answers_openai_style_json(
+    aiohttp_client: AiohttpClient,
+) -> None:
+    client = await make_client(aiohttp_client)
+    wrong_method = await client.get("/v1/chat/completions")
+    assert wrong_method.status == 405
+    assert (await wrong_method.json())["error"]["code"] == "method_not_allowed"
+    wrong_path = await client.post("/v1/completions", json={})
+    assert wrong_path.status == 404
+    assert (await wrong_path.json())["error"]["code"] == "not_found"
 
 
 BAD_CHATS = [

@@ -52,8 +52,8 @@ def chat_answer(
     model: ModelInfo, messages: tuple[Message, ...], max_tokens: int | None
 ) -> ChatAnswer:
     """The answer ``model`` gives to ``messages``: same request, same answer."""
-    users = [content for role, content in messages if role == "user"]
-    user = users[-1] if users else messages[-1][1]
+    users = [content for role, content in messages if role == "user"] or [""]
+    user = users[-1]
     instruction, body = split_instruction(user)
     wanted = 1 if _ONE_SENTENCE.search(instruction) else 2
     sentences = split_sentences(body)

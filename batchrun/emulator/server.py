@@ -10,12 +10,10 @@ is logged per request, and no response ever echoes the token.
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
 import hmac
 import math
 import time
-from array import array
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -38,7 +36,7 @@ from batchrun.emulator.payloads import (
 )
 from batchrun.emulator.stats import ModelStats, Stats
 from batchrun.emulator.streaming import close_connection, event_lines, send_events, usage_json
-from batchrun.emulator.vectors import embed
+from batchrun.emulator.vectors import embed, embed_base64
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _Checked = TypeVar("_Checked")
@@ -186,7 +184,8 @@ async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     except web.HTTPException as exc:
         if not api:
             raise
-        return HttpError(exc.status, exc.reason, "invalid_request_error", "not_found").response()
+        code = exc.reason.lower().replace(" ", "_")  # "not_found", "method_not_allowed"
+        return HttpError(exc.status, exc.reason, "invalid_request_error", code).response()
 
 
 async def list_models(request: web.Request) -> web.Response:
@@ -233,7 +232,7 @@ async def embeddings(request: web.Request) -> web.Response:
     await emulator.inject(request, admitted.stats, stream=False)
     if emulator.config.latency_s:
         await asyncio.sleep(emulator.config.latency_s)
-    encode = _base64 if job.encoding_format == "base64" else embed
+    encode = embed_base64 if job.encoding_format == "base64" else embed
     data = [
         {"object": "embedding", "index": i, "embedding": encode(text)}
         for i, text in enumerate(job.inputs)
@@ -241,10 +240,6 @@ async def embeddings(request: web.Request) -> web.Response:
     tokens = sum(max(1, count_tokens(text)) for text in job.inputs)
     usage = {"prompt_tokens": tokens, "total_tokens": tokens}
     return _json({"object": "list", "data": data, "model": job.model.name, "usage": usage})
-
-
-def _base64(text: str) -> str:
-    return base64.b64encode(array("f", embed(text)).tobytes()).decode()
 
 
 async def get_stats(request: web.Request) -> web.Response:

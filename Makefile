@@ -1,0 +1,43 @@
+# batchrun: `make run JOB=demo-summarise`, `make test`. The first use creates .venv.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+READY  := $(VENV)/.ready
+JOB    ?=
+# JOB=name means jobs/name.toml; a path to a .toml file works too.
+JOB_FILE = $(if $(filter %.toml,$(JOB)),$(JOB),jobs/$(JOB).toml)
+
+.PHONY: run validate status test lint bench emulator clean
+
+$(READY): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(READY)
+
+run: $(READY)
+	@test -n "$(JOB)" || { echo "usage: make run JOB=demo-summarise (a name in jobs/ or a .toml path)"; exit 2; }
+	$(BIN)/batchrun run $(JOB_FILE) $(ARGS)
+
+validate: $(READY)
+	$(BIN)/batchrun validate $(JOB_FILE)
+
+status: $(READY)
+	$(BIN)/batchrun status $(JOB_FILE)
+
+test: $(READY)
+	$(BIN)/pytest -q $(ARGS)
+
+lint: $(READY)
+	$(BIN)/ruff check batchrun tests
+	$(BIN)/ruff format --check batchrun tests
+	$(BIN)/mypy --strict batchrun
+
+bench: $(READY)
+	$(BIN)/python -m batchrun.bench $(ARGS)
+
+emulator: $(READY)
+	$(BIN)/batchrun emulator $(ARGS)
+
+clean:
+	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,340 @@
+"""load_job: a job file becomes a frozen Job, or a JobError listing every problem with its key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from batchrun.errors import JobError
+from batchrun.job import Job, load_job
+from tests.conftest import write_job
+
+SUMMARISE = """
+    kind = "chat"
+    model = ["qwen3-32b-awq", "qwen3-coder-30b-a3b-instruct-fp8"]
+
+    [endpoint]
+    base_url = "local"
+
+    [input]
+    path = "data/news.jsonl"
+    id = "id"
+
+    [prompt]
+    system = "/no_think Answer in Russian."
+    user = "Summarise in two sentences:\\n\\n{title}\\n{text}"
+
+    [params]
+    temperature = 0.2
+    max_tokens = 256
+
+    [output]
+    path = "out/summaries"
+    keep = ["title"]
+
+    [run]
+    concurrency = 16
+    max_attempts = 5
+
+    [models."qwen3-coder-30b-a3b-instruct-fp8"]
+    rps = 1.5
+"""
+
+EMBED = """
+    kind = "embeddings"
+    model = "bge-m3"
+
+    [input]
+    path = "news.jsonl"
+    text = "text"
+
+    [output]
+    path = "out/vectors"
+"""
+
+
+def load_error(path: Path) -> str:
+    with pytest.raises(JobError) as caught:
+        load_job(path)
+    return str(caught.value)
+
+
+def chat_job(tmp_path: Path, extra: str = "", run: str = "", prompt: str = "{text}") -> Path:
+    return write_job(
+        tmp_path / "bad.toml",
+        f"""
+        kind = "chat"
+        model = "qwen3-32b-awq"
+        {extra}
+        [input]
+        path = "news.jsonl"
+        [prompt]
+        user = "{prompt}"
+        [output]
+        path = "out"
+        [run]
+        {run}
+        """,
+    )
+
+
+def test_shipped_style_chat_job_loads_into_a_typed_job(tmp_path: Path) -> None:
+    job = load_job(write_job(tmp_path / "summarise.toml", SUMMARISE))
+
+    assert job.kind == "chat"
+    assert job.models == ("qwen3-32b-awq", "qwen3-coder-30b-a3b-instruct-fp8")
+    assert job.rps == {"qwen3-32b-awq": 2.0, "qwen3-coder-30b-a3b-instruct-fp8": 1.5}
+    assert job.spec.run.concurrency == 16
+    assert job.spec.params == {"temperature": 0.2, "max_tokens": 256}
+    assert job.text_columns == ("title", "text")
+    assert job.input_columns == ("id", "title", "text")
+
+
+def test_job_name_defaults_to_the_file_stem_and_can_be_set(tmp_path: Path) -> None:
+    assert load_job(write_job(tmp_path / "summarise.toml", SUMMARISE)).name == "summarise"
+    named = write_job(tmp_path / "other.toml", 'name = "digest"\n' + EMBED)
+    assert load_job(named).name == "digest"
+
+
+def test_embeddings_job_with_a_single_model_gets_its_catalog_rate(tmp_path: Path) -> None:
+    job = load_job(write_job(tmp_path / "embed.toml", EMBED))
+
+    assert job.kind == "embeddings"
+    assert job.models == ("bge-m3",)
+    assert job.rps == {"bge-m3": 7.0}
+    assert job.text_columns == ("text",)
+
+
+def test_job_repr_is_short_and_names_the_job(tmp_path: Path) -> None:
+    text = repr(load_job(write_job(tmp_path / "summarise.toml", SUMMARISE)))
+
+    assert text.startswith("Job('summarise'")
+    assert "chat" in text
+    assert len(text) < 120
+    assert "Summarise in two sentences" not in text
+
+
+def test_typo_in_run_key_suggests_the_right_key(tmp_path: Path) -> None:
+    message = load_error(chat_job(tmp_path, run="concurency = 4"))
+
+    assert "bad.toml: [run].concurency: unknown key; did you mean 'concurrency'?" in message
+
+
+def test_typo_in_a_model_override_suggests_rps(tmp_path: Path) -> None:
+    path = write_job(tmp_path / "embed.toml", EMBED + '\n[models."bge-m3"]\nrsp = 3\n')
+
+    message = load_error(path)
+
+    assert """embed.toml: [models."bge-m3"].rsp: unknown key; did you mean 'rps'?""" in message
+
+
+def test_unknown_top_level_key_suggests_the_close_one(tmp_path: Path) -> None:
+    message = load_error(chat_job(tmp_path, extra='nmae = "x"'))
+
+    assert "bad.toml: nmae: unknown key; did you mean 'name'?" in message
+
+
+def test_every_problem_is_reported_at_once_with_its_key(tmp_path: Path) -> None:
+    path = write_job(
+        tmp_path / "many.toml",
+        """
+        kind = "chat"
+        model = "qwen3-32b-awq"
+        [prompt]
+        user = "{text}"
+        [output]
+        path = "out"
+        [run]
+        concurency = 4
+        max_attempts = "many"
+        timeout_s = -1
+        """,
+    )
+
+    lines = load_error(path).splitlines()
+
+    assert all(line.startswith(f"{path}: ") for line in lines)
+    assert any("input: missing; this key is required" in line for line in lines)
+    assert any("[run].concurency: unknown key" in line for line in lines)
+    assert any("[run].max_attempts:" in line and "'many'" in line for line in lines)
+    assert any("[run].timeout_s:" in line and "greater than 0" in line for line in lines)
+    assert len(lines) == 4
+
+
+def test_missing_required_key_in_a_section_names_its_path(tmp_path: Path) -> None:
+    path = write_job(
+        tmp_path / "nopath.toml",
+        'kind = "embeddings"\nmodel = "bge-m3"\n[input]\nid = "id"\n[output]\npath = "o"\n',
+    )
+
+    assert "nopath.toml: [input].path: missing; this key is required" in load_error(path)
+
+
+def test_wrong_type_names_the_key_and_the_value(tmp_path: Path) -> None:
+    message = load_error(chat_job(tmp_path, run='batch_size = "lots"'))
+
+    assert "bad.toml: [run].batch_size:" in message
+    assert "valid integer" in message
+    assert "'lots'" in message
+
+
+def test_unknown_kind_is_rejected(tmp_path: Path) -> None:
+    message = load_error(write_job(tmp_path / "k.toml", EMBED.replace("embeddings", "rerank")))
+
+    assert "k.toml: kind:" in message
+    assert "'rerank'" in message
+
+
+@pytest.mark.xfail(
+    reason="job.py _key_path: a union-typed top-level key (model) gets pydantic's branch names "
+    "as fake sub-keys: '[model].str', '[model].tuple[str, ...]'",
+    strict=True,
+)
+def test_model_of_the_wrong_type_is_reported_under_its_own_key(tmp_path: Path) -> None:
+    message = load_error(write_job(tmp_path / "m.toml", EMBED.replace('"bge-m3"', "3")))
+
+    assert "m.toml: model:" in message
+    assert "[model]." not in message
+
+
+def test_bad_toml_is_a_job_error_naming_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "broken.toml"
+    path.write_text('kind = "chat\nmodel = 1\n', encoding="utf-8")
+
+    message = load_error(path)
+
+    assert message.startswith(f"{path}: not valid TOML")
+
+
+def test_missing_job_file_is_a_job_error(tmp_path: Path) -> None:
+    assert load_error(tmp_path / "nope.toml") == f"{tmp_path / 'nope.toml'}: no such job file"
+
+
+def test_job_file_that_is_not_utf8_is_a_job_error(tmp_path: Path) -> None:
+    path = tmp_path / "latin.toml"
+    path.write_bytes(b'name = "caf\xe9"\n')
+
+    assert load_error(path).startswith(f"{path}: cannot read")
+
+
+@pytest.mark.parametrize("template", ["{text:3}", "{0}", "{}", "{text!r}"])
+def test_template_placeholder_must_be_a_plain_column_name(tmp_path: Path, template: str) -> None:
+    message = load_error(chat_job(tmp_path, prompt=f"Summarise {template}"))
+
+    assert "bad.toml: [prompt].user: placeholder" in message
+    assert "plain column name" in message
+
+
+def test_literal_braces_in_a_template_are_allowed(tmp_path: Path) -> None:
+    job = load_job(chat_job(tmp_path, prompt='Answer as {{\\"a\\": 1}} for {text}'))
+
+    assert job.text_columns == ("text",)
+
+
+def test_chat_job_without_prompt_says_how_to_add_one(tmp_path: Path) -> None:
+    path = write_job(
+        tmp_path / "noprompt.toml",
+        'kind = "chat"\nmodel = "qwen3-32b-awq"\n[input]\npath = "x.jsonl"\n[output]\npath = "o"\n',
+    )
+
+    message = load_error(path)
+
+    assert "noprompt.toml: [prompt]: a chat job needs [prompt]" in message
+
+
+def test_embeddings_job_with_a_prompt_is_refused(tmp_path: Path) -> None:
+    path = write_job(tmp_path / "e.toml", EMBED + '\n[prompt]\nuser = "{text}"\n')
+
+    assert "e.toml: [prompt]: an embeddings job sends [input].text as is" in load_error(path)
+
+
+def test_chat_model_under_embeddings_kind_is_refused_with_the_fix(tmp_path: Path) -> None:
+    path = write_job(tmp_path / "e.toml", EMBED.replace('"bge-m3"', '"qwen3-32b-awq"'))
+
+    message = load_error(path)
+
+    assert "e.toml: model: 'qwen3-32b-awq' is a chat model but kind = \"embeddings\"" in message
+    assert 'use kind = "chat"' in message
+
+
+def test_empty_model_list_is_refused(tmp_path: Path) -> None:
+    path = write_job(tmp_path / "e.toml", EMBED.replace('"bge-m3"', "[]"))
+
+    assert "e.toml: model: give at least one model name" in load_error(path)
+
+
+def test_reserved_params_are_refused_each_on_its_line(tmp_path: Path) -> None:
+    path = chat_job(tmp_path, extra='[params]\nmodel = "x"\nstream = true\ntemperature = 0')
+
+    lines = load_error(path).splitlines()
+
+    assert lines == [
+        f"{path}: [params].model: set by batchrun itself; remove it from [params]",
+        f"{path}: [params].stream: set by batchrun itself; remove it from [params]",
+    ]
+
+
+@pytest.mark.xfail(
+    reason="job.py load_job: the cross-key rules (_check_consistency) only run once the schema "
+    "validates, so a typo hides a missing [prompt]: not every error at once",
+    strict=True,
+)
+def test_schema_and_consistency_problems_are_reported_together(tmp_path: Path) -> None:
+    path = write_job(
+        tmp_path / "both.toml",
+        'kind = "chat"\nmodel = "qwen3-32b-awq"\n[input]\npath = "x.jsonl"\n'
+        '[output]\npath = "o"\n[run]\nconcurency = 4\n',
+    )
+
+    message = load_error(path)
+
+    assert "[run].concurency: unknown key" in message
+    assert "[prompt]: a chat job needs [prompt]" in message
+
+
+def _fingerprint(tmp_path: Path, body: str) -> str:
+    return load_job(write_job(tmp_path / "fp.toml", body)).fingerprint()
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("Summarise in two sentences", "Summarise in one sentence"),
+        ("/no_think Answer in Russian.", "Answer in Russian."),
+        ("temperature = 0.2", "temperature = 0.7"),
+        ('model = ["qwen3-32b-awq", ', 'model = ["qwen3-32b-awq-v2", '),
+    ],
+    ids=["user-prompt", "system-prompt", "params", "model"],
+)
+def test_fingerprint_changes_when_the_requests_change(tmp_path: Path, old: str, new: str) -> None:
+    assert old in SUMMARISE
+    before = _fingerprint(tmp_path, SUMMARISE)
+
+    assert _fingerprint(tmp_path, SUMMARISE.replace(old, new)) != before
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("concurrency = 16", "concurrency = 2"),
+        ("max_attempts = 5", "max_attempts = 9\n    stream = true"),
+        ("rps = 1.5", "rps = 0.5"),
+        ('path = "out/summaries"', 'path = "elsewhere"'),
+    ],
+    ids=["concurrency", "attempts-and-stream", "rps", "output-path"],
+)
+def test_fingerprint_ignores_how_the_job_runs(tmp_path: Path, old: str, new: str) -> None:
+    assert old in SUMMARISE
+    before = _fingerprint(tmp_path, SUMMARISE)
+
+    assert _fingerprint(tmp_path, SUMMARISE.replace(old, new)) == before
+
+
+def test_fingerprint_is_stable_across_loads(tmp_path: Path) -> None:
+    first = load_job(write_job(tmp_path / "a.toml", SUMMARISE))
+    second = load_job(write_job(tmp_path / "b.toml", SUMMARISE))
+
+    assert isinstance(first, Job)
+    assert first.fingerprint() == second.fingerprint()
+    assert len(first.fingerprint()) == 16

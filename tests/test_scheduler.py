@@ -1,0 +1,229 @@
+"""The scheduler against a scripted fake service: retries, give-ups, row errors, fatal stops,
+bisection of rejected embedding batches. No real sleeping: the sleep is injected."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+from batchrun.answers import ChatAnswer, EmbeddingAnswer
+from batchrun.errors import FatalError, RetryableError, RowError
+from batchrun.job import Job, load_job
+from batchrun.progress import Progress
+from batchrun.results import output_schema
+from batchrun.scheduler import Plan, Scheduler
+from batchrun.sources import input_files
+from batchrun.stats import RunStats
+from batchrun.store import Store, read_columns
+
+Script = Callable[[str, dict[str, Any], int], Any]
+
+
+class FakeService:
+    """Answers by a script: ``script(model, body, call_number)`` returns an answer or an
+    exception to raise."""
+
+    def __init__(self, script: Script) -> None:
+        self.script = script
+        self.calls: list[dict[str, Any]] = []
+
+    async def _answer(self, model: str, body: dict[str, Any]) -> Any:
+        self.calls.append(body)
+        outcome = self.script(model, body, len(self.calls))
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    async def chat(self, model: str, body: dict[str, Any], *, stream: bool = False) -> ChatAnswer:
+        answer: ChatAnswer = await self._answer(model, body)
+        return answer
+
+    async def embed(self, model: str, body: dict[str, Any]) -> EmbeddingAnswer:
+        answer: EmbeddingAnswer = await self._answer(model, body)
+        return answer
+
+
+def ok_chat(model: str, body: dict[str, Any], call: int) -> ChatAnswer:
+    return ChatAnswer("summary of " + body["messages"][-1]["content"][-12:], None, "stop", 5, 3)
+
+
+class Sleeps:
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    async def __call__(self, delay: float) -> None:
+        self.delays.append(delay)
+
+
+async def run_fake(job: Job, service: FakeService, sleeps: Sleeps | None = None) -> pa.Table:
+    schema = output_schema(job.kind, {"title": pa.string()}, job.models)
+    store = Store(Path(job.spec.output.path), schema).open()
+    stats = RunStats()
+    plan = Plan(job, input_files(job.spec.input.path), schema)
+    scheduler = Scheduler(
+        plan,
+        service,
+        store,
+        stats,
+        Progress(0, stats, enabled=False),
+        sleep=sleeps or Sleeps(),
+        rng=random.Random(1),
+    )
+    try:
+        await scheduler.run()
+    finally:
+        store.close()
+    return read_columns(Path(job.spec.output.path), list(schema.names)).sort_by("id")
+
+
+@pytest.fixture
+def chat_job(make_job: Callable[..., Path]) -> Job:
+    return load_job(make_job(rps=1000, run="max_attempts = 3"))
+
+
+@pytest.mark.parametrize("status", [408, 429, 500, 502, 503, 504])
+async def test_retryable_status_is_retried_then_row_succeeds(chat_job: Job, status: int) -> None:
+    failing = {"n00003"}
+
+    def script(model: str, body: dict[str, Any], call: int) -> Any:
+        text = body["messages"][-1]["content"]
+        if "Item 3 happened" in text and failing:
+            failing.clear()
+            return RetryableError(f"{status} from server", status)
+        return ok_chat(model, body, call)
+
+    table = await run_fake(chat_job, FakeService(script))
+    rows = {row["id"]: row for row in table.to_pylist()}
+    assert len(rows) == 20
+    assert all(row["status"] == "ok" for row in rows.values())
+    assert rows["n00003"]["attempts"] == 2
+    assert rows["n00004"]["attempts"] == 1
+
+
+async def test_retry_after_is_honoured(chat_job: Job) -> None:
+    def script(model: str, body: dict[str, Any], call: int) -> Any:
+        return RetryableError("429", 429, retry_after=1.5) if call == 1 else ok_chat(model, body, 1)
+
+    sleeps = Sleeps()
+    await run_fake(chat_job, FakeService(script), sleeps)
+    assert sleeps.delays == [1.5]
+
+
+async def test_row_fails_after_max_attempts_and_run_goes_on(chat_job: Job) -> None:
+    def script(model: str, body: dict[str, Any], call: int) -> Any:
+        if "Item 7 happened" in body["messages"][-1]["content"]:
+            return RetryableError("503 from server", 503)
+        return ok_chat(model, body, call)
+
+    table = await run_fake(chat_job, FakeService(script))
+    rows = {row["id"]: row for row in table.to_pylist()}
+    assert rows["n00007"]["status"] == "failed"
+    assert rows["n00007"]["attempts"] == 3
+    assert "gave up after 3 attempts" in rows["n00007"]["error"]
+    assert sum(row["status"] == "ok" for row in rows.values()) == 19
+
+
+async def test_bad_request_fails_only_its_row_without_retry(chat_job: Job) -> None:
+    def script(model: str, body: dict[str, Any], call: int) -> Any:
+        if "Item 2 happened" in body["messages"][-1]["content"]:
+            return RowError("400 bad request: too long", 400)
+        return ok_chat(model, body, call)
+
+    service = FakeService(script)
+    table = await run_fake(chat_job, service)
+    rows = {row["id"]: row for row in table.to_pylist()}
+    assert rows["n00002"]["status"] == "failed"
+    assert rows["n00002"]["attempts"] == 1
+    assert "too long" in rows["n00002"]["error"]
+    assert len(service.calls) == 20
+
+
+@pytest.mark.parametrize("status", [401, 403, 404])
+async def test_fatal_status_stops_the_run_and_keeps_done_rows(
+    make_job: Callable[..., Path], status: int
+) -> None:
+    job = load_job(make_job(rps=1000, run="concurrency = 1"))
+
+    def script(model: str, body: dict[str, Any], call: int) -> Any:
+        return FatalError(f"{status} fix it", status) if call > 5 else ok_chat(model, body, call)
+
+    service = FakeService(script)
+    with pytest.raises(FatalError, match=str(status)):
+        await run_fake(job, service)
+    done = read_columns(Path("out"), ["id", "status"]).to_pylist()
+    assert len(done) == 5
+    assert {row["status"] for row in done} == {"ok"}
+    assert len(service.calls) == 6  # nothing sent after the fatal answer
+
+
+async def test_empty_text_fails_without_a_request(make_job: Callable[..., Path]) -> None:
+    rows = [{"id": "a", "title": "t", "text": "fine text"}, {"id": "b", "title": "t", "text": " "}]
+    rows.append({"id": "c", "title": "t", "text": None})
+    service = FakeService(ok_chat)
+    table = await run_fake(load_job(make_job(rows, rps=1000)), service)
+    by_id = {row["id"]: row for row in table.to_pylist()}
+    assert by_id["a"]["status"] == "ok"
+    assert by_id["b"]["status"] == by_id["c"]["status"] == "failed"
+    assert "empty" in by_id["b"]["error"]
+    assert len(service.calls) == 1
+
+
+def vector_for(text: str) -> list[float]:
+    return [float(len(text)), float(sum(map(ord, text)) % 997)] * 512
+
+
+def embed_script(bad: set[str]) -> Script:
+    def script(model: str, body: dict[str, Any], call: int) -> Any:
+        texts = body["input"]
+        if bad & set(texts):
+            return RowError("400 bad request: input rejected", 400)
+        return EmbeddingAnswer([vector_for(t) for t in texts], 10 * len(texts))
+
+    return script
+
+
+async def test_embeddings_are_packed_and_each_vector_lands_on_its_row(
+    make_job: Callable[..., Path],
+) -> None:
+    job = load_job(make_job(kind="embeddings", rps=1000, run="batch_size = 8"))
+    service = FakeService(embed_script(set()))
+    table = await run_fake(job, service)
+    assert [len(call["input"]) for call in service.calls] == [8, 8, 4]
+    texts = {row["id"]: row["text"] for row in _news(20)}
+    for row in table.to_pylist():
+        assert row["embedding"][:2] == pytest.approx(vector_for(texts[row["id"]])[:2])
+        assert row["prompt_tokens"] > 0
+
+
+async def test_rejected_embedding_batch_is_bisected_to_the_bad_input(
+    make_job: Callable[..., Path],
+) -> None:
+    job = load_job(make_job(kind="embeddings", rps=1000, run="batch_size = 8"))
+    bad_text = _news(20)[5]["text"]
+    table = await run_fake(job, FakeService(embed_script({bad_text})))
+    by_id = {row["id"]: row for row in table.to_pylist()}
+    assert by_id["n00005"]["status"] == "failed"
+    assert by_id["n00005"]["embedding"] is None
+    assert all(row["status"] == "ok" for key, row in by_id.items() if key != "n00005")
+
+
+def _news(count: int) -> list[dict[str, Any]]:
+    from tests.conftest import news_rows
+
+    return news_rows(count)
+
+
+async def test_vector_of_the_wrong_size_fails_its_row(make_job: Callable[..., Path]) -> None:
+    job = load_job(make_job(kind="embeddings", rps=1000, run="batch_size = 8"))
+
+    def script(model: str, body: dict[str, Any], call: int) -> Any:
+        return EmbeddingAnswer([[0.5, 0.5] for _ in body["input"]], 1)
+
+    table = await run_fake(job, FakeService(script))
+    assert set(table.column("status").to_pylist()) == {"failed"}
+    assert "1024" in table.column("error")[0].as_py()
