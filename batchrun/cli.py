@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Sequence
 
@@ -71,6 +72,9 @@ def _parser() -> argparse.ArgumentParser:
     emulator.add_argument("--fail-rate", type=float, default=0.0, help="share of 500/503")
     emulator.add_argument("--drop-rate", type=float, default=0.0, help="share of dropped conns")
     emulator.add_argument("--seed", type=int, default=0)
+    emulator.add_argument(
+        "--api-key-env", metavar="VAR", help="accept only the token held in this variable"
+    )
     emulator.set_defaults(handler=_emulator)
 
     models = commands.add_parser("models", help="list the models the endpoint serves")
@@ -111,6 +115,7 @@ def _emulator(args: argparse.Namespace) -> int:
             fail_rate=args.fail_rate,
             drop_rate=args.drop_rate,
             seed=args.seed,
+            api_key=os.environ.get(args.api_key_env) if args.api_key_env else None,
         )
     except ValueError as exc:
         raise JobError(f"emulator: {exc}") from None

@@ -127,7 +127,8 @@ class Api:
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError:
-            raise RetryableError(f"the service answered with non-JSON: {raw[:80]!r}") from None
+            text = self._redact(raw.decode("utf-8", "replace"))[:80]
+            raise RetryableError(f"the service answered with non-JSON: {text!r}") from None
         if not isinstance(body, dict):
             raise RetryableError("the service answered with JSON that is not an object")
         return body
@@ -136,7 +137,7 @@ class Api:
         self, response: aiohttp.ClientResponse, url: str, model: str | None
     ) -> ApiError:
         status = response.status
-        detail = self._redact(await _error_detail(response))
+        detail = self._redact(await _error_detail(response))[:300]
         if status in RETRYABLE_STATUSES or status >= 500:
             return RetryableError(
                 f"{status} from {url}: {detail}", status, _retry_after(response.headers)
@@ -175,9 +176,9 @@ async def _error_detail(response: aiohttp.ClientResponse) -> str:
     except aiohttp.ClientError:
         return response.reason or ""
     try:
-        return str(orjson.loads(raw)["error"]["message"])[:300]
+        return str(orjson.loads(raw)["error"]["message"])
     except (orjson.JSONDecodeError, KeyError, TypeError):
-        return raw.decode("utf-8", "replace")[:300]
+        return raw.decode("utf-8", "replace")
 
 
 def _retry_after(headers: Any) -> float | None:

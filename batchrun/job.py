@@ -23,6 +23,7 @@ from batchrun.errors import JobError
 
 LOCAL = "local"
 RESERVED_PARAMS = frozenset({"model", "messages", "input", "stream"})
+TABLES = frozenset({"endpoint", "input", "prompt", "params", "output", "run", "models"})
 
 
 class _Section(BaseModel):
@@ -166,57 +167,68 @@ def load_job(path: str | Path) -> Job:
         raise JobError(f"{path}: cannot read: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise JobError(f"{path}: not valid TOML: {exc}") from None
+    problems = []
     try:
         spec = JobFile.model_validate(raw)
     except ValidationError as exc:
-        raise JobError("\n".join(f"{path}: {line}" for line in _describe(exc))) from None
-    problems = _check_consistency(spec)
+        problems = _describe(exc)
+    problems += _check_consistency(raw)
     if problems:
         raise JobError("\n".join(f"{path}: {line}" for line in problems))
     return Job(path, spec)
 
 
-def _check_consistency(spec: JobFile) -> list[str]:
-    """Rules that span several keys."""
+def _check_consistency(raw: dict[str, Any]) -> list[str]:
+    """Rules that span several keys, checked on the raw file so that they are reported
+    together with the per-key errors."""
     problems = []
-    models = (spec.model,) if isinstance(spec.model, str) else spec.model
-    if not models:
+    kind, model = raw.get("kind"), raw.get("model")
+    models = [model] if isinstance(model, str) else model if isinstance(model, list) else []
+    if isinstance(model, list) and not model:
         problems.append("model: give at least one model name")
     for name in models:
-        info = MODELS.get(name)
-        if info and info.kind != spec.kind:
+        info = MODELS.get(name) if isinstance(name, str) else None
+        if info and kind in ("chat", "embeddings") and info.kind != kind:
             problems.append(
-                f"model: '{name}' is a {info.kind} model but kind = \"{spec.kind}\"; "
+                f"model: '{name}' is a {info.kind} model but kind = \"{kind}\"; "
                 f'use kind = "{info.kind}" or another model'
             )
-    if spec.kind == "chat" and spec.prompt is None:
+    if kind == "chat" and "prompt" not in raw:
         problems.append('[prompt]: a chat job needs [prompt] with user = "...{column}..."')
-    if spec.kind == "embeddings" and spec.prompt is not None:
+    if kind == "embeddings" and "prompt" in raw:
         problems.append("[prompt]: an embeddings job sends [input].text as is; remove [prompt]")
-    for key in sorted(RESERVED_PARAMS & spec.params.keys()):
+    params = raw.get("params")
+    for key in sorted(RESERVED_PARAMS & set(params if isinstance(params, dict) else ())):
         problems.append(f"[params].{key}: set by batchrun itself; remove it from [params]")
     return problems
 
 
 def _describe(exc: ValidationError) -> list[str]:
-    """Pydantic's errors as our messages: key path, what is wrong, how to fix it."""
-    lines = []
+    """Pydantic's errors as our messages: key path, what is wrong, how to fix it. The errors of
+    a union's branches (``model = 3``) become one line for the key."""
+    by_key: dict[str, list[str]] = {}
     for error in exc.errors():
-        loc = [str(part) for part in error["loc"] if not str(part).startswith("function-")]
+        loc = [str(part) for part in error["loc"] if not _is_branch_tag(str(part))]
         key = _key_path(loc)
         if error["type"] == "extra_forbidden":
-            lines.append(f"{key}: unknown key{_did_you_mean(loc)}")
+            message = f"unknown key{_did_you_mean(loc)}"
         elif error["type"] == "missing":
-            lines.append(f"{key}: missing; this key is required")
+            message = "missing; this key is required"
         else:
-            message = error["msg"].removeprefix("Value error, ")
-            lines.append(f"{key}: {message} (got {error.get('input')!r})")
-    return lines
+            reason = error["msg"].removeprefix("Value error, ")
+            message = f"{reason} (got {error.get('input')!r})"
+        by_key.setdefault(key, []).append(message)
+    return [f"{key}: {' or '.join(dict.fromkeys(messages))}" for key, messages in by_key.items()]
+
+
+def _is_branch_tag(part: str) -> bool:
+    """pydantic names a union's branches in the error location: 'str', 'tuple[str, ...]'."""
+    return part in {"str", "int", "float", "bool"} or "[" in part or part.startswith("function-")
 
 
 def _key_path(loc: list[str]) -> str:
     if len(loc) == 1:
-        return loc[0]
+        return f"[{loc[0]}]" if loc[0] in TABLES else loc[0]
     section, *rest = loc
     if section == "models" and rest:
         return f'[models."{rest[0]}"]' + "".join(f".{part}" for part in rest[1:])

@@ -41,5 +41,6 @@ def backoff_delay(
     delay = rng.uniform(0, min(policy.max_delay, policy.base_delay * 2 ** (attempt - 1)))
     if error is not None and error.status in SERVER_ERRORS:
         floor = min(policy.server_error_delay, policy.max_delay)
-        delay = floor + rng.uniform(0, floor) if delay < floor else delay
+        if delay < floor:
+            delay = min(floor + rng.uniform(0, floor), policy.max_delay)
     return delay

@@ -78,7 +78,8 @@ def make_job(tmp_path: Path) -> Callable[..., Path]:
             '[input]\npath = "news.jsonl"\n'
             f"{section}"
             '[output]\npath = "out"\nkeep = ["title"]\n'
-            f"[run]\nbackoff_base_s = 0.05\nbackoff_max_s = 0.5\nserver_error_wait_s = 0.05\n{run}\n"
+            "[run]\nbackoff_base_s = 0.05\nbackoff_max_s = 0.5\nserver_error_wait_s = 0.05\n"
+            f"{run}\n"
             f"{models}"
         )
         return write_job(tmp_path / "job.toml", body)

@@ -1,0 +1,306 @@
+"""The output directory: parts that appear whole, a journal that survives a kill, the lock,
+and the job's identity."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from batchrun.errors import OutputError
+from batchrun.results import output_schema
+from batchrun.store import (
+    JOURNAL_GLOB,
+    Store,
+    check_identity,
+    move_aside,
+    part_files,
+    read_columns,
+    read_json,
+)
+
+MODEL = "qwen3-32b-awq"
+SCHEMA = output_schema("chat", {"title": pa.string()}, (MODEL,))
+
+
+def rows(start: int, count: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": f"n{i:05d}",
+            "title": f"Title {i}",
+            "model": MODEL,
+            "content": f"Summary {i}.",
+            "reasoning": None,
+            "finish_reason": "stop",
+            "prompt_tokens": 40,
+            "completion_tokens": 12,
+            "attempts": 1,
+            "latency_ms": 250,
+            "status": "ok",
+            "error": None,
+        }
+        for i in range(start, start + count)
+    ]
+
+
+def ids(path: Path) -> list[str]:
+    return sorted(read_columns(path, ["id"]).column("id").to_pylist())
+
+
+def journals(path: Path) -> list[Path]:
+    return sorted(path.glob(JOURNAL_GLOB))
+
+
+def abandon(store: Store) -> None:
+    """What a kill leaves: the journal as written so far, and the lock released by the OS."""
+    assert store._lock_fd is not None
+    os.close(store._lock_fd)
+    store._lock_fd = None
+
+
+def test_append_then_close_makes_one_readable_part_with_all_rows(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    store = Store(out, SCHEMA).open()
+    store.append(rows(0, 3))
+    store.append(rows(3, 4))
+    assert store.rows_in_journal == 7
+
+    store.close()
+
+    [part] = part_files(out)
+    table = pq.read_table(part)
+    assert table.schema == SCHEMA
+    assert table.column("id").to_pylist() == [f"n{i:05d}" for i in range(7)]
+    assert table.column("content").to_pylist()[6] == "Summary 6."
+    assert journals(out) == []
+    assert not list(out.glob(".part-*.tmp"))
+
+
+def test_appending_nothing_writes_no_part(tmp_path: Path) -> None:
+    store = Store(tmp_path / "out", SCHEMA).open()
+    store.append([])
+    store.close()
+
+    assert part_files(tmp_path / "out") == []
+
+
+def test_each_seal_adds_a_part_and_readers_see_them_all(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    store = Store(out, SCHEMA).open()
+    store.append(rows(0, 2))
+    store.seal()
+    store.append(rows(2, 2))
+    store.close()
+
+    assert len(part_files(out)) == 2
+    assert ids(out) == [f"n{i:05d}" for i in range(4)]
+
+
+def test_journal_of_a_killed_run_is_sealed_by_the_next_open(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    killed = Store(out, SCHEMA).open()
+    killed.append(rows(0, 3))
+    killed.append(rows(3, 2))
+    abandon(killed)
+    assert part_files(out) == []
+    assert len(journals(out)) == 1
+
+    Store(out, SCHEMA).open().close()
+
+    assert ids(out) == [f"n{i:05d}" for i in range(5)]
+    assert len(part_files(out)) == 1
+    assert journals(out) == []
+
+
+def test_journal_with_a_torn_tail_keeps_its_whole_batches(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    killed = Store(out, SCHEMA).open()
+    killed.append(rows(0, 3))
+    killed.append(rows(3, 3))
+    abandon(killed)
+    [journal] = journals(out)
+    os.truncate(journal, journal.stat().st_size - 40)  # the last batch was half written
+
+    Store(out, SCHEMA).open().close()
+
+    assert ids(out) == [f"n{i:05d}" for i in range(3)]
+
+
+def test_journal_torn_inside_its_first_batch_leaves_no_part(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    killed = Store(out, SCHEMA).open()
+    killed.append(rows(0, 3))
+    abandon(killed)
+    [journal] = journals(out)
+    os.truncate(journal, journal.stat().st_size - 40)
+
+    Store(out, SCHEMA).open().close()
+
+    assert part_files(out) == []
+    assert journals(out) == []
+
+
+def test_journal_whose_part_exists_is_not_sealed_twice(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    killed = Store(out, SCHEMA).open()
+    killed.append(rows(0, 4))
+    abandon(killed)
+    [journal] = journals(out)
+    kept = journal.read_bytes()
+    Store(out, SCHEMA).open().close()
+    journal.write_bytes(kept)  # killed after the part was renamed, before the journal's unlink
+
+    Store(out, SCHEMA).open().close()
+
+    assert ids(out) == [f"n{i:05d}" for i in range(4)]
+    assert len(part_files(out)) == 1
+    assert journals(out) == []
+
+
+def test_leftover_temporary_part_is_removed_on_open(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".part-x.tmp").write_bytes(b"half a parquet file")
+
+    Store(out, SCHEMA).open().close()
+
+    assert not (out / ".part-x.tmp").exists()
+    assert read_columns(out, ["id"]).num_rows == 0
+
+
+def test_second_open_of_a_locked_output_names_the_holder(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    first = Store(out, SCHEMA).open()
+    try:
+        with pytest.raises(OutputError) as caught:
+            Store(out, SCHEMA).open()
+    finally:
+        first.close()
+
+    message = str(caught.value)
+    assert f"pid {os.getpid()} on {socket.gethostname()}" in message
+    assert "another run is writing this output" in message
+    Store(out, SCHEMA).open().close()  # free again after close
+
+
+def test_lock_and_journal_of_a_dead_process_are_taken_over(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    script = textwrap.dedent(
+        f"""
+        import os, sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from pathlib import Path
+        from test_store import SCHEMA, rows
+        from batchrun.store import Store
+        store = Store(Path({str(out)!r}), SCHEMA).open()
+        store.append(rows(0, 5))
+        os._exit(0)
+        """
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+    assert "pid" in (out / ".lock").read_text()
+    assert part_files(out) == []
+
+    store = Store(out, SCHEMA).open()
+    store.append(rows(5, 1))
+    store.close()
+
+    assert ids(out) == [f"n{i:05d}" for i in range(6)]
+    assert f"pid {os.getpid()} " in (out / ".lock").read_text()
+
+
+def test_output_that_cannot_be_created_is_an_output_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a directory")
+
+    with pytest.raises(OutputError, match="cannot create the output directory"):
+        Store(tmp_path / "file" / "out", SCHEMA).open()
+
+
+def test_check_identity_records_the_job_on_first_use(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+
+    check_identity(out, "digest", "chat", "abc123")
+
+    assert read_json(out / "_job.json") == {
+        "name": "digest",
+        "kind": "chat",
+        "fingerprint": "abc123",
+    }
+
+
+def test_check_identity_refuses_other_requests_when_parts_exist(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    check_identity(out, "digest", "chat", "abc123")
+    store = Store(out, SCHEMA).open()
+    store.append(rows(0, 1))
+    store.close()
+
+    check_identity(out, "digest", "chat", "abc123")  # the same job resumes
+    with pytest.raises(OutputError) as caught:
+        check_identity(out, "digest", "chat", "def456")
+
+    assert "holds rows of job 'digest' made with other requests" in str(caught.value)
+    assert "--fresh" in str(caught.value)
+
+
+def test_check_identity_takes_the_new_fingerprint_when_no_part_exists(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    check_identity(out, "digest", "chat", "abc123")
+
+    check_identity(out, "digest", "chat", "def456")
+
+    assert read_json(out / "_job.json")["fingerprint"] == "def456"  # type: ignore[index]
+
+
+def test_move_aside_renames_the_output(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    store = Store(out, SCHEMA).open()
+    store.append(rows(0, 2))
+    store.close()
+
+    aside = move_aside(out)
+
+    assert aside is not None
+    assert aside.parent == tmp_path
+    assert aside.name.startswith("out.old-")
+    assert not out.exists()
+    assert ids(aside) == ["n00000", "n00001"]
+
+
+def test_move_aside_with_nothing_to_move_returns_none(tmp_path: Path) -> None:
+    assert move_aside(tmp_path / "missing") is None
+    (tmp_path / "empty").mkdir()
+    assert move_aside(tmp_path / "empty") is None
+
+
+def test_move_aside_refuses_while_a_run_holds_the_lock(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    store = Store(out, SCHEMA).open()
+    try:
+        with pytest.raises(OutputError, match="another run is writing this output"):
+            move_aside(out)
+    finally:
+        store.close()
+
+    assert out.exists()
+
+
+def test_read_columns_of_an_empty_or_missing_output_is_an_empty_table(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+
+    for path in (tmp_path / "empty", tmp_path / "missing"):
+        table = read_columns(path, ["id", "status"])
+        assert table.num_rows == 0
+        assert table.column_names == ["id", "status"]
+
+
+def test_read_json_of_a_missing_file_is_none(tmp_path: Path) -> None:
+    assert read_json(tmp_path / "_summary.json") is None
