@@ -13,7 +13,7 @@ import hashlib
 import string
 import tomllib
 from pathlib import Path
-from typing import Any, get_args, get_origin
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -63,10 +63,14 @@ class OutputSpec(_Section):
 
 
 class RunSpec(_Section):
-    concurrency: int = Field(default=32, ge=1, le=4096)
+    concurrency: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
+    max_in_flight: int = Field(default=256, ge=1, le=4096)
     max_attempts: int = Field(default=8, ge=1, le=100)
     timeout_s: float = Field(default=120.0, gt=0)
-    batch_size: int = Field(default=32, ge=1, le=2048)
+    batch_size: int = Field(default=64, ge=1, le=2048)
+    batch_tokens: int | None = Field(default=None, ge=1)
+    fallback_model: str | None = None
+    fallback_after: int = Field(default=3, ge=1)
     stream: bool = False
     idle_timeout_s: float = Field(default=60.0, gt=0)
     grace_s: float = Field(default=10.0, ge=0)
@@ -106,10 +110,18 @@ class Job:
             (spec.model,) if isinstance(spec.model, str) else tuple(spec.model)
         )
         overrides = {name: m.rps for name, m in spec.models.items()}
-        self.rps = {name: model_rps(name, overrides) for name in self.models}
+        self.fallback = spec.run.fallback_model
+        every = self.models + ((self.fallback,) if self.fallback else ())
+        self.rps = {name: model_rps(name, overrides) for name in every}
 
     def __repr__(self) -> str:
         return f"Job({self.name!r}, kind={self.kind!r}, models={self.models!r})"
+
+    @property
+    def concurrency(self) -> int | None:
+        """A fixed number of requests in flight, or None for "auto" (Little's law)."""
+        value = self.spec.run.concurrency
+        return None if value == "auto" else min(value, self.spec.run.max_in_flight)
 
     @property
     def input_columns(self) -> tuple[str, ...]:
@@ -184,13 +196,18 @@ def _check_consistency(raw: dict[str, Any]) -> list[str]:
     problems = []
     kind, model = raw.get("kind"), raw.get("model")
     models = [model] if isinstance(model, str) else model if isinstance(model, list) else []
+    keys = [("model", name) for name in models]
+    run = raw.get("run")
+    if isinstance(run, dict) and isinstance(fallback := run.get("fallback_model"), str):
+        keys.append(("[run].fallback_model", fallback))
     if isinstance(model, list) and not model:
         problems.append("model: give at least one model name")
-    for name in models:
+    for key, name in keys:
         info = MODELS.get(name) if isinstance(name, str) else None
         if info and kind in ("chat", "embeddings") and info.kind != kind:
+            article = "an" if info.kind == "embeddings" else "a"
             problems.append(
-                f"model: '{name}' is a {info.kind} model but kind = \"{kind}\"; "
+                f"{key}: '{name}' is {article} {info.kind} model but kind = \"{kind}\"; "
                 f'use kind = "{info.kind}" or another model'
             )
     if kind == "chat" and "prompt" not in raw:
@@ -223,7 +240,8 @@ def _describe(exc: ValidationError) -> list[str]:
 
 def _is_branch_tag(part: str) -> bool:
     """pydantic names a union's branches in the error location: 'str', 'tuple[str, ...]'."""
-    return part in {"str", "int", "float", "bool"} or "[" in part or part.startswith("function-")
+    tagged = part.startswith(("function-", "constrained-"))
+    return part in {"str", "int", "float", "bool"} or "[" in part or tagged
 
 
 def _key_path(loc: list[str]) -> str:

@@ -1,28 +1,158 @@
-"""Per-model pacing: requests leave one every 1/rate seconds, never in bursts.
+"""How fast and how many: per-model pacing that adapts to 429s, and the in-flight limit.
 
-The service counts requests in a sliding 1-second window, so a 2 RPS model must see one request
-every 0.5 s, not two at once. ``aiolimiter.AsyncLimiter(1, 1 / rate)`` is a leaky bucket of
-capacity 1: no burst, and no catch-up after a late timer (``AsyncLimiter(2, 1)`` was measured to
-admit 3 requests in one 1-second window). We pace a little under the limit (``HEADROOM``) so
-timer jitter never puts one request too many in a window.
+``Pacer`` hands out send slots for one model, one every ``1 / rate`` seconds: the generic cell
+rate algorithm (GCRA) with a burst of 1. The service counts requests in a sliding 1-second
+window, so a 2 RPS model must see one request every 0.5 s, never two at once; a timer that
+fires late pushes the next slot back instead of catching up. (aiolimiter's
+``AsyncLimiter(1, 1 / rate)`` does the same for a fixed rate; ours must change its rate while
+waiters queue, which aiolimiter does not offer.) The rate starts a little under the limit
+(``HEADROOM``) and adapts additive-increase / multiplicative-decrease: a 429 cuts it by
+``DECREASE`` (at most once per window, so the 429s of one burst count once); every second
+without one gives back ``RECOVERY_PER_S`` of the ceiling. A teammate sharing the quota, or a
+limit lower than configured, makes the runner settle on the share it can have.
+
+``InFlight`` bounds the requests in flight by Little's law: in flight = rate × latency. It keeps
+``HEADROOM_IN_FLIGHT`` × (total rate × latency) + 2 slots open, where latency is the larger of a
+moving average of answers and the age of the oldest request still out (so a slow first answer
+already widens the window), up to ``max_in_flight``. A fixed number overrides it.
 """
 
 from __future__ import annotations
 
-from aiolimiter import AsyncLimiter
+import asyncio
+import contextlib
+import itertools
+import math
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
-HEADROOM = 0.97
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[None]]
+
+HEADROOM = 0.98
+DECREASE = 0.7
+RECOVERY_PER_S = 0.005
+WINDOW_S = 1.0
+FLOOR = 0.02
+HEADROOM_IN_FLIGHT = 1.5
+FIRST_LATENCY_S = 1.0
+RECHECK_S = 0.1
 
 
 class Pacer:
-    """Hands out send slots for one model, evenly spaced. Create inside the running loop."""
+    """Evenly spaced send slots for one model at an adaptive rate. Create inside the loop."""
 
-    def __init__(self, rps: float, headroom: float = HEADROOM) -> None:
+    def __init__(
+        self,
+        rps: float,
+        *,
+        headroom: float = HEADROOM,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
         if rps <= 0:
             raise ValueError(f"a model's rate must be positive, got {rps}")
-        self.rps = rps * headroom
-        self._limiter = AsyncLimiter(1, 1 / self.rps)
+        self.ceiling = rps * headroom
+        self.rate = self.ceiling
+        self.decreases = 0
+        self._clock = clock
+        self._sleep = sleep
+        self._next = clock()
+        self._lock = asyncio.Lock()
+        self._waiting = 0
+        self._decreased_at = -math.inf
+        self._adjusted_at = clock()
 
     async def slot(self) -> None:
         """Wait for this model's next send slot."""
-        await self._limiter.acquire()
+        self._waiting += 1
+        try:
+            async with self._lock:
+                wait = self._next - self._clock()
+                if wait > 0:
+                    await self._sleep(wait)
+                self._next = max(self._clock(), self._next) + 1 / self.rate
+        finally:
+            self._waiting -= 1
+
+    def expected_wait(self) -> float:
+        """Seconds until a new request would leave: for choosing among a pool's models."""
+        return max(self._next - self._clock(), 0.0) + self._waiting / self.rate
+
+    def throttled(self) -> None:
+        """A 429 came back: slow down (once per window)."""
+        now = self._clock()
+        if now - self._decreased_at < WINDOW_S:
+            return
+        self.rate = max(self.rate * DECREASE, self.ceiling * FLOOR)
+        self.decreases += 1
+        self._decreased_at = self._adjusted_at = now
+
+    def answered(self) -> None:
+        """A request was answered: probe back toward the ceiling, additively."""
+        now = self._clock()
+        self.rate = min(
+            self.ceiling, self.rate + RECOVERY_PER_S * self.ceiling * (now - self._adjusted_at)
+        )
+        self._adjusted_at = now
+
+
+class InFlight:
+    """A gate on the requests in flight, sized by Little's law or fixed."""
+
+    def __init__(
+        self,
+        pacers: Sequence[Pacer],
+        max_in_flight: int,
+        fixed: int | None = None,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self._pacers = pacers
+        self._max = max_in_flight
+        self._fixed = fixed
+        self._clock = clock
+        self._latency: float | None = None
+        self._started: dict[int, float] = {}
+        self._tickets = itertools.count()
+        self._changed = asyncio.Condition()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._started)
+
+    def limit(self) -> int:
+        """Requests allowed in flight now."""
+        if self._fixed is not None:
+            return self._fixed
+        rate = sum(pacer.rate for pacer in self._pacers)
+        wanted = HEADROOM_IN_FLIGHT * rate * self.latency() + 2
+        return max(1, min(self._max, math.ceil(wanted)))
+
+    def latency(self) -> float:
+        """Seconds an answer takes: the moving average, or the oldest request's age if longer."""
+        oldest = next(iter(self._started.values()), None)
+        age = self._clock() - oldest if oldest is not None else 0.0
+        return max(self._latency if self._latency is not None else FIRST_LATENCY_S, age)
+
+    def observe(self, latency_s: float) -> None:
+        """Feed one answer's latency into the moving average."""
+        if self._latency is None:
+            self._latency = latency_s
+        else:
+            self._latency += 0.2 * (latency_s - self._latency)
+
+    @contextlib.asynccontextmanager
+    async def permit(self) -> AsyncIterator[None]:
+        """Hold one of the in-flight places while sending."""
+        async with self._changed:
+            while self.in_flight >= self.limit():
+                with contextlib.suppress(TimeoutError):  # the limit grows as time passes
+                    await asyncio.wait_for(self._changed.wait(), RECHECK_S)
+            ticket = next(self._tickets)
+            self._started[ticket] = self._clock()
+        try:
+            yield
+        finally:
+            del self._started[ticket]
+            async with self._changed:
+                self._changed.notify()

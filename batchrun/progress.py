@@ -41,9 +41,7 @@ class Progress:
 
     def refresh_postfix(self) -> None:
         stats = self._stats
-        rates = " ".join(
-            f"{m.requests / max(stats.wall_s, 1e-9):.2f}rps" for m in stats.models.values()
-        )
+        rates = " ".join(f"{m.rate:.2f}rps" for m in stats.models.values() if m.rate)
         self._bar.set_postfix_str(
             f"failed={stats.rows_failed} 429={stats.throttled} {rates}", refresh=False
         )

@@ -1,5 +1,8 @@
 """What the output holds: its Arrow schema and one row per input row, ok or failed.
 
+``RowMaker`` turns what happened to a request (an answer, a failure) into output rows: one per
+row of the request, plus one per duplicate row that followed it.
+
 chat:       id, kept columns, model, content, reasoning, finish_reason, prompt_tokens,
             completion_tokens, attempts, latency_ms, status, error
 embeddings: id, kept columns, model, embedding, prompt_tokens, attempts, status, error
@@ -12,9 +15,9 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
-from batchrun.answers import ChatAnswer
+from batchrun.answers import ChatAnswer, EmbeddingAnswer
 from batchrun.catalog import MODELS, Kind
-from batchrun.payloads import Item
+from batchrun.payloads import Duplicates, Item, Request
 
 OK = "ok"
 FAILED = "failed"
@@ -122,3 +125,56 @@ def failed_row(
         "status": FAILED,
         "error": error,
     }
+
+
+Row = dict[str, Any]
+
+
+class RowMaker:
+    """Output rows for answered, failed and unsendable requests of one job."""
+
+    def __init__(self, schema: pa.Schema, duplicates: Duplicates) -> None:
+        self.schema = schema
+        self._duplicates = duplicates
+        vector = schema.field("embedding").type if "embedding" in schema.names else None
+        self.dimensions: int | None = getattr(vector, "list_size", None)
+
+    def answered(
+        self, request: Request, model: str, answer: ChatAnswer | EmbeddingAnswer, latency: float
+    ) -> list[Row]:
+        if isinstance(answer, ChatAnswer):
+            item = request.items[0]
+            return [chat_row(item, self.schema, model, answer, request.attempts, latency)]
+        wrong = [len(v) for v in answer.vectors if self.dimensions not in (None, len(v))]
+        if wrong:
+            error = f"the service sent {wrong[0]} numbers per vector, not {self.dimensions}"
+            return self.failed(request, model, error)
+        shares = _token_shares(answer.prompt_tokens, [item.text for item in request.items])
+        rows = []
+        for item, vector, tokens in zip(request.items, answer.vectors, shares, strict=True):
+            rows.append(embedding_row(item, self.schema, model, vector, tokens, request.attempts))
+            for follower in self._duplicates.settled(item, model, vector):
+                rows.append(embedding_row(follower, self.schema, model, vector, 0, 0))
+        return rows
+
+    def failed(self, request: Request, model: str | None, error: str) -> list[Row]:
+        rows = []
+        for item in request.items:
+            rows.append(failed_row(item, self.schema, model, error, request.attempts))
+            for follower in self._duplicates.settled(item, None, None):
+                rows.append(failed_row(follower, self.schema, model, error, 0))
+        return rows
+
+    def unsendable(self, item: Item, error: str) -> Row:
+        return failed_row(item, self.schema, None, error, 0)
+
+    def reused(self, item: Item, model: str, vector: list[float]) -> Row:
+        return embedding_row(item, self.schema, model, vector, 0, 0)
+
+
+def _token_shares(total: int | None, texts: list[str]) -> list[int | None]:
+    """A packed request's prompt tokens shared among its inputs by length."""
+    if total is None:
+        return [None] * len(texts)
+    length = sum(len(t) for t in texts) or 1
+    return [round(total * len(t) / length) for t in texts]

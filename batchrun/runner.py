@@ -76,7 +76,7 @@ def _api(endpoint: EndpointSpec, run: RunSpec, base_url: str, token: str) -> Api
         timeout_s=run.timeout_s,
         idle_timeout_s=run.idle_timeout_s,
         key_env=endpoint.api_key_env,
-        max_connections=run.concurrency,
+        max_connections=run.max_in_flight if run.concurrency == "auto" else run.concurrency,
     )
 
 
@@ -116,7 +116,7 @@ async def run_job(job: Job, options: RunOptions, out: TextIO = sys.stdout) -> in
             total = count_rows(files) - len(done)
             if options.limit is not None:
                 total = min(total, options.limit)
-            plan = Plan(job, files, schema, done, options.limit, job.spec.run.grace_s)
+            plan = Plan(job, files, schema, done, options.limit)
             progress = Progress(max(total, 0), stats, enabled=options.progress)
             scheduler = Scheduler(plan, api, store, stats, progress)
             try:

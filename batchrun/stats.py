@@ -22,6 +22,8 @@ class ModelStats:
     errors: Counter[str] = field(default_factory=Counter)
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    rate: float | None = None
+    """The pacing rate (requests/s) the model settled on."""
 
 
 @dataclass
@@ -34,6 +36,7 @@ class RunStats:
     rows_failed: int = 0
     rows_skipped: int = 0
     models: dict[str, ModelStats] = field(default_factory=dict)
+    saved_by_dedup: int = 0
 
     def model(self, name: str) -> ModelStats:
         return self.models.setdefault(name, ModelStats())
@@ -57,12 +60,14 @@ class RunStats:
             "rows_ok": self.rows_ok,
             "rows_failed": self.rows_failed,
             "rows_skipped_done": self.rows_skipped,
+            "rows_deduplicated": self.saved_by_dedup,
             "wall_s": round(self.wall_s, 3),
             "models": {
                 name: {
                     "requests": m.requests,
                     "answered": m.answered,
                     "requests_per_s": round(m.requests / wall, 3),
+                    "paced_rps": round(m.rate, 3) if m.rate is not None else None,
                     "throttled_429": m.throttled,
                     "retries": m.retries,
                     "errors": dict(m.errors),
@@ -79,11 +84,14 @@ class RunStats:
             f"rows: {self.rows_ok} ok, {self.rows_failed} failed, "
             f"{self.rows_skipped} already done; wall {self.wall_s:.1f} s"
         ]
+        if self.saved_by_dedup:
+            out.append(f"{self.saved_by_dedup} rows repeated an earlier text and cost no request")
         wall = max(self.wall_s, 1e-9)
         for name, m in self.models.items():
             errors = ", ".join(f"{k}: {v}" for k, v in sorted(m.errors.items())) or "none"
+            paced = f", paced at {m.rate:.2f}/s" if m.rate is not None else ""
             out.append(
-                f"{name}: {m.requests} requests ({m.requests / wall:.2f}/s), "
+                f"{name}: {m.requests} requests ({m.requests / wall:.2f}/s{paced}), "
                 f"{m.throttled} throttled (429), {m.retries} retries, errors {errors}, "
                 f"tokens {m.prompt_tokens} in / {m.completion_tokens} out"
             )

@@ -31,6 +31,9 @@ class SlidingWindow:
         self._admitted: deque[float] = deque()
         self.peak = 0
         """The most requests admitted in any one window so far."""
+        self.first: float | None = None
+        self.last: float | None = None
+        """When the first and the latest admitted requests came (the clock's time)."""
 
     def admit(self) -> float:
         """Admit one request and return 0.0, or refuse it and return the seconds until a slot."""
@@ -43,12 +46,15 @@ class SlidingWindow:
             return max(admitted[0] - horizon, 1e-3)
         admitted.append(now)
         self.peak = max(self.peak, len(admitted))
+        self.first = now if self.first is None else self.first
+        self.last = now
         return 0.0
 
     def reset(self) -> None:
         """Forget every admission and the peak (the ``/stats/reset`` route)."""
         self._admitted.clear()
         self.peak = 0
+        self.first = self.last = None
 
 
 def window_for(rps: float, clock: Clock = time.monotonic) -> SlidingWindow:

@@ -4,13 +4,16 @@ Pacing is measured at the server: ``accepted`` requests passed the rate window (
 it), ``throttled`` ones got 429, ``rejected`` ones got 400 after being admitted (the service
 counts bad requests against the limit too), ``faults`` were failed on purpose (500/503, drop,
 cut, stall; by kind in ``fault_kinds``), ``spikes`` were delayed on purpose, and
-``max_in_window`` is the most requests admitted in any one window. Shape of ``/stats``::
+``max_in_window`` is the most requests admitted in any one window; ``first_admitted_at`` and
+``last_admitted_at`` are the monotonic clock's time (system-wide on Linux) of the first and the
+latest admission, so a benchmark computes the rate the server really admitted. Shape of ``/stats``::
 
     {"models": {"bge-m3": {"rps": 7.0, "limit": 7, "period_s": 1.0, "accepted": 0,
                            "throttled": 0, "rejected": 0, "faults": 0, "spikes": 0,
                            "fault_kinds": {"error_500": 0, "error_503": 0, "drop": 0,
                                            "cut": 0, "stall": 0},
-                           "max_in_window": 0}, ...},
+                           "max_in_window": 0, "first_admitted_at": null,
+                           "last_admitted_at": null}, ...},
      "unauthorized": 0, "unknown_model": 0}
 """
 
@@ -69,6 +72,8 @@ class ModelStats:
             "spikes": self.spikes,
             "fault_kinds": dict(self.fault_kinds),
             "max_in_window": self.window.peak,
+            "first_admitted_at": self.window.first,
+            "last_admitted_at": self.window.last,
         }
 
     def reset(self) -> None:
