@@ -191,10 +191,13 @@ class Scheduler:
         """Try ``request`` until it is answered, fails for good, or its attempts run out."""
         streak, fallback = 0, False
         while True:
-            model = self._job.fallback if fallback and self._job.fallback else self._choose()
+            pinned = self._job.fallback if fallback else None
             try:
-                answer, latency = await self._attempt(request, model)
-            except RetryableError as exc:
+                model, answer, latency = await self._attempt(request, pinned)
+            except _Failed as failure:
+                model, exc = failure.model, failure.error
+                if isinstance(exc, RowError):
+                    return await self._row_error(request, model, exc)
                 if request.attempts >= self._policy.max_attempts:
                     error = f"gave up after {request.attempts} attempts: {exc}"
                     return self._rows.failed(request, model, error)
@@ -203,16 +206,16 @@ class Scheduler:
                 self._stats.model(model).retries += 1
                 await self._sleep(backoff_delay(request.attempts, self._policy, self._rng, exc))
                 continue
-            except RowError as exc:
-                return await self._row_error(request, model, exc)
             return self._rows.answered(request, model, answer, latency)
 
-    async def _attempt(self, request: Request, model: str) -> tuple[Answer, float]:
-        """One try: an in-flight place, a pacing slot, the call; counted and fed back into
-        the pacer (429s slow it) and the in-flight controller (latency)."""
+    async def _attempt(self, request: Request, pinned: str | None) -> tuple[str, Answer, float]:
+        """One try: an in-flight place, then the pool's model with the nearest slot (or the
+        pinned one), its pacing slot, the call; counted and fed back into the pacer (429s slow
+        it) and the in-flight controller (latency). Raises _Failed naming the model."""
         assert self._gate is not None
-        pacer, stats = self._pacers[model], self._stats.model(model)
         async with self._gate.permit():
+            model = pinned or self._choose()
+            pacer, stats = self._pacers[model], self._stats.model(model)
             await pacer.slot()
             request.attempts += 1
             stats.requests += 1
@@ -223,16 +226,16 @@ class Scheduler:
                 self._stats.retryable(model, exc)
                 if exc.throttled:
                     pacer.throttled()
-                raise
+                raise _Failed(model, exc) from None
             except RowError as exc:
                 stats.errors[str(exc.status)] += 1
-                raise
+                raise _Failed(model, exc) from None
             latency = time.monotonic() - started
         pacer.answered()
         self._gate.observe(latency)
         stats.answered += 1
         stats.rate = pacer.rate
-        return answer, latency
+        return model, answer, latency
 
     def _choose(self) -> str:
         """The pool's model whose next send slot is nearest."""
@@ -280,6 +283,15 @@ class Scheduler:
             ):
                 await asyncio.to_thread(store.seal)
                 sealed_at = time.monotonic()
+
+
+class _Failed(Exception):
+    """An attempt failed on ``model`` with a retryable or row error."""
+
+    def __init__(self, model: str, error: RetryableError | RowError) -> None:
+        super().__init__(str(error))
+        self.model = model
+        self.error = error
 
 
 def _flatten(group: BaseExceptionGroup[Exception]) -> list[Exception]:

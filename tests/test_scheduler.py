@@ -20,6 +20,7 @@ from batchrun.scheduler import Plan, Scheduler
 from batchrun.sources import input_files
 from batchrun.stats import RunStats
 from batchrun.store import Store, read_columns
+from tests.conftest import news_rows
 
 Script = Callable[[str, dict[str, Any], int], Any]
 
@@ -213,8 +214,6 @@ async def test_rejected_embedding_batch_is_bisected_to_the_bad_input(
 
 
 def _news(count: int) -> list[dict[str, Any]]:
-    from tests.conftest import news_rows
-
     return news_rows(count)
 
 
@@ -227,3 +226,50 @@ async def test_vector_of_the_wrong_size_fails_its_row(make_job: Callable[..., Pa
     table = await run_fake(job, FakeService(script))
     assert set(table.column("status").to_pylist()) == {"failed"}
     assert "1024" in table.column("error")[0].as_py()
+
+
+async def test_a_model_pool_spreads_rows_over_its_models(make_job: Callable[..., Path]) -> None:
+    pool = 'model = ["qwen3-32b-awq", "qwen3-coder-30b-a3b-instruct-fp8"]'
+    path = make_job(news_rows(40))
+    path.write_text(path.read_text().replace('model = "qwen3-32b-awq"', pool))
+    path.write_text(path.read_text() + '[models."qwen3-coder-30b-a3b-instruct-fp8"]\nrps = 50\n')
+    path.write_text(path.read_text() + '[models."qwen3-32b-awq"]\nrps = 50\n')
+    table = await run_fake(load_job(path), FakeService(ok_chat))
+    used = table.column("model").to_pylist()
+    assert 15 <= used.count("qwen3-32b-awq") <= 25
+    assert used.count("qwen3-32b-awq") + used.count("qwen3-coder-30b-a3b-instruct-fp8") == 40
+
+
+async def test_rows_move_to_the_fallback_model_after_repeated_5xx(
+    make_job: Callable[..., Path],
+) -> None:
+    fallback = 'fallback_model = "qwen3-coder-30b-a3b-instruct-fp8"\nfallback_after = 2'
+    job = load_job(make_job(news_rows(5), rps=1000, run=f"max_attempts = 5\n{fallback}"))
+
+    def script(model: str, body: dict[str, Any], call: int) -> Any:
+        if model == "qwen3-32b-awq":
+            return RetryableError("503 from server", 503)
+        return ok_chat(model, body, call)
+
+    table = await run_fake(job, FakeService(script))
+    assert set(table.column("model").to_pylist()) == {"qwen3-coder-30b-a3b-instruct-fp8"}
+    assert set(table.column("status").to_pylist()) == {"ok"}
+    assert set(table.column("attempts").to_pylist()) == {3}
+
+
+async def test_duplicate_texts_cost_one_request_and_each_row_gets_the_vector(
+    make_job: Callable[..., Path],
+) -> None:
+    rows = news_rows(6)
+    rows += [{**rows[1], "id": "copy-1"}, {**rows[1], "id": "copy-2"}, {**rows[4], "id": "copy-4"}]
+    job = load_job(make_job(rows, kind="embeddings", rps=1000, run="batch_size = 4"))
+    service = FakeService(embed_script(set()))
+    table = await run_fake(job, service)
+    assert sum(len(call["input"]) for call in service.calls) == 6
+    by_id = {row["id"]: row for row in table.to_pylist()}
+    assert len(by_id) == 9
+    assert (
+        by_id["copy-1"]["embedding"] == by_id["copy-2"]["embedding"] == by_id["n00001"]["embedding"]
+    )
+    assert by_id["copy-4"]["embedding"] == by_id["n00004"]["embedding"]
+    assert by_id["copy-1"]["status"] == "ok"

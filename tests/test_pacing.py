@@ -1,0 +1,132 @@
+"""Pacing and the in-flight limit, on a fake clock: no real sleeping."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+import pytest
+
+from batchrun.pacing import DECREASE, HEADROOM, InFlight, Pacer
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        await asyncio.sleep(0)
+
+
+async def test_slots_are_evenly_spaced_never_bursts() -> None:
+    clock = FakeClock()
+    pacer = Pacer(2.0, clock=clock, sleep=clock.sleep)
+    times = []
+    for _ in range(6):
+        await pacer.slot()
+        times.append(clock.now)
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+    assert gaps == pytest.approx([1 / (2.0 * HEADROOM)] * 5)
+
+
+async def test_a_late_timer_does_not_catch_up() -> None:
+    clock = FakeClock()
+    pacer = Pacer(2.0, clock=clock, sleep=clock.sleep)
+    await pacer.slot()
+    clock.now += 3.0  # the loop was busy: three seconds without a request
+    await pacer.slot()
+    sent = clock.now
+    await pacer.slot()
+    assert clock.now - sent == pytest.approx(1 / (2.0 * HEADROOM))
+
+
+async def test_concurrent_waiters_are_served_one_per_interval() -> None:
+    clock = FakeClock()
+    pacer = Pacer(4.0, clock=clock, sleep=clock.sleep)
+    times: list[float] = []
+
+    async def take() -> None:
+        await pacer.slot()
+        times.append(clock.now)
+
+    async with asyncio.TaskGroup() as group:
+        for _ in range(8):
+            group.create_task(take())
+    times.sort()
+    in_any_second = max(sum(1 for t in times if start <= t < start + 1) for start in times)
+    assert in_any_second <= 4
+
+
+def test_429_cuts_the_rate_once_per_window_then_it_recovers_additively() -> None:
+    clock = FakeClock()
+    pacer = Pacer(2.0, clock=clock)
+    ceiling = pacer.rate
+    pacer.throttled()
+    pacer.throttled()  # the same burst's other 429s count once
+    assert pacer.rate == pytest.approx(ceiling * DECREASE)
+    clock.now += 1.5
+    pacer.throttled()
+    assert pacer.rate == pytest.approx(ceiling * DECREASE**2)
+    low = pacer.rate
+    clock.now += 10
+    pacer.answered()
+    assert low < pacer.rate < ceiling
+    clock.now += 1000
+    pacer.answered()
+    assert pacer.rate == pytest.approx(ceiling)
+
+
+def test_expected_wait_prefers_the_idle_model() -> None:
+    clock = FakeClock()
+    busy, idle = Pacer(2.0, clock=clock), Pacer(2.0, clock=clock)
+    busy._next = clock.now + 2.0
+    assert idle.expected_wait() < busy.expected_wait()
+
+
+def test_in_flight_grows_with_latency() -> None:
+    clock = FakeClock()
+    pacers = [Pacer(2.0, clock=clock)]
+    gate = InFlight(pacers, max_in_flight=256, clock=clock)
+    gate.observe(0.05)
+    fast = gate.limit()
+    for _ in range(30):
+        gate.observe(20.0)
+    slow = gate.limit()
+    assert fast <= 3
+    assert slow >= 2.0 * HEADROOM * 19  # about rate x latency, with headroom
+    assert InFlight(pacers, max_in_flight=16, clock=clock).limit() <= 16
+
+
+def test_in_flight_counts_a_slow_first_answer_before_it_arrives() -> None:
+    clock = FakeClock()
+    gate = InFlight([Pacer(2.0, clock=clock)], max_in_flight=256, clock=clock)
+    before = gate.limit()
+    gate._started[0] = clock.now  # a request went out and has not come back
+    clock.now += 30
+    assert gate.limit() > 10 * before
+
+
+def test_fixed_concurrency_overrides_the_controller() -> None:
+    gate = InFlight([Pacer(2.0)], max_in_flight=256, fixed=8)
+    gate.observe(100.0)
+    assert gate.limit() == 8
+
+
+async def test_permit_waits_while_the_limit_is_reached() -> None:
+    gate = InFlight([Pacer(2.0)], max_in_flight=256, fixed=1)
+    order: list[str] = []
+
+    async def hold(name: str) -> None:
+        async with gate.permit():
+            order.append(f"{name} in")
+            await asyncio.sleep(0.01)
+            order.append(f"{name} out")
+
+    async with asyncio.TaskGroup() as group:
+        group.create_task(hold("a"))
+        group.create_task(hold("b"))
+    assert order == ["a in", "a out", "b in", "b out"]
