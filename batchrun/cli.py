@@ -53,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("job", help="job file (.toml)")
     run.add_argument("--limit", type=_positive, help="do at most N rows of what is left")
     run.add_argument("--fresh", action="store_true", help="move the old output aside, start over")
+    run.add_argument(
+        "--retry-failed", action="store_true", help="send the rows written as failed again"
+    )
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.set_defaults(handler=_run)
 
@@ -92,7 +95,12 @@ def _positive(text: str) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     job = load_job(args.job)
-    options = RunOptions(limit=args.limit, fresh=args.fresh, progress=not args.no_progress)
+    options = RunOptions(
+        limit=args.limit,
+        fresh=args.fresh,
+        retry_failed=args.retry_failed,
+        progress=not args.no_progress,
+    )
     return asyncio.run(run_job(job, options))
 
 

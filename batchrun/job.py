@@ -60,6 +60,7 @@ class PromptSpec(_Section):
 class OutputSpec(_Section):
     path: str
     keep: tuple[str, ...] = ()
+    part_rows: int = Field(default=20_000, ge=1)
 
 
 class RunSpec(_Section):

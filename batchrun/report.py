@@ -5,12 +5,12 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import pyarrow.compute as pc
+import polars as pl
 
-from batchrun.inputs import check_input, open_input
+from batchrun.inputs import check_input, duplicate_lines, open_input
 from batchrun.job import Job
-from batchrun.results import FAILED, OK
-from batchrun.store import read_columns
+from batchrun.parts import read_columns
+from batchrun.results import OK
 
 
 def validate_lines(job: Job) -> tuple[list[str], bool]:
@@ -32,18 +32,18 @@ def validate_lines(job: Job) -> tuple[list[str], bool]:
         f"than {_duration(requests / rate)}",
     ]
     if check.duplicate_count:
-        lines.append(f"duplicate ids: {check.duplicate_count} rows repeat an earlier id, e.g.:")
-        lines += [f"  {id_!r} at {', '.join(places)}" for id_, places in check.duplicates.items()]
-        lines.append("make every id unique (each row's answer is stored under its id)")
+        lines += duplicate_lines(check)
     return lines, not check.duplicate_count
 
 
 def status_lines(job: Job) -> list[str]:
     """Rows done / failed / left, read from the output alone."""
     output = Path(job.spec.output.path)
-    table = read_columns(output, ["id", "status"])
-    ok = int(pc.sum(pc.equal(table.column("status"), OK)).as_py() or 0)
-    failed = int(pc.sum(pc.equal(table.column("status"), FAILED)).as_py() or 0)
+    rows = pl.from_arrow(read_columns(output, ["id", "status"]))
+    assert isinstance(rows, pl.DataFrame)
+    answered = rows.group_by("id").agg(ok=(pl.col("status") == OK).any())
+    ok = int(answered["ok"].sum())
+    failed = len(answered) - ok
     files, _ = open_input(job)
     total = check_input(job, files).rows
     return [

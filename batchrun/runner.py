@@ -23,20 +23,14 @@ import pyarrow.compute as pc
 from batchrun.client import Api
 from batchrun.emulator import EmulatorConfig, running_emulator
 from batchrun.errors import FatalError, JobError, RetryableError
-from batchrun.inputs import open_input
+from batchrun.inputs import check_input, duplicate_lines, input_signature, open_input
 from batchrun.job import EndpointSpec, Job, RunSpec
+from batchrun.parts import done_ids, read_columns
 from batchrun.progress import Progress
 from batchrun.results import FAILED, output_schema
 from batchrun.scheduler import Plan, Scheduler
-from batchrun.sources import count_rows
 from batchrun.stats import RunStats
-from batchrun.store import (
-    Store,
-    check_identity,
-    move_aside,
-    read_columns,
-    write_json,
-)
+from batchrun.store import Store, check_identity, move_aside, read_json, write_json
 
 EXIT_OK, EXIT_ROWS_FAILED, EXIT_BAD_JOB, EXIT_FATAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 LOCAL_TOKEN = "local-emulator"
@@ -46,6 +40,7 @@ LOCAL_TOKEN = "local-emulator"
 class RunOptions:
     limit: int | None = None
     fresh: bool = False
+    retry_failed: bool = False
     progress: bool = True
 
 
@@ -105,6 +100,7 @@ async def run_job(job: Job, options: RunOptions, out: TextIO = sys.stdout) -> in
     output = Path(job.spec.output.path)
     if options.fresh and (aside := move_aside(output)):
         print(f"moved the old output aside to {aside}", file=out)
+    rows = input_rows(job, files, output)
     schema = output_schema(job.kind, kept, job.models)
     stats = RunStats()
     async with open_endpoint(job.spec.endpoint, job.spec.run) as api:
@@ -112,12 +108,10 @@ async def run_job(job: Job, options: RunOptions, out: TextIO = sys.stdout) -> in
         check_identity(output, job.name, job.kind, job.fingerprint())
         store = Store(output, schema).open()
         try:
-            done = set(read_columns(output, ["id"]).column("id").to_pylist())
-            total = count_rows(files) - len(done)
-            if options.limit is not None:
-                total = min(total, options.limit)
-            plan = Plan(job, files, schema, done, options.limit)
-            progress = Progress(max(total, 0), stats, enabled=options.progress)
+            done = done_ids(output, include_failed=not options.retry_failed)
+            todo = min(rows - len(done), options.limit or rows)
+            plan = Plan(job, files, schema, done, options.limit, job.spec.output.part_rows)
+            progress = Progress(max(todo, 0), stats, enabled=options.progress)
             scheduler = Scheduler(plan, api, store, stats, progress)
             try:
                 await _run_with_signals(scheduler)
@@ -131,6 +125,24 @@ async def run_job(job: Job, options: RunOptions, out: TextIO = sys.stdout) -> in
         print("interrupted: run the same command again to resume", file=out)
         return EXIT_INTERRUPTED
     return EXIT_ROWS_FAILED if _failed_rows(output) else EXIT_OK
+
+
+def input_rows(job: Job, files: list[Path], output: Path) -> int:
+    """The input's row count, after checking it has rows and no duplicate ids. The result is
+    remembered beside the output (``_input.json``) for as long as the files do not change,
+    so a resumed run does not read the whole input twice."""
+    signature = input_signature(files)
+    remembered = read_json(output / "_input.json")
+    if remembered and remembered.get("files") == signature:
+        return int(remembered["rows"])
+    check = check_input(job, files)
+    if check.duplicate_count:
+        raise JobError("\n".join(duplicate_lines(check)))
+    if not check.rows:
+        raise JobError(f"[input].path: {job.spec.input.path} holds no rows")
+    if output.is_dir():
+        write_json(output / "_input.json", {"files": signature, "rows": check.rows})
+    return check.rows
 
 
 async def _run_with_signals(scheduler: Scheduler) -> None:

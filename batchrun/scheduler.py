@@ -97,6 +97,7 @@ class Scheduler:
         self._pacers: dict[str, Pacer] = {}
         self._gate: InFlight | None = None
         self._feeder: asyncio.Task[None] | None = None
+        self._writer: asyncio.Task[None] | None = None
         self._workers: list[asyncio.Task[None]] = []
         self._stopping = False
 
@@ -107,7 +108,7 @@ class Scheduler:
         self._gate = InFlight(pool, self._job.spec.run.max_in_flight, self._job.concurrency)
         errors: list[Exception] = []
         async with asyncio.TaskGroup() as group:
-            group.create_task(self._write())
+            self._writer = group.create_task(self._write())
             group.create_task(self._produce(errors))
         for name, pacer in self._pacers.items():
             if name in self._stats.models:
@@ -148,7 +149,10 @@ class Scheduler:
         except* Exception as group_error:
             errors.extend(_flatten(group_error))
         finally:
-            await self._done.put(None)
+            # Shielded: on Python 3.11 a failed TaskGroup may leave a cancellation pending on
+            # this task, which must not keep the writer from its end-of-rows marker.
+            if self._writer is not None and not self._writer.done():
+                await asyncio.shield(self._done.put(None))
 
     async def _feed(self) -> None:
         try:
@@ -281,7 +285,7 @@ class Scheduler:
             if store.rows_in_journal >= self._plan.part_rows or (
                 time.monotonic() - sealed_at >= self._plan.part_seconds
             ):
-                await asyncio.to_thread(store.seal)
+                await asyncio.to_thread(store.seal)  # writes a part: keep the loop free
                 sealed_at = time.monotonic()
 
 

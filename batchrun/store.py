@@ -12,7 +12,8 @@ Layout of ``[output].path``::
 Every answered row is appended to the journal at once, so a process killed at any moment loses
 at most the requests in flight. ``seal()`` turns the journal into a part; a journal left by a
 killed run is sealed by the next one (a torn last batch is dropped: those rows are sent again).
-A part's name is derived from its journal's, so a journal sealed twice yields one part.
+A part's name is derived from its journal's, so a journal sealed twice yields one part. After
+sealing, ``batchrun.compaction`` makes sure every id has one row.
 Readers (pyarrow, polars, DuckDB) skip the dot and underscore files.
 """
 
@@ -28,12 +29,11 @@ from typing import Any
 
 import orjson
 import pyarrow as pa
-import pyarrow.dataset as ds
-import pyarrow.parquet as pq
 
+from batchrun.compaction import compact
 from batchrun.errors import OutputError
+from batchrun.parts import part_files, write_part
 
-PART_GLOB = "part-*.parquet"
 JOURNAL_GLOB = ".journal-*.arrows"
 
 
@@ -61,12 +61,14 @@ class Store:
             stale.unlink(missing_ok=True)
         for journal in sorted(self.path.glob(JOURNAL_GLOB)):
             self._seal_journal(journal)
+        self._compact()
         return self
 
     def close(self) -> None:
         """Seal the journal into a part and release the lock."""
         try:
             self.seal()
+            self._compact()
         finally:
             if self._lock_fd is not None:
                 os.close(self._lock_fd)
@@ -90,12 +92,22 @@ class Store:
         """Turn the current journal into a part file."""
         if self._journal is None:
             return
-        self._journal.close()
-        self._journal_file.close()
-        journal, self._journal, self._journal_path = self._journal_path, None, None
+        journal, self._journal_path = self._journal_path, None
         self.rows_in_journal = 0
-        assert journal is not None
-        self._seal_journal(journal)
+        try:
+            self._journal.close()
+            self._journal_file.close()
+            self._journal = None
+            assert journal is not None
+            self._seal_journal(journal)
+        except OSError as exc:
+            raise OutputError(f"{self.path}: cannot write a part ({exc})") from None
+
+    def _compact(self) -> None:
+        try:
+            compact(self.path)
+        except OSError as exc:
+            raise OutputError(f"{self.path}: cannot rewrite a part ({exc})") from None
 
     def _start_journal(self) -> None:
         token = f"{self._owner}-{time.time_ns():x}-{os.getpid()}"
@@ -112,7 +124,7 @@ class Store:
         if not part.exists():
             batches = list(_readable_batches(journal))
             if any(batch.num_rows for batch in batches):
-                _write_part(part, pa.Table.from_batches(batches, schema=batches[0].schema))
+                write_part(part, pa.Table.from_batches(batches, schema=batches[0].schema))
         journal.unlink(missing_ok=True)
 
     def _lock(self) -> None:
@@ -143,37 +155,6 @@ def _readable_batches(journal: Path) -> Iterable[pa.RecordBatch]:
             yield reader.read_next_batch()
         except (StopIteration, pa.ArrowInvalid, OSError):
             return
-
-
-def _write_part(part: Path, table: pa.Table) -> None:
-    """Write ``table`` so that ``part`` appears whole or not at all."""
-    temporary = part.with_name(f".{part.stem}.tmp")
-    pq.write_table(table, temporary, compression="zstd")
-    with open(temporary, "rb") as written:
-        os.fsync(written.fileno())
-    os.replace(temporary, part)
-    _fsync_directory(part.parent)
-
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def part_files(path: Path) -> list[Path]:
-    """The finished parts of an output directory."""
-    return sorted(path.glob(PART_GLOB)) if path.is_dir() else []
-
-
-def read_columns(path: Path, columns: list[str]) -> pa.Table:
-    """``columns`` of every finished part (an empty table when there is none)."""
-    parts = part_files(path)
-    if not parts:
-        return pa.table({name: pa.array([], pa.string()) for name in columns})
-    return ds.dataset([str(p) for p in parts], format="parquet").to_table(columns=columns)
 
 
 def read_json(path: Path) -> dict[str, Any] | None:

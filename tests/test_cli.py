@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from batchrun.cli import main
-from batchrun.store import read_columns
+from batchrun.parts import read_columns
 from tests.conftest import news_rows, write_jsonl
 
 KEY = "sk-test-cli-key-4242"

@@ -25,6 +25,7 @@ from pytest_aiohttp import AiohttpClient
 
 from batchrun.catalog import MODELS
 from batchrun.emulator import EmulatorConfig, make_app, running_emulator
+from batchrun.emulator import stats as emulator_stats
 from batchrun.emulator.answers import split_sentences, truncate_tokens
 from batchrun.emulator.faults import Fault, FaultPlan
 from batchrun.emulator.limits import SlidingWindow, window_for
@@ -396,6 +397,27 @@ async def test_over_the_limit_gives_429_with_retry_after_and_stats_count_it(
     seen = stats["models"][EMBEDDER]
     assert (seen["accepted"], seen["throttled"], seen["max_in_window"]) == (8, 1, 7)
     assert seen["limit"] == 7 and stats["models"][THINKER]["accepted"] == 0
+
+
+async def test_stats_list_429_times_only_when_asked_and_keep_the_latest(
+    aiohttp_client: AiohttpClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(emulator_stats, "THROTTLE_TIMES", 2)
+    clock = FakeClock()
+    client = await make_client(aiohttp_client, EmulatorConfig(), clock=clock)
+    body = chat_body(CODER)
+    statuses = []
+    for step in (0.0, 0.0, 0.0, 0.1, 0.1):  # 2 RPS: two admitted, then 429s 0.1 s apart
+        clock.now += step
+        statuses.append((await client.post("/v1/chat/completions", json=body)).status)
+    assert statuses == [200, 200, 429, 429, 429]
+    plain = (await (await client.get("/stats")).json())["models"][CODER]
+    assert plain["throttled"] == 3 and "throttled_at" not in plain
+    timed = (await (await client.get("/stats?times=1")).json())["models"][CODER]
+    assert timed["throttled_at"] == pytest.approx([1000.1, 1000.2])  # the latest two
+    await client.post("/stats/reset")
+    after = (await (await client.get("/stats?times=1")).json())["models"][CODER]
+    assert after["throttled_at"] == []
 
 
 async def test_admitted_bad_requests_count_against_the_limit(

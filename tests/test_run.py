@@ -14,8 +14,8 @@ import pytest
 from batchrun.emulator import EmulatorConfig, running_emulator
 from batchrun.errors import FatalError
 from batchrun.job import load_job
+from batchrun.parts import read_columns
 from batchrun.runner import EXIT_OK, RunOptions, run_job
-from batchrun.store import read_columns
 from tests.conftest import news_rows
 
 QUIET = RunOptions(progress=False)

@@ -14,12 +14,13 @@ import pytest
 from batchrun.answers import ChatAnswer, EmbeddingAnswer
 from batchrun.errors import FatalError, RetryableError, RowError
 from batchrun.job import Job, load_job
+from batchrun.parts import read_columns
 from batchrun.progress import Progress
 from batchrun.results import output_schema
 from batchrun.scheduler import Plan, Scheduler
 from batchrun.sources import input_files
 from batchrun.stats import RunStats
-from batchrun.store import Store, read_columns
+from batchrun.store import Store
 from tests.conftest import news_rows
 
 Script = Callable[[str, dict[str, Any], int], Any]

@@ -16,14 +16,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from batchrun.errors import OutputError
+from batchrun.parts import part_files, read_columns
 from batchrun.results import output_schema
 from batchrun.store import (
     JOURNAL_GLOB,
     Store,
     check_identity,
     move_aside,
-    part_files,
-    read_columns,
     read_json,
 )
 

@@ -50,6 +50,11 @@ class SlidingWindow:
         self.last = now
         return 0.0
 
+    @property
+    def clock(self) -> Clock:
+        """The clock this window reads (to stamp the requests it refuses)."""
+        return self._clock
+
     def reset(self) -> None:
         """Forget every admission and the peak (the ``/stats/reset`` route)."""
         self._admitted.clear()

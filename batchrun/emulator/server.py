@@ -243,8 +243,10 @@ async def embeddings(request: web.Request) -> web.Response:
 
 
 async def get_stats(request: web.Request) -> web.Response:
-    """``GET /stats``: what the emulator saw, per model (shape in :mod:`.stats`)."""
-    return _json(request.app[EMULATOR].stats.as_json())
+    """``GET /stats``: what the emulator saw, per model (shape in :mod:`.stats`);
+    ``?times=1`` adds the times of the latest 429s."""
+    times = request.query.get("times", "0").lower() not in ("", "0", "false", "no")
+    return _json(request.app[EMULATOR].stats.as_json(times))
 
 
 async def reset_stats(request: web.Request) -> web.Response:

@@ -6,7 +6,9 @@ counts bad requests against the limit too), ``faults`` were failed on purpose (5
 cut, stall; by kind in ``fault_kinds``), ``spikes`` were delayed on purpose, and
 ``max_in_window`` is the most requests admitted in any one window; ``first_admitted_at`` and
 ``last_admitted_at`` are the monotonic clock's time (system-wide on Linux) of the first and the
-latest admission, so a benchmark computes the rate the server really admitted. Shape of ``/stats``::
+latest admission, so a benchmark computes the rate the server really admitted. The times of the
+latest ``THROTTLE_TIMES`` 429s are kept too, and listed as ``throttled_at`` only when asked
+(``GET /stats?times=1``), so the usual answer stays small. Shape of ``/stats``::
 
     {"models": {"bge-m3": {"rps": 7.0, "limit": 7, "period_s": 1.0, "accepted": 0,
                            "throttled": 0, "rejected": 0, "faults": 0, "spikes": 0,
@@ -19,6 +21,7 @@ latest admission, so a benchmark computes the rate the server really admitted. S
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 
 from batchrun.emulator.faults import Fault, Verdict
@@ -26,9 +29,16 @@ from batchrun.emulator.limits import SlidingWindow
 
 JsonDict = dict[str, object]
 
+THROTTLE_TIMES = 10_000
+"""How many of the latest 429s' times each model keeps (monotonic clock)."""
+
 
 def _no_faults() -> dict[str, int]:
     return {fault.value: 0 for fault in Fault}
+
+
+def _no_times() -> deque[float]:
+    return deque(maxlen=THROTTLE_TIMES)
 
 
 @dataclass
@@ -42,12 +52,14 @@ class ModelStats:
     rejected: int = 0
     spikes: int = 0
     fault_kinds: dict[str, int] = field(default_factory=_no_faults)
+    throttled_at: deque[float] = field(default_factory=_no_times)
 
     def admit(self) -> float:
         """Pass one request through the window: 0.0 if admitted, else seconds to wait."""
         wait = self.window.admit()
         if wait:
             self.throttled += 1
+            self.throttled_at.append(self.window.clock())
         else:
             self.accepted += 1
         return wait
@@ -59,9 +71,9 @@ class ModelStats:
         if verdict.spike_s:
             self.spikes += 1
 
-    def as_json(self) -> JsonDict:
-        """This model's entry of ``/stats``."""
-        return {
+    def as_json(self, times: bool = False) -> JsonDict:
+        """This model's entry of ``/stats``; with ``times``, the latest 429s' times too."""
+        entry: JsonDict = {
             "rps": self.rps,
             "limit": self.window.capacity,
             "period_s": self.window.period,
@@ -75,11 +87,15 @@ class ModelStats:
             "first_admitted_at": self.window.first,
             "last_admitted_at": self.window.last,
         }
+        if times:
+            entry["throttled_at"] = list(self.throttled_at)
+        return entry
 
     def reset(self) -> None:
         """Zero every counter and empty the window."""
         self.accepted = self.throttled = self.rejected = self.spikes = 0
         self.fault_kinds = _no_faults()
+        self.throttled_at.clear()
         self.window.reset()
 
 
@@ -91,10 +107,10 @@ class Stats:
     unauthorized: int = 0
     unknown_model: int = 0
 
-    def as_json(self) -> JsonDict:
-        """The body of ``GET /stats``."""
+    def as_json(self, times: bool = False) -> JsonDict:
+        """The body of ``GET /stats`` (``times``: with each model's ``throttled_at``)."""
         return {
-            "models": {name: stats.as_json() for name, stats in self.models.items()},
+            "models": {name: stats.as_json(times) for name, stats in self.models.items()},
             "unauthorized": self.unauthorized,
             "unknown_model": self.unknown_model,
         }

@@ -1,0 +1,135 @@
+"""What the bench's jobs read and where they write: generated inputs, job files, and an output
+that already holds done rows (for the resume figure).
+
+Inputs are written as bytes with ``%`` formatting, half a million lines at a time, so the
+10-million-row input takes seconds, not minutes. Row ``i`` has the id ``r%08d``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from batchrun.catalog import Kind
+from batchrun.inputs import open_input
+from batchrun.job import load_job
+from batchrun.results import OK, output_schema
+
+CHAT_MODEL = "qwen3-32b-awq"
+EMBED_MODEL = "bge-m3"
+SYSTEM = "/no_think Be brief."
+USER = "Summarise:\n\n{text}"
+PARAMS: dict[str, Any] = {"temperature": 0.3, "max_tokens": 64}
+CHUNK_LINES = 500_000
+
+NEWS = (
+    b'{"id":"r%08d","title":"Item %d","text":"Item %d happened today. The city council met '
+    b'about item %d. It was sunny. Experts expect more news on %d."}\n'
+)
+PASSAGE = (
+    b'{"id":"r%08d","text":"Passage %d: rivers, cities and %d lanterns; '
+    b'a note on topic %d of the corpus."}\n'
+)
+SHORT = b'{"id":"r%08d","text":"short text %d"}\n'
+
+
+def row_id(number: int) -> str:
+    """The id of generated row ``number``."""
+    return f"r{number:08d}"
+
+
+def write_rows(path: Path, count: int, template: bytes) -> Path:
+    """Write ``count`` JSONL lines; every ``%`` field of ``template`` is the row number."""
+    fields = template.count(b"%")
+    with path.open("wb") as sink:
+        for start in range(0, count, CHUNK_LINES):
+            stop = min(start + CHUNK_LINES, count)
+            sink.write(b"".join([template % ((i,) * fields) for i in range(start, stop)]))
+    return path
+
+
+def write_job(
+    path: Path,
+    *,
+    kind: Kind,
+    base_url: str,
+    input_path: Path,
+    rps: float | None = None,
+    keep: tuple[str, ...] = (),
+    run: Mapping[str, Any] | None = None,
+) -> Path:
+    """A job file over ``input_path`` writing to ``<path's dir>/out-<stem>``."""
+    model = CHAT_MODEL if kind == "chat" else EMBED_MODEL
+    lines = [f"name = {_toml(path.stem)}", f"kind = {_toml(kind)}", f"model = {_toml(model)}"]
+    lines += ["[endpoint]", f"base_url = {_toml(base_url)}", 'api_key_env = "SCIBOX_API_KEY"']
+    lines += ["[input]", f"path = {_toml(str(input_path))}", 'id = "id"']
+    if kind == "chat":
+        lines += ["[prompt]", f"system = {_toml(SYSTEM)}", f"user = {_toml(USER)}", "[params]"]
+        lines += [f"{key} = {_toml(value)}" for key, value in PARAMS.items()]
+    else:
+        lines.append('text = "text"')
+    output = path.parent / f"out-{path.stem}"
+    lines += ["[output]", f"path = {_toml(str(output))}", f"keep = {_toml(list(keep))}"]
+    lines += ["[run]", *(f"{key} = {_toml(value)}" for key, value in (run or {}).items())]
+    if rps is not None:
+        lines += [f"[models.{_toml(model)}]", f"rps = {_toml(rps)}"]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def output_of(job: Path) -> Path:
+    """The output directory ``write_job`` gave ``job``."""
+    return job.parent / f"out-{job.stem}"
+
+
+def run_summary(job: Path) -> dict[str, Any]:
+    """The ``_summary.json`` the last run of ``job`` left in its output."""
+    path = output_of(job) / "_summary.json"
+    try:
+        data: dict[str, Any] = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: no run summary ({exc})") from None
+    return data
+
+
+def _toml(value: object) -> str:
+    """A TOML value: JSON's strings, numbers, booleans and arrays are valid TOML."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def write_done_part(job_path: Path, count: int) -> Path:
+    """Rows ``0 .. count-1`` as done (status ok) in one part of the job's output, with the
+    job's identity beside it, as a finished earlier run would have left them."""
+    job = load_job(job_path)
+    _, kept = open_input(job)
+    schema = output_schema(job.kind, kept, job.models)
+    ids = pa.array([row_id(i) for i in range(count)], pa.string())
+    values: dict[str, object] = {
+        "model": job.models[0],
+        "status": OK,
+        "content": "done",
+        "finish_reason": "stop",
+        "attempts": 1,
+    }
+    columns = [
+        ids if f.name == "id" else _constant(values.get(f.name), f.type, count) for f in schema
+    ]
+    output = Path(job.spec.output.path)
+    output.mkdir(parents=True, exist_ok=True)
+    part = output / "part-bench.parquet"
+    pq.write_table(pa.Table.from_arrays(columns, schema=schema), part)
+    identity = {"name": job.name, "kind": job.kind, "fingerprint": job.fingerprint()}
+    (output / "_job.json").write_bytes(orjson.dumps(identity))
+    return part
+
+
+def _constant(value: object, kind: pa.DataType, count: int) -> pa.Array:
+    if value is None:
+        return pa.nulls(count, kind)
+    return pa.repeat(pa.scalar(value, kind), count)

@@ -1,0 +1,121 @@
+"""Figures with the limit lifted (the emulator at a huge ``--rps-scale``, the job at a huge
+``rps``), where only the runner's own cost bounds it: chat rows/s and embedding texts/s end to
+end, CPU seconds per 1,000 rows; then resuming over a million done rows, and peak memory over
+a ten-million-row input.
+
+These sections use the CPU: the bench runs them one at a time, after the paced ones.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from batchrun.bench.data import (
+    CHAT_MODEL,
+    NEWS,
+    PASSAGE,
+    SHORT,
+    write_done_part,
+    write_job,
+    write_rows,
+)
+from batchrun.bench.processes import Emulator, Run, run_batchrun
+from batchrun.bench.table import Figure, Spec
+from batchrun.bench.workspace import Workspace
+from batchrun.catalog import Kind
+
+LIFTED = 1_000_000.0
+BATCH = 64
+
+LIFTED_SPECS = (
+    Spec("lifted [2]: chat rows/s end to end", "rows/s", 2_000),
+    Spec("lifted: chat CPU s per 1,000 rows", "s"),
+    Spec("lifted: embedding texts/s end to end", "texts/s", 20_000),
+    Spec("lifted: embedding CPU s per 1,000 texts", "s"),
+)
+RESUME_SPECS = (Spec("resume: start to first request", "s", 5.0, at_most=True),)
+MEMORY_SPECS = (Spec("memory: peak RSS, huge JSONL input", "MB", 400, at_most=True),)
+
+
+def lifted(ws: Workspace) -> list[Figure]:
+    """Section ``lifted``: a chat job and an embeddings job as fast as the runner goes, each
+    with its own emulator (so its CPU seconds are known too)."""
+    work = ws.directory("lifted")
+    chat_rows, texts = ws.sizes.lifted_chat_rows, ws.sizes.lifted_texts
+    chat_input = write_rows(work / "news.jsonl", chat_rows, NEWS)
+    text_input = write_rows(work / "texts.jsonl", texts, PASSAGE)
+    ws.say(f"lifted: chat, {chat_rows:,} rows, limit lifted")
+    chat, chat_server = _run_lifted(work / "chat.toml", "chat", chat_input)
+    ws.say(f"lifted: embeddings, {texts:,} texts, batch {BATCH}, limit lifted")
+    embed, embed_server = _run_lifted(work / "embed.toml", "embeddings", text_input)
+    return [
+        Figure(LIFTED_SPECS[0], chat_rows / chat.wall_s, _cost_note(chat, chat_rows, chat_server)),
+        Figure(LIFTED_SPECS[1], 1000 * chat.cpu_s / chat_rows, "runner process only"),
+        Figure(LIFTED_SPECS[2], texts / embed.wall_s, _cost_note(embed, texts, embed_server)),
+        Figure(LIFTED_SPECS[3], 1000 * embed.cpu_s / texts, "runner process only"),
+    ]
+
+
+def _run_lifted(job: Path, kind: Kind, data: Path) -> tuple[Run, float]:
+    """The run, and the CPU seconds its emulator used."""
+    run = {"batch_size": BATCH} if kind == "embeddings" else {}
+    with Emulator(job.parent, rps_scale=LIFTED, name=f"emulator-{job.stem}") as emulator:
+        write_job(job, kind=kind, base_url=emulator.base_url, input_path=data, rps=LIFTED, run=run)
+        done = run_batchrun(job)
+    return done, emulator.cpu_s
+
+
+def _cost_note(run: Run, rows: int, server_cpu_s: float) -> str:
+    return (
+        f"{rows:,} in {run.wall_s:.1f} s wall (process start included); CPU s: runner "
+        f"{run.cpu_s:.1f}, emulator {server_cpu_s:.1f}; runner peak RSS {run.peak_rss_mb:.0f} MB"
+    )
+
+
+def resume(ws: Workspace) -> list[Figure]:
+    """Section ``resume``: the output already holds all but the last rows; ``--limit 1``."""
+    work = ws.directory("resume")
+    done, left = ws.sizes.resume_done, ws.sizes.resume_left
+    ws.say(f"resume: writing {done + left:,} input rows and {done:,} done rows")
+    data = write_rows(work / "news.jsonl", done + left, NEWS)
+    with Emulator(work) as emulator:
+        job = write_job(
+            work / "resume.toml",
+            kind="chat",
+            base_url=emulator.base_url,
+            input_path=data,
+            keep=("title",),
+        )
+        write_done_part(job, done)
+        ws.say(f"resume: run --limit 1 over {done:,} done rows")
+        run = run_batchrun(job, "--limit", "1")
+        seen = emulator.seen(CHAT_MODEL)
+    if seen.first is None:
+        raise ValueError(f"no request reached the emulator (exit {run.code})")
+    note = f"{done:,} done of {done + left:,}; run wall {run.wall_s:.1f} s, "
+    note += f"peak RSS {run.peak_rss_mb:.0f} MB"
+    return [Figure(RESUME_SPECS[0], seen.first - run.spawned_at, note)]
+
+
+def memory(ws: Workspace) -> list[Figure]:
+    """Section ``memory``: peak RSS of a run over a huge generated input, ``--limit``-ed."""
+    work = ws.directory("memory")
+    rows, limit = ws.sizes.big_rows, ws.sizes.big_limit
+    ws.say(f"memory: writing a {rows:,}-row JSONL input")
+    data = work / "big.jsonl"
+    try:
+        write_rows(data, rows, SHORT)
+        with Emulator(work, rps_scale=LIFTED) as emulator:
+            job = write_job(
+                work / "big.toml",
+                kind="chat",
+                base_url=emulator.base_url,
+                input_path=data,
+                rps=LIFTED,
+            )
+            ws.say(f"memory: run --limit {limit} over {rows:,} rows")
+            run = run_batchrun(job, "--limit", str(limit))
+    finally:
+        data.unlink(missing_ok=True)
+    note = f"--limit {limit:,} of {rows:,} rows; wall {run.wall_s:.1f} s, {run.cpu_s:.1f} CPU s"
+    return [Figure(MEMORY_SPECS[0], run.peak_rss_mb, note)]

@@ -1,0 +1,50 @@
+"""One row per id in the output: when an id has several rows, the best one stays.
+
+Several rows for one id arise on purpose with ``--retry-failed`` (the new answer is written
+before the old failed row goes) and by accident when a run dies between those two steps. The
+rule: an ``ok`` row beats a ``failed`` one; among equals the newest part wins. Parts holding a
+losing row are rewritten without it (each rewrite is atomic), so a crash in the middle leaves a
+state that the next compaction finishes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pyarrow.parquet as pq
+
+from batchrun.parts import fsync_directory, part_files, part_time, write_part
+
+
+def compact(path: Path) -> int:
+    """Drop the losing rows of ids that have several; return how many rows were dropped."""
+    parts = sorted(part_files(path), key=part_time)
+    if not parts:
+        return 0
+    rows = pl.concat(
+        [
+            pl.read_parquet(part, columns=["id", "status"]).with_columns(
+                part=pl.lit(number, pl.Int32), row=pl.int_range(pl.len(), dtype=pl.Int64)
+            )
+            for number, part in enumerate(parts)
+        ]
+    )
+    repeated = rows.filter(pl.col("id").is_duplicated())
+    if repeated.is_empty():
+        return 0
+    ranked = repeated.sort([pl.col("status") == "ok", "part", "row"], descending=[True, True, True])
+    losers = ranked.filter(pl.int_range(pl.len()).over("id") > 0)
+    for (number,), dropped in losers.group_by(["part"]):
+        _rewrite_without(parts[number], set(dropped["row"].to_list()))
+    return len(losers)
+
+
+def _rewrite_without(part: Path, rows: set[int]) -> None:
+    table = pq.read_table(part)
+    keep = [i for i in range(table.num_rows) if i not in rows]
+    if keep:
+        write_part(part, table.take(keep))
+    else:
+        part.unlink()
+        fsync_directory(part.parent)

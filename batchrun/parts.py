@@ -1,0 +1,65 @@
+"""Part files of an output directory: written atomically, listed, read by column.
+
+A part appears whole or not at all: it is written under a dot-prefixed temporary name,
+fsynced, renamed into place, and the directory is fsynced. Readers skip dot files.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+PART_GLOB = "part-*.parquet"
+
+
+def write_part(part: Path, table: pa.Table) -> None:
+    """Write ``table`` so that ``part`` appears whole or not at all."""
+    temporary = part.with_name(f".{part.stem}.tmp")
+    pq.write_table(table, temporary, compression="zstd")
+    with open(temporary, "rb") as written:
+        os.fsync(written.fileno())
+    os.replace(temporary, part)
+    fsync_directory(part.parent)
+
+
+def fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def part_time(part: Path) -> int:
+    """When a part's journal was started (ns), from its name ``part-<owner>-<time>-<pid>``."""
+    try:
+        return int(part.stem.split("-")[-2], 16)
+    except (IndexError, ValueError):
+        return 0
+
+
+def part_files(path: Path) -> list[Path]:
+    """The finished parts of an output directory."""
+    return sorted(path.glob(PART_GLOB)) if path.is_dir() else []
+
+
+def read_columns(path: Path, columns: list[str]) -> pa.Table:
+    """``columns`` of every finished part (an empty table when there is none)."""
+    parts = part_files(path)
+    if not parts:
+        return pa.table({name: pa.array([], pa.string()) for name in columns})
+    return ds.dataset([str(p) for p in parts], format="parquet").to_table(columns=columns)
+
+
+def done_ids(path: Path, include_failed: bool = True) -> set[str]:
+    """The ids the output already answers (failed ones too, unless ``include_failed`` is off:
+    ``--retry-failed`` sends those again)."""
+    table = read_columns(path, ["id", "status"])
+    if not include_failed:
+        table = table.filter(pc.equal(table.column("status"), "ok"))
+    return set(table.column("id").to_pylist())
