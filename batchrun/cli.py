@@ -74,6 +74,10 @@ def _parser() -> argparse.ArgumentParser:
     emulator.add_argument("--latency", type=float, default=0.0, help="seconds per answer")
     emulator.add_argument("--fail-rate", type=float, default=0.0, help="share of 500/503")
     emulator.add_argument("--drop-rate", type=float, default=0.0, help="share of dropped conns")
+    emulator.add_argument("--cut-stream-rate", type=float, default=0.0, help="share of cut streams")
+    emulator.add_argument("--stall-rate", type=float, default=0.0, help="share of stalled streams")
+    emulator.add_argument("--spike-rate", type=float, default=0.0, help="share of slow answers")
+    emulator.add_argument("--spike-s", type=float, default=0.0, help="extra seconds of a spike")
     emulator.add_argument("--seed", type=int, default=0)
     emulator.add_argument(
         "--api-key-env", metavar="VAR", help="accept only the token held in this variable"
@@ -122,6 +126,10 @@ def _emulator(args: argparse.Namespace) -> int:
             latency_s=args.latency,
             fail_rate=args.fail_rate,
             drop_rate=args.drop_rate,
+            cut_stream_rate=args.cut_stream_rate,
+            stall_rate=args.stall_rate,
+            spike_rate=args.spike_rate,
+            spike_s=args.spike_s,
             seed=args.seed,
             api_key=os.environ.get(args.api_key_env) if args.api_key_env else None,
         )

@@ -124,3 +124,18 @@ def input_signature(files: Sequence[Path]) -> list[list[str | int]]:
         stat = file.stat()
         signature.append([str(file.resolve()), stat.st_size, stat.st_mtime_ns])
     return signature
+
+
+def rows_without_text(job: Job, files: Sequence[Path]) -> tuple[int, list[str]]:
+    """How many rows have a null, empty or non-text value where the request needs text, and
+    where the first few are."""
+    count, places = 0, list[str]()
+    columns = job.text_columns
+    for batch in read_records(files, job.spec.input.id, job.input_columns):
+        for record in batch:
+            values = [record.values.get(name) for name in columns]
+            if any(not isinstance(v, str) or not v.strip() for v in values):
+                count += 1
+                if len(places) < DUPLICATES_SHOWN:
+                    places.append(record.where)
+    return count, places

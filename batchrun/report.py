@@ -7,7 +7,7 @@ from pathlib import Path
 
 import polars as pl
 
-from batchrun.inputs import check_input, duplicate_lines, open_input
+from batchrun.inputs import check_input, duplicate_lines, open_input, rows_without_text
 from batchrun.job import Job
 from batchrun.parts import read_columns
 from batchrun.results import OK
@@ -33,7 +33,13 @@ def validate_lines(job: Job) -> tuple[list[str], bool]:
     ]
     if check.duplicate_count:
         lines += duplicate_lines(check)
-    return lines, not check.duplicate_count
+    missing, places = rows_without_text(job, files)
+    if missing:
+        lines.append(
+            f"{missing} rows have no text to send ({', '.join(job.text_columns)} null, empty or "
+            f"not text), e.g. at {', '.join(places)}; `run` writes them as failed"
+        )
+    return lines, not check.duplicate_count and not missing
 
 
 def status_lines(job: Job) -> list[str]:

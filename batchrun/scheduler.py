@@ -42,6 +42,8 @@ from batchrun.store import Store
 Sleep = Callable[[float], Awaitable[None]]
 Answer = ChatAnswer | EmbeddingAnswer
 FALLBACK_STATUSES = SERVER_ERRORS | {429, 504}
+DONE_QUEUE = 64
+"""Answered requests waiting for the writer; each may hold a packed batch of vectors."""
 
 
 class Service(Protocol):
@@ -91,7 +93,7 @@ class Scheduler:
         )
         self._workers_wanted = plan.job.concurrency or run.max_in_flight
         self._todo: asyncio.Queue[Request | None] = asyncio.Queue(2 * self._workers_wanted)
-        self._done: asyncio.Queue[list[Row] | None] = asyncio.Queue(2 * self._workers_wanted)
+        self._done: asyncio.Queue[list[Row] | None] = asyncio.Queue(DONE_QUEUE)
         self._duplicates = Duplicates()
         self._rows = RowMaker(plan.schema, self._duplicates)
         self._pacers: dict[str, Pacer] = {}
@@ -107,9 +109,12 @@ class Scheduler:
         pool = [self._pacers[name] for name in self._job.models]
         self._gate = InFlight(pool, self._job.spec.run.max_in_flight, self._job.concurrency)
         errors: list[Exception] = []
-        async with asyncio.TaskGroup() as group:
-            self._writer = group.create_task(self._write())
-            group.create_task(self._produce(errors))
+        try:
+            async with asyncio.TaskGroup() as group:
+                self._writer = group.create_task(self._write())
+                group.create_task(self._produce(errors))
+        except* Exception as writer_errors:  # the output cannot be written: stop, say where
+            errors[:0] = _flatten(writer_errors)
         for name, pacer in self._pacers.items():
             if name in self._stats.models:
                 self._stats.models[name].rate = pacer.rate

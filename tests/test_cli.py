@@ -20,12 +20,12 @@ from tests.conftest import news_rows, write_jsonl
 KEY = "sk-test-cli-key-4242"
 
 
-def start_emulator(*options: str) -> tuple[subprocess.Popen[str], str]:
+def start_emulator(*options: str, key: str = "the-right-key") -> tuple[subprocess.Popen[str], str]:
     process = subprocess.Popen(
         [sys.executable, "-m", "batchrun", "emulator", "--port", "0", *options],
         stdout=subprocess.PIPE,
         text=True,
-        env={**os.environ, "EMULATOR_KEY": "the-right-key"},
+        env={**os.environ, "EMULATOR_KEY": key},
     )
     assert process.stdout is not None
     line = process.stdout.readline()
