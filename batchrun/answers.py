@@ -4,7 +4,10 @@ embedding vectors in input order, and SSE streams accumulated into one answer.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
+from array import array
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +29,8 @@ class ChatAnswer:
 
 @dataclass(frozen=True, slots=True)
 class EmbeddingAnswer:
-    vectors: list[list[float]]
+    vectors: list[bytes]
+    """Each vector as little-endian float32 bytes: compact, and straight into Arrow."""
     prompt_tokens: int | None
 
 
@@ -65,16 +69,29 @@ def chat_answer(body: dict[str, Any]) -> ChatAnswer:
 
 
 def embedding_answer(body: dict[str, Any], expected: int) -> EmbeddingAnswer:
-    """An embeddings ``list`` object as vectors in input order (by each item's ``index``)."""
+    """An embeddings ``list`` object as vectors in input order (by each item's ``index``).
+
+    A vector may come as base64 of float32 (``encoding_format: "base64"``, what we ask for)
+    or as a list of numbers (a server that ignores the format).
+    """
     try:
         data = sorted(body["data"], key=lambda item: item["index"])
-        vectors = [item["embedding"] for item in data]
-    except (KeyError, TypeError):
+        vectors = [_float32_bytes(item["embedding"]) for item in data]
+    except (KeyError, TypeError, ValueError, binascii.Error):
         raise RetryableError("the service answered without data[].embedding") from None
     if len(vectors) != expected:
         raise RetryableError(f"the service returned {len(vectors)} vectors for {expected} inputs")
     usage = body.get("usage") or {}
     return EmbeddingAnswer(vectors, usage.get("prompt_tokens"))
+
+
+def _float32_bytes(vector: str | list[float]) -> bytes:
+    if isinstance(vector, str):
+        raw = base64.b64decode(vector, validate=True)
+        if len(raw) % 4:
+            raise ValueError("a base64 vector must hold whole float32 numbers")
+        return raw
+    return array("f", vector).tobytes()
 
 
 class StreamAccumulator:

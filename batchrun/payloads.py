@@ -23,7 +23,7 @@ from batchrun.sources import Record
 
 CHARS_PER_TOKEN = 3
 REUSED_VECTORS = 4096
-"""Answered texts whose vector is kept for later duplicates (about 4 KB each)."""
+"""Answered texts whose vector is kept for later duplicates (4 KB each for bge-m3)."""
 
 
 @dataclass(slots=True, eq=False)
@@ -54,7 +54,7 @@ class Built:
     requests: list[Request] = field(default_factory=list)
     unsendable: list[tuple[Item, str]] = field(default_factory=list)
     """Rows that cannot make a request, and why."""
-    reused: list[tuple[Item, str, list[float]]] = field(default_factory=list)
+    reused: list[tuple[Item, str, bytes]] = field(default_factory=list)
     """Rows whose text was answered before: (row, model, vector)."""
 
 
@@ -64,7 +64,7 @@ class Duplicates:
 
     def __init__(self, cache_size: int = REUSED_VECTORS) -> None:
         self._leaders: dict[bytes, Item] = {}
-        self._answered: OrderedDict[bytes, tuple[str, list[float]]] = OrderedDict()
+        self._answered: OrderedDict[bytes, tuple[str, bytes]] = OrderedDict()
         self._cache_size = cache_size
         self.saved = 0
 
@@ -82,7 +82,7 @@ class Duplicates:
         self.saved += 1
         return False
 
-    def settled(self, item: Item, model: str | None, vector: list[float] | None) -> list[Item]:
+    def settled(self, item: Item, model: str | None, vector: bytes | None) -> list[Item]:
         """The leader ``item`` got its vector (or failed, ``None``): its followers."""
         self._leaders.pop(item.digest, None)
         if vector is not None and model is not None:

@@ -10,6 +10,7 @@ embeddings: id, kept columns, model, embedding, prompt_tokens, attempts, status,
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import orjson
@@ -97,7 +98,7 @@ def embedding_row(
     item: Item,
     schema: pa.Schema,
     model: str,
-    vector: list[float],
+    vector: bytes,
     prompt_tokens: int | None,
     attempts: int,
 ) -> dict[str, Any]:
@@ -145,7 +146,8 @@ class RowMaker:
         if isinstance(answer, ChatAnswer):
             item = request.items[0]
             return [chat_row(item, self.schema, model, answer, request.attempts, latency)]
-        wrong = [len(v) for v in answer.vectors if self.dimensions not in (None, len(v))]
+        sizes = [len(v) // 4 for v in answer.vectors]
+        wrong = [size for size in sizes if self.dimensions not in (None, size)]
         if wrong:
             error = f"the service sent {wrong[0]} numbers per vector, not {self.dimensions}"
             return self.failed(request, model, error)
@@ -168,7 +170,7 @@ class RowMaker:
     def unsendable(self, item: Item, error: str) -> Row:
         return failed_row(item, self.schema, None, error, 0)
 
-    def reused(self, item: Item, model: str, vector: list[float]) -> Row:
+    def reused(self, item: Item, model: str, vector: bytes) -> Row:
         return embedding_row(item, self.schema, model, vector, 0, 0)
 
 
@@ -178,3 +180,29 @@ def _token_shares(total: int | None, texts: list[str]) -> list[int | None]:
         return [None] * len(texts)
     length = sum(len(t) for t in texts) or 1
     return [round(total * len(t) / length) for t in texts]
+
+
+def rows_to_table(rows: list[Row], schema: pa.Schema) -> pa.Table:
+    """An Arrow table of output rows. Vectors (float32 bytes) go straight into the embedding
+    column's buffer: no Python float is ever made for them."""
+    if "embedding" not in schema.names:
+        return pa.Table.from_pylist(rows, schema=schema)
+    index = schema.get_field_index("embedding")
+    vectors = [row.pop("embedding", None) for row in rows]
+    table = pa.Table.from_pylist(rows, schema=schema.remove(index))
+    return table.add_column(index, schema.field(index), _vector_array(vectors, schema.field(index)))
+
+
+def _vector_array(vectors: list[bytes | None], field: pa.Field) -> pa.Array:
+    missing = pa.array([vector is None for vector in vectors])
+    size = getattr(field.type, "list_size", None)
+    if size:  # fixed size: a null row still takes its place in the buffer
+        empty = bytes(4 * size)
+        flat = b"".join(empty if vector is None else vector for vector in vectors)
+        values = pa.Array.from_buffers(pa.float32(), len(flat) // 4, [None, pa.py_buffer(flat)])
+        return pa.FixedSizeListArray.from_arrays(values, size, mask=missing)
+    flat = b"".join(vector or b"" for vector in vectors)
+    values = pa.Array.from_buffers(pa.float32(), len(flat) // 4, [None, pa.py_buffer(flat)])
+    ends = list(itertools.accumulate(len(vector or b"") // 4 for vector in vectors))
+    offsets = pa.array([0, *ends], pa.int32())
+    return pa.ListArray.from_arrays(offsets, values, mask=missing)

@@ -33,7 +33,7 @@ from batchrun.job import Job
 from batchrun.pacing import InFlight, Pacer
 from batchrun.payloads import Built, Duplicates, PayloadBuilder, Request
 from batchrun.progress import Progress
-from batchrun.results import Row, RowMaker
+from batchrun.results import FAILED, Row, RowMaker, rows_to_table
 from batchrun.retry import SERVER_ERRORS, RetryPolicy, backoff_delay
 from batchrun.sources import read_records
 from batchrun.stats import RunStats
@@ -282,8 +282,8 @@ class Scheduler:
                     finished = True
                     break
                 rows += more
-            store.append(rows)
-            failed = sum(row["status"] == "failed" for row in rows)
+            store.append(rows_to_table(rows, self._plan.schema))
+            failed = sum(row["status"] == FAILED for row in rows)
             stats.rows_failed += failed
             stats.rows_ok += len(rows) - failed
             self._progress.advance(len(rows))

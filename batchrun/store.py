@@ -74,11 +74,10 @@ class Store:
                 os.close(self._lock_fd)
                 self._lock_fd = None
 
-    def append(self, rows: list[dict[str, Any]]) -> None:
+    def append(self, table: pa.Table) -> None:
         """Add answered rows to the journal; they survive a kill from now on."""
-        if not rows:
+        if not table.num_rows:
             return
-        table = pa.Table.from_pylist(rows, schema=self.schema)
         if self._journal is None:
             self._start_journal()
         assert self._journal is not None
@@ -86,7 +85,7 @@ class Store:
             self._journal.write_table(table)
         except OSError as exc:
             raise OutputError(f"{self._journal_path}: cannot write ({exc})") from None
-        self.rows_in_journal += len(rows)
+        self.rows_in_journal += table.num_rows
 
     def seal(self) -> None:
         """Turn the current journal into a part file."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+from array import array
 from typing import Any
 
 import orjson
@@ -99,8 +101,22 @@ def test_embedding_answer_orders_vectors_by_index() -> None:
 
     answer = embedding_answer(body, expected=3)
 
-    assert answer.vectors == [[0.0], [1.0], [2.0]]
+    assert [list(array("f", v)) for v in answer.vectors] == [[0.0], [1.0], [2.0]]
     assert answer.prompt_tokens == 9
+
+
+def test_embedding_answer_decodes_base64_float32() -> None:
+    packed = array("f", [0.25, -1.5]).tobytes()
+    body = {"data": [{"index": 0, "embedding": base64.b64encode(packed).decode()}]}
+
+    assert embedding_answer(body, expected=1).vectors == [packed]
+
+
+def test_embedding_answer_with_broken_base64_is_retryable() -> None:
+    body = {"data": [{"index": 0, "embedding": "not base64!"}]}
+
+    with pytest.raises(RetryableError):
+        embedding_answer(body, expected=1)
 
 
 def test_embedding_answer_with_the_wrong_count_is_retryable() -> None:

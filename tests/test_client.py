@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -273,7 +274,7 @@ async def test_client_returns_embeddings_in_input_order(server: aioresponses, ap
 
     answer = await api.embed("bge-m3", {"input": ["first", "second"]})
 
-    assert answer.vectors == [[1.0, 0.0], [0.0, 1.0]]
+    assert [list(array("f", v)) for v in answer.vectors] == [[1.0, 0.0], [0.0, 1.0]]
     assert answer.prompt_tokens == 6
 
 

@@ -4,6 +4,7 @@ bisection of rejected embedding batches. No real sleeping: the sleep is injected
 from __future__ import annotations
 
 import random
+from array import array
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -175,8 +176,8 @@ async def test_empty_text_fails_without_a_request(make_job: Callable[..., Path])
     assert len(service.calls) == 1
 
 
-def vector_for(text: str) -> list[float]:
-    return [float(len(text)), float(sum(map(ord, text)) % 997)] * 512
+def vector_for(text: str) -> bytes:
+    return array("f", [float(len(text)), float(sum(map(ord, text)) % 997)] * 512).tobytes()
 
 
 def embed_script(bad: set[str]) -> Script:
@@ -198,7 +199,7 @@ async def test_embeddings_are_packed_and_each_vector_lands_on_its_row(
     assert [len(call["input"]) for call in service.calls] == [8, 8, 4]
     texts = {row["id"]: row["text"] for row in _news(20)}
     for row in table.to_pylist():
-        assert row["embedding"][:2] == pytest.approx(vector_for(texts[row["id"]])[:2])
+        assert row["embedding"][:2] == list(array("f", vector_for(texts[row["id"]])))[:2]
         assert row["prompt_tokens"] > 0
 
 
@@ -222,7 +223,7 @@ async def test_vector_of_the_wrong_size_fails_its_row(make_job: Callable[..., Pa
     job = load_job(make_job(kind="embeddings", rps=1000, run="batch_size = 8"))
 
     def script(model: str, body: dict[str, Any], call: int) -> Any:
-        return EmbeddingAnswer([[0.5, 0.5] for _ in body["input"]], 1)
+        return EmbeddingAnswer([array("f", [0.5, 0.5]).tobytes() for _ in body["input"]], 1)
 
     table = await run_fake(job, FakeService(script))
     assert set(table.column("status").to_pylist()) == {"failed"}

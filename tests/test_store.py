@@ -30,7 +30,11 @@ MODEL = "qwen3-32b-awq"
 SCHEMA = output_schema("chat", {"title": pa.string()}, (MODEL,))
 
 
-def rows(start: int, count: int) -> list[dict[str, Any]]:
+def rows(start: int, count: int) -> pa.Table:
+    return pa.Table.from_pylist(row_dicts(start, count), schema=SCHEMA)
+
+
+def row_dicts(start: int, count: int) -> list[dict[str, Any]]:
     return [
         {
             "id": f"n{i:05d}",
@@ -85,7 +89,7 @@ def test_append_then_close_makes_one_readable_part_with_all_rows(tmp_path: Path)
 
 def test_appending_nothing_writes_no_part(tmp_path: Path) -> None:
     store = Store(tmp_path / "out", SCHEMA).open()
-    store.append([])
+    store.append(rows(0, 0))
     store.close()
 
     assert part_files(tmp_path / "out") == []
