@@ -4,7 +4,6 @@ embedding vectors in input order, and SSE streams accumulated into one answer.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import re
 from array import array
@@ -87,7 +86,7 @@ def embedding_answer(body: dict[str, Any], expected: int) -> EmbeddingAnswer:
 
 def _float32_bytes(vector: str | list[float]) -> bytes:
     if isinstance(vector, str):
-        raw = base64.b64decode(vector, validate=True)
+        raw = binascii.a2b_base64(vector)  # validate=True would cost 10x: a regex per vector
         if len(raw) % 4:
             raise ValueError("a base64 vector must hold whole float32 numbers")
         return raw

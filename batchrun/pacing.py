@@ -7,8 +7,9 @@ fires late pushes the next slot back instead of catching up. (aiolimiter's
 ``AsyncLimiter(1, 1 / rate)`` does the same for a fixed rate; ours must change its rate while
 waiters queue, which aiolimiter does not offer.) The rate starts a little under the limit
 (``HEADROOM``) and adapts additive-increase / multiplicative-decrease: a 429 cuts it by
-``DECREASE`` (at most once per window, so the 429s of one burst count once); every second
-without one gives back ``RECOVERY_PER_S`` of the ceiling. A teammate sharing the quota, or a
+``DECREASE`` (at most once per ``COOLDOWN_S``, so the 429s of one burst count once); every
+second without one gives back ``RECOVERY_PER_S`` of the ceiling, so a rate cut by 30 % probes
+back over about two minutes and a settled run meets about one 429 a minute. A teammate sharing the quota, or a
 limit lower than configured, makes the runner settle on the share it can have.
 
 ``InFlight`` bounds the requests in flight by Little's law: in flight = rate × latency. It keeps
@@ -31,8 +32,8 @@ Sleep = Callable[[float], Awaitable[None]]
 
 HEADROOM = 0.98
 DECREASE = 0.7
-RECOVERY_PER_S = 0.005
-WINDOW_S = 1.0
+RECOVERY_PER_S = 0.0025
+COOLDOWN_S = 0.5
 FLOOR = 0.02
 HEADROOM_IN_FLIGHT = 1.5
 FIRST_LATENCY_S = 1.0
@@ -80,9 +81,9 @@ class Pacer:
         return max(self._next - self._clock(), 0.0) + self._waiting / self.rate
 
     def throttled(self) -> None:
-        """A 429 came back: slow down (once per window)."""
+        """A 429 came back: slow down (once per cooldown)."""
         now = self._clock()
-        if now - self._decreased_at < WINDOW_S:
+        if now - self._decreased_at < COOLDOWN_S:
             return
         self.rate = max(self.rate * DECREASE, self.ceiling * FLOOR)
         self.decreases += 1

@@ -35,7 +35,7 @@ from batchrun.payloads import Built, Duplicates, PayloadBuilder, Request
 from batchrun.progress import Progress
 from batchrun.results import FAILED, Row, RowMaker, rows_to_table
 from batchrun.retry import SERVER_ERRORS, RetryPolicy, backoff_delay
-from batchrun.sources import read_records
+from batchrun.sources import RecordReader
 from batchrun.stats import RunStats
 from batchrun.store import Store
 
@@ -180,16 +180,18 @@ class Scheduler:
         """Requests for the rows not yet done, up to the plan's limit."""
         plan, builder = self._plan, PayloadBuilder(self._job, self._duplicates)
         left = plan.limit if plan.limit is not None else -1
-        id_column = self._job.spec.input.id
-        for records in read_records(plan.files, id_column, self._job.input_columns):
-            todo = [r for r in records if r.id not in plan.done_ids]
-            self._stats.rows_skipped += len(records) - len(todo)
+        reader = RecordReader(
+            plan.files, self._job.spec.input.id, self._job.input_columns, skip=plan.done_ids
+        )
+        for todo in reader:
+            self._stats.rows_skipped = reader.skipped
             if left >= 0:
                 todo, left = todo[:left], left - min(left, len(todo))
             if todo:
                 yield builder.build(todo)
             if left == 0:
                 break
+        self._stats.rows_skipped = reader.skipped
         yield builder.finish()
 
     async def _work(self) -> None:
@@ -244,6 +246,9 @@ class Scheduler:
         self._gate.observe(latency)
         stats.answered += 1
         stats.rate = pacer.rate
+        stats.prompt_tokens += answer.prompt_tokens or 0
+        if isinstance(answer, ChatAnswer):
+            stats.completion_tokens += answer.completion_tokens or 0
         return model, answer, latency
 
     def _choose(self) -> str:

@@ -8,7 +8,7 @@ Parquet is read with ``ParquetFile.iter_batches`` over the needed columns only.
 from __future__ import annotations
 
 import glob
-from collections.abc import Iterator, Sequence
+from collections.abc import Container, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,11 +68,73 @@ def read_records(
     files: Sequence[Path], id_column: str, columns: Sequence[str], batch_rows: int = BATCH_ROWS
 ) -> Iterator[list[Record]]:
     """Every row of ``files`` in order, as batches of Records holding ``columns``."""
-    for file in files:
-        if file.suffix in PARQUET_SUFFIXES:
-            yield from _parquet_records(file, id_column, columns, batch_rows)
-        else:
-            yield from _jsonl_records(file, id_column, columns, batch_rows)
+    return iter(RecordReader(files, id_column, columns, batch_rows=batch_rows))
+
+
+class RecordReader:
+    """The rows of ``files`` in order, in batches, without the ids in ``skip``: a resumed run
+    passes over done rows as soon as their id is known, before building anything for them."""
+
+    def __init__(
+        self,
+        files: Sequence[Path],
+        id_column: str,
+        columns: Sequence[str],
+        skip: Container[str] = frozenset(),
+        batch_rows: int = BATCH_ROWS,
+    ) -> None:
+        self._files = files
+        self._id = id_column
+        self._columns = columns
+        self._skip = skip
+        self._batch_rows = batch_rows
+        self.skipped = 0
+
+    def __iter__(self) -> Iterator[list[Record]]:
+        for file in self._files:
+            if file.suffix in PARQUET_SUFFIXES:
+                yield from self._parquet(file)
+            else:
+                yield from self._jsonl(file)
+
+    def _jsonl(self, file: Path) -> Iterator[list[Record]]:
+        batch: list[Record] = []
+        checked, skip, id_column = False, self._skip, self._id
+        with file.open("rb") as lines:
+            for number, line in enumerate(lines, start=1):
+                if not line.strip():
+                    continue
+                row = _parse_line(file, number, line)
+                if not checked:
+                    _check_columns(file, self._columns, row.keys())
+                    checked = True
+                row_id = _row_id(row.get(id_column), file, number)
+                if row_id in skip:
+                    self.skipped += 1
+                    continue
+                values = {name: row.get(name) for name in self._columns}
+                batch.append(Record(row_id, values, file, number))
+                if len(batch) >= self._batch_rows:
+                    yield batch
+                    batch = []
+        if batch:
+            yield batch
+
+    def _parquet(self, file: Path) -> Iterator[list[Record]]:
+        parquet = _parquet_file(file)
+        _check_columns(file, self._columns, parquet.schema_arrow.names)
+        number = 0
+        columns = list(self._columns)
+        for batch in parquet.iter_batches(batch_size=self._batch_rows, columns=columns):
+            records = []
+            for values in batch.to_pylist():
+                number += 1
+                row_id = _row_id(values[self._id], file, number)
+                if row_id in self._skip:
+                    self.skipped += 1
+                else:
+                    records.append(Record(row_id, values, file, number))
+            yield records
 
 
 def count_rows(files: Sequence[Path]) -> int:
@@ -87,28 +149,6 @@ def count_rows(files: Sequence[Path]) -> int:
     return total
 
 
-def _jsonl_records(
-    file: Path, id_column: str, columns: Sequence[str], batch_rows: int
-) -> Iterator[list[Record]]:
-    batch: list[Record] = []
-    checked = False
-    with file.open("rb") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            row = _parse_line(file, number, line)
-            if not checked:
-                _check_columns(file, columns, row.keys())
-                checked = True
-            values = {name: row.get(name) for name in columns}
-            batch.append(Record(_row_id(values[id_column], file, number), values, file, number))
-            if len(batch) >= batch_rows:
-                yield batch
-                batch = []
-    if batch:
-        yield batch
-
-
 def _parse_line(file: Path, number: int, line: bytes) -> dict[str, Any]:
     try:
         row = orjson.loads(line)
@@ -117,20 +157,6 @@ def _parse_line(file: Path, number: int, line: bytes) -> dict[str, Any]:
     if not isinstance(row, dict):
         raise JobError(f"{file}:{number}: expected a JSON object, got {type(row).__name__}")
     return row
-
-
-def _parquet_records(
-    file: Path, id_column: str, columns: Sequence[str], batch_rows: int
-) -> Iterator[list[Record]]:
-    parquet = _parquet_file(file)
-    _check_columns(file, columns, parquet.schema_arrow.names)
-    number = 0
-    for batch in parquet.iter_batches(batch_size=batch_rows, columns=list(columns)):
-        records = []
-        for values in batch.to_pylist():
-            number += 1
-            records.append(Record(_row_id(values[id_column], file, number), values, file, number))
-        yield records
 
 
 def _parquet_file(file: Path) -> pq.ParquetFile:
