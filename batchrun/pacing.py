@@ -9,8 +9,8 @@ waiters queue, which aiolimiter does not offer.) The rate starts a little under 
 (``HEADROOM``) and adapts additive-increase / multiplicative-decrease: a 429 cuts it by
 ``DECREASE`` (at most once per ``COOLDOWN_S``, so the 429s of one burst count once); every
 second without one gives back ``RECOVERY_PER_S`` of the ceiling, so a rate cut by 30 % probes
-back over about two minutes and a settled run meets about one 429 a minute. A teammate sharing the quota, or a
-limit lower than configured, makes the runner settle on the share it can have.
+back over about two minutes and a settled run meets about one 429 a minute. A teammate sharing
+the quota, or a limit lower than configured, makes the runner settle on the share it can have.
 
 ``InFlight`` bounds the requests in flight by Little's law: in flight = rate × latency. It keeps
 ``HEADROOM_IN_FLIGHT`` × (total rate × latency) + 2 slots open, where latency is the larger of a

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
 
 from batchrun.emulator import EmulatorConfig, running_emulator
@@ -49,6 +50,10 @@ async def test_chat_job_writes_one_ok_row_per_input_row(make_job: Callable[..., 
     assert all(
         "<think>" not in row["content"] and row["reasoning"] is None for row in rows.values()
     )
+    summary = orjson.loads(Path("out/_summary.json").read_bytes())
+    model = summary["models"]["qwen3-32b-awq"]
+    assert (model["requests"], model["answered"], summary["rows_ok"]) == (20, 20, 20)
+    assert model["prompt_tokens"] > 0 and model["completion_tokens"] > 0
 
 
 async def test_thinking_answer_is_split_from_content(make_job: Callable[..., Path]) -> None:
