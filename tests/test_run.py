@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import orjson
 import pytest
 
 from batchrun.emulator import EmulatorConfig, running_emulator
@@ -17,6 +16,7 @@ from batchrun.errors import FatalError
 from batchrun.job import load_job
 from batchrun.parts import read_columns
 from batchrun.runner import EXIT_OK, RunOptions, run_job
+from batchrun.store import read_json
 from tests.conftest import news_rows
 
 QUIET = RunOptions(progress=False)
@@ -50,7 +50,7 @@ async def test_chat_job_writes_one_ok_row_per_input_row(make_job: Callable[..., 
     assert all(
         "<think>" not in row["content"] and row["reasoning"] is None for row in rows.values()
     )
-    summary = orjson.loads(Path("out/_summary.json").read_bytes())
+    summary = read_json(Path("out/_summary.json")) or {}
     model = summary["models"]["qwen3-32b-awq"]
     assert (model["requests"], model["answered"], summary["rows_ok"]) == (20, 20, 20)
     assert model["prompt_tokens"] > 0 and model["completion_tokens"] > 0
