@@ -26,6 +26,7 @@ from batchrun.runner import (
     open_endpoint,
     run_job,
 )
+from batchrun.shards import Shard
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -56,6 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--fresh", action="store_true", help="move the old output aside, start over")
     run.add_argument(
         "--retry-failed", action="store_true", help="send the rows written as failed again"
+    )
+    run.add_argument(
+        "--shard", metavar="I/N", help="do only the rows of shard I of N (one job, N processes)"
     )
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.set_defaults(handler=_run)
@@ -108,6 +112,7 @@ def _run(args: argparse.Namespace) -> int:
         limit=args.limit,
         fresh=args.fresh,
         retry_failed=args.retry_failed,
+        shard=Shard.parse(args.shard) if args.shard else None,
         progress=not args.no_progress,
     )
     return asyncio.run(run_job(job, options))

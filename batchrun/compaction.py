@@ -9,6 +9,7 @@ state that the next compaction finishes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
@@ -18,8 +19,9 @@ import pyarrow.parquet as pq
 from batchrun.parts import fsync_directory, part_files, part_time, read_columns, write_part
 
 
-def compact(path: Path) -> int:
-    """Drop the losing rows of ids that have several; return how many rows were dropped."""
+def compact(path: Path, holds: Callable[[str], bool] | None = None) -> int:
+    """Drop the losing rows of ids that have several; return how many rows were dropped.
+    A shard passes ``holds`` and touches only its own ids."""
     parts = sorted(part_files(path), key=part_time)
     if not parts:
         return 0
@@ -39,6 +41,8 @@ def compact(path: Path) -> int:
         return 0
     ranked = repeated.sort([pl.col("status") == "ok", "part", "row"], descending=[True, True, True])
     losers = ranked.filter(pl.int_range(pl.len()).over("id") > 0)
+    if holds is not None:
+        losers = losers.filter(pl.Series([holds(id_) for id_ in losers["id"].to_list()]))
     for (number,), dropped in losers.group_by(["part"]):
         _rewrite_without(parts[number], set(dropped["row"].to_list()))
     return len(losers)

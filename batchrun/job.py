@@ -10,20 +10,28 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import json
 import string
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 
 from batchrun.catalog import MODELS, Kind, model_rps
 from batchrun.errors import JobError
 
 LOCAL = "local"
 RESERVED_PARAMS = frozenset({"model", "messages", "input", "stream"})
-TABLES = frozenset({"endpoint", "input", "prompt", "params", "output", "run", "models"})
+TABLES = frozenset({"endpoint", "input", "prompt", "params", "output", "run", "limits", "models"})
 
 
 class _Section(BaseModel):
@@ -39,8 +47,17 @@ class EndpointSpec(_Section):
         return self.base_url == LOCAL
 
 
+def _no_nul(value: str) -> str:
+    if "\0" in value:
+        raise ValueError("a path cannot hold a NUL character")
+    return value
+
+
+PathText = Annotated[str, AfterValidator(_no_nul)]
+
+
 class InputSpec(_Section):
-    path: str
+    path: PathText
     id: str = "id"
     text: str = "text"
 
@@ -58,7 +75,7 @@ class PromptSpec(_Section):
 
 
 class OutputSpec(_Section):
-    path: str
+    path: PathText
     keep: tuple[str, ...] = ()
     part_rows: int = Field(default=20_000, ge=1)
 
@@ -80,8 +97,13 @@ class RunSpec(_Section):
     server_error_wait_s: float = Field(default=5.0, ge=0)
 
 
+class LimitsSpec(_Section):
+    shared: str | None = None
+    workspace: str | None = None
+
+
 class ModelSpec(_Section):
-    rps: float = Field(gt=0)
+    rps: float = Field(ge=0.001, le=1e9)
 
 
 class JobFile(_Section):
@@ -96,6 +118,7 @@ class JobFile(_Section):
     params: dict[str, Any] = {}
     output: OutputSpec
     run: RunSpec = RunSpec()
+    limits: LimitsSpec = LimitsSpec()
     models: dict[str, ModelSpec] = {}
 
 
@@ -151,7 +174,7 @@ class Job:
             "params": self.spec.params,
             "text": self.spec.input.text if self.kind == "embeddings" else None,
         }
-        return hashlib.sha256(orjson.dumps(shape, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+        return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def template_fields(template: str) -> list[str]:
@@ -218,6 +241,10 @@ def _check_consistency(raw: dict[str, Any]) -> list[str]:
     params = raw.get("params")
     for key in sorted(RESERVED_PARAMS & set(params if isinstance(params, dict) else ())):
         problems.append(f"[params].{key}: set by batchrun itself; remove it from [params]")
+    try:
+        orjson.dumps(params)
+    except TypeError as exc:  # a date, or an integer beyond 64 bits
+        problems.append(f"[params]: cannot be sent as JSON ({exc}); use numbers, text, lists")
     return problems
 
 

@@ -63,3 +63,12 @@ def done_ids(path: Path, include_failed: bool = True) -> set[str]:
     if not include_failed:
         table = table.filter(pc.equal(table.column("status"), "ok"))
     return set(table.column("id").to_pylist())
+
+
+def output_counts(path: Path) -> dict[str, int]:
+    """Ids answered ok, and ids only failed, in the whole output (every shard's parts)."""
+    table = read_columns(path, ["id", "status"])
+    ok = table.filter(pc.equal(table.column("status"), "ok")).column("id")
+    ids = pc.count_distinct(table.column("id")).as_py()
+    ok_ids = pc.count_distinct(ok).as_py()
+    return {"ok": ok_ids, "failed": ids - ok_ids}

@@ -1,6 +1,7 @@
 """The progress bar: rows done of total, rows/s, ETA, and failures and 429s so far (tqdm).
 
-Only the writer task updates it, after rows are safely in the journal.
+Only the writer task advances it, after rows are safely in the journal. It appears when the
+run starts sending (``start``), not before, so an early error is the only thing printed.
 """
 
 from __future__ import annotations
@@ -17,35 +18,53 @@ from batchrun.stats import RunStats
 class Progress:
     """A tqdm bar over the rows of one run."""
 
-    def __init__(
-        self, total: int, stats: RunStats, stream: TextIO | None = None, enabled: bool = True
-    ) -> None:
+    def __init__(self, stats: RunStats, stream: TextIO | None = None, enabled: bool = True) -> None:
         self._stats = stats
+        self._stream = stream or sys.stderr
+        self._enabled = enabled
+        self._bar: tqdm[None] | None = None
+        self._postfix_at = 0.0
+
+    def start(self, total: int) -> None:
+        """Show the bar over ``total`` rows."""
         self._bar = tqdm(
             total=total,
             unit="row",
-            file=stream or sys.stderr,
-            disable=not enabled,
+            file=self._stream,
+            disable=not self._enabled,
             dynamic_ncols=True,
             mininterval=0.5,
             smoothing=0.1,
         )
-        self._postfix_at = 0.0
 
     def advance(self, rows: int) -> None:
+        if self._bar is None:
+            return
         self._bar.update(rows)
         now = time.monotonic()
         if now - self._postfix_at >= 1.0:
             self._postfix_at = now
-            self.refresh_postfix()
+            self._refresh_postfix()
 
-    def refresh_postfix(self) -> None:
-        stats = self._stats
-        rates = " ".join(f"{m.rate:.2f}rps" for m in stats.models.values() if m.rate)
-        self._bar.set_postfix_str(
-            f"failed={stats.rows_failed} 429={stats.throttled} {rates}", refresh=False
-        )
+    def notice(self, text: str | None) -> None:
+        """Show (or clear) news in the bar at once: "shared limiter unreachable"."""
+        self._stats.notice = text
+        if self._bar is not None:
+            self._refresh_postfix()
+            self._bar.refresh()
 
     def close(self) -> None:
-        self.refresh_postfix()
-        self._bar.close()
+        """Show the last figures and end the bar (again: nothing)."""
+        if self._bar is not None:
+            self._refresh_postfix()
+            self._bar.close()
+            self._bar = None
+
+    def _refresh_postfix(self) -> None:
+        assert self._bar is not None
+        stats = self._stats
+        rates = " ".join(f"{m.rate:.2f}rps" for m in stats.models.values() if m.rate)
+        notice = f" {stats.notice}" if stats.notice else ""
+        self._bar.set_postfix_str(
+            f"failed={stats.rows_failed} 429={stats.throttled} {rates}{notice}", refresh=False
+        )

@@ -39,7 +39,9 @@ def validate_lines(job: Job) -> tuple[list[str], bool]:
             f"{missing} rows have no text to send ({', '.join(job.text_columns)} null, empty or "
             f"not text), e.g. at {', '.join(places)}; `run` writes them as failed"
         )
-    return lines, not check.duplicate_count and not missing
+    if not check.rows:
+        lines.append("the input holds no rows: point [input].path at your data")
+    return lines, not check.duplicate_count and not missing and check.rows > 0
 
 
 def status_lines(job: Job) -> list[str]:
@@ -59,6 +61,8 @@ def status_lines(job: Job) -> list[str]:
 
 
 def _duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "forever"
     minutes, secs = divmod(round(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     if hours:

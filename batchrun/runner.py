@@ -12,27 +12,30 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
-
-import pyarrow.compute as pc
 
 from batchrun.client import Api
 from batchrun.emulator import EmulatorConfig, running_emulator
 from batchrun.errors import FatalError, JobError, RetryableError
 from batchrun.inputs import check_input, duplicate_lines, input_signature, open_input
 from batchrun.job import EndpointSpec, Job, RunSpec
-from batchrun.parts import done_ids, read_columns
+from batchrun.pacing import Pacer
+from batchrun.parts import done_ids, output_counts
 from batchrun.progress import Progress
-from batchrun.results import FAILED, output_schema
+from batchrun.results import output_schema
 from batchrun.scheduler import Plan, Scheduler
+from batchrun.shards import Shard
 from batchrun.stats import RunStats
 from batchrun.store import Store, check_identity, move_aside, read_json, write_json
+from batchrun.teampacing import SharedPacer, TeamLimiter, default_workspace
 
 EXIT_OK, EXIT_ROWS_FAILED, EXIT_BAD_JOB, EXIT_FATAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+LIMITS_URL_ENV = "BATCHRUN_LIMITS_URL"
+PacerFactory = Callable[[str, float], Pacer]
 LOCAL_TOKEN = "local-emulator"
 
 
@@ -41,6 +44,7 @@ class RunOptions:
     limit: int | None = None
     fresh: bool = False
     retry_failed: bool = False
+    shard: Shard | None = None
     progress: bool = True
 
 
@@ -103,28 +107,68 @@ async def run_job(job: Job, options: RunOptions, out: TextIO = sys.stdout) -> in
     rows = input_rows(job, files, output)
     schema = output_schema(job.kind, kept, job.models)
     stats = RunStats()
-    async with open_endpoint(job.spec.endpoint, job.spec.run) as api:
-        await check_endpoint(api, job.models)
-        check_identity(output, job.name, job.kind, job.fingerprint())
-        store = Store(output, schema).open()
-        try:
-            done = done_ids(output, include_failed=not options.retry_failed)
-            todo = min(rows - len(done), options.limit or rows)
-            plan = Plan(job, files, schema, done, options.limit, job.spec.output.part_rows)
-            progress = Progress(max(todo, 0), stats, enabled=options.progress)
-            scheduler = Scheduler(plan, api, store, stats, progress)
+    progress = Progress(stats, enabled=options.progress)
+    try:
+        async with (
+            open_endpoint(job.spec.endpoint, job.spec.run) as api,
+            team_pacing(job, progress) as make_pacer,
+        ):
+            await check_endpoint(api, job.models)
+            check_identity(output, job.name, job.kind, job.fingerprint())
+            store = Store(output, schema, options.shard).open()
             try:
+                done = done_ids(output, include_failed=not options.retry_failed)
+                plan = Plan(
+                    job,
+                    files,
+                    schema,
+                    done,
+                    options.limit,
+                    job.spec.output.part_rows,
+                    shard=options.shard,
+                )
+                progress.start(_rows_to_do(rows, len(done), options))
+                scheduler = Scheduler(plan, api, store, stats, progress, make_pacer=make_pacer)
                 await _run_with_signals(scheduler)
             finally:
                 progress.close()
-        finally:
-            stats.finished = time.monotonic()
-            store.close()
-            _report(job, output, stats, out)
+                stats.finished = time.monotonic()
+                store.close()
+                _report(job, output, stats, options.shard, out)
+    finally:
+        progress.close()
     if scheduler.stopped:
         print("interrupted: run the same command again to resume", file=out)
         return EXIT_INTERRUPTED
     return EXIT_ROWS_FAILED if _failed_rows(output) else EXIT_OK
+
+
+def _rows_to_do(rows: int, done: int, options: RunOptions) -> int:
+    left = max(rows - done, 0)
+    if options.shard is not None:
+        left = -(-left // options.shard.count)  # about a shard's share
+    return min(left, options.limit) if options.limit is not None else left
+
+
+@asynccontextmanager
+async def team_pacing(job: Job, progress: Progress) -> AsyncIterator[PacerFactory]:
+    """Pacers for the job's models: per process, or drawn from the team's limiter in Redis
+    when ``[limits].shared`` (or ``BATCHRUN_LIMITS_URL``, which wins) names one."""
+    url = os.environ.get(LIMITS_URL_ENV) or job.spec.limits.shared
+    if not url:
+        yield lambda model, rps: Pacer(rps)
+        return
+    workspace = job.spec.limits.workspace or default_workspace(job.spec.endpoint.base_url)
+
+    def lost(now_lost: bool) -> None:
+        progress.notice("shared limiter unreachable: paused, reconnecting" if now_lost else None)
+
+    limiter = TeamLimiter(url, workspace, on_lost=lost)
+    try:
+        await limiter.check()
+        yield lambda model, rps: SharedPacer(model, rps, limiter)
+    finally:
+        await limiter.close()
 
 
 def input_rows(job: Job, files: list[Path], output: Path) -> int:
@@ -158,16 +202,18 @@ async def _run_with_signals(scheduler: Scheduler) -> None:
 
 
 def _failed_rows(output: Path) -> int:
-    status = read_columns(output, ["status"]).column("status")
-    return int(pc.sum(pc.equal(status, FAILED)).as_py() or 0)
+    return output_counts(output)["failed"]
 
 
-def _report(job: Job, output: Path, stats: RunStats, out: TextIO) -> None:
-    """Print the run's summary and save it beside the parts."""
+def _report(job: Job, output: Path, stats: RunStats, shard: Shard | None, out: TextIO) -> None:
+    """Print the run's summary, with the whole output's counts, and save it beside the parts."""
     for line in stats.lines():
         print(line, file=out)
-    summary = {"job": job.name, "output": str(output), **stats.as_dict()}
+    whole = output_counts(output)
+    print(f"output {output}: {whole['ok']} ok, {whole['failed']} failed (whole job)", file=out)
+    summary = {"job": job.name, "output": str(output), **stats.as_dict(), "output_rows": whole}
+    name = f"_summary-{shard.name}.json" if shard else "_summary.json"
     try:
-        write_json(output / "_summary.json", summary)
+        write_json(output / name, summary)
     except OSError as exc:
         print(f"could not save the summary in {output}: {exc}", file=out)

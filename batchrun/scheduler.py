@@ -35,6 +35,7 @@ from batchrun.payloads import Built, Duplicates, PayloadBuilder, Request
 from batchrun.progress import Progress
 from batchrun.results import FAILED, Row, RowMaker, rows_to_table
 from batchrun.retry import SERVER_ERRORS, RetryPolicy, backoff_delay
+from batchrun.shards import Shard
 from batchrun.sources import RecordReader
 from batchrun.stats import RunStats
 from batchrun.store import Store
@@ -67,6 +68,7 @@ class Plan:
     limit: int | None = None
     part_rows: int = 20_000
     part_seconds: float = 300.0
+    shard: Shard | None = None
 
 
 class Scheduler:
@@ -82,8 +84,10 @@ class Scheduler:
         *,
         sleep: Sleep = asyncio.sleep,
         rng: random.Random | None = None,
+        make_pacer: Callable[[str, float], Pacer] = lambda model, rps: Pacer(rps),
     ) -> None:
         self._plan, self._job, self._service = plan, plan.job, service
+        self._make_pacer = make_pacer
         self._store, self._stats, self._progress = store, stats, progress
         self._sleep = sleep
         self._rng = rng or random.Random()
@@ -105,7 +109,7 @@ class Scheduler:
 
     async def run(self) -> None:
         """Do every row of the plan; after writing what is done, raise the first error."""
-        self._pacers = {name: Pacer(rps) for name, rps in self._job.rps.items()}
+        self._pacers = {name: self._make_pacer(name, rps) for name, rps in self._job.rps.items()}
         pool = [self._pacers[name] for name in self._job.models]
         self._gate = InFlight(pool, self._job.spec.run.max_in_flight, self._job.concurrency)
         errors: list[Exception] = []
@@ -181,7 +185,11 @@ class Scheduler:
         plan, builder = self._plan, PayloadBuilder(self._job, self._duplicates)
         left = plan.limit if plan.limit is not None else -1
         reader = RecordReader(
-            plan.files, self._job.spec.input.id, self._job.input_columns, skip=plan.done_ids
+            plan.files,
+            self._job.spec.input.id,
+            self._job.input_columns,
+            skip=plan.done_ids,
+            shard=plan.shard,
         )
         for todo in reader:
             self._stats.rows_skipped = reader.skipped

@@ -17,6 +17,7 @@ import orjson
 import pyarrow.parquet as pq
 
 from batchrun.errors import JobError
+from batchrun.shards import Shard
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -72,8 +73,9 @@ def read_records(
 
 
 class RecordReader:
-    """The rows of ``files`` in order, in batches, without the ids in ``skip``: a resumed run
-    passes over done rows as soon as their id is known, before building anything for them."""
+    """The rows of ``files`` in order, in batches, without the ids in ``skip`` and those of
+    other shards: a resumed run passes over done rows as soon as their id is known, before
+    building anything for them."""
 
     def __init__(
         self,
@@ -82,13 +84,16 @@ class RecordReader:
         columns: Sequence[str],
         skip: Container[str] = frozenset(),
         batch_rows: int = BATCH_ROWS,
+        shard: Shard | None = None,
     ) -> None:
         self._files = files
         self._id = id_column
         self._columns = columns
         self._skip = skip
         self._batch_rows = batch_rows
+        self._shard = shard
         self.skipped = 0
+        """Rows passed over because they are done (not those of other shards)."""
 
     def __iter__(self) -> Iterator[list[Record]]:
         for file in self._files:
@@ -99,7 +104,7 @@ class RecordReader:
 
     def _jsonl(self, file: Path) -> Iterator[list[Record]]:
         batch: list[Record] = []
-        checked, skip, id_column = False, self._skip, self._id
+        checked, id_column = False, self._id
         with file.open("rb") as lines:
             for number, line in enumerate(lines, start=1):
                 if not line.strip():
@@ -109,8 +114,7 @@ class RecordReader:
                     _check_columns(file, self._columns, row.keys())
                     checked = True
                 row_id = _row_id(row.get(id_column), file, number)
-                if row_id in skip:
-                    self.skipped += 1
+                if self._passes_over(row_id):
                     continue
                 values = {name: row.get(name) for name in self._columns}
                 batch.append(Record(row_id, values, file, number))
@@ -130,11 +134,17 @@ class RecordReader:
             for values in batch.to_pylist():
                 number += 1
                 row_id = _row_id(values[self._id], file, number)
-                if row_id in self._skip:
-                    self.skipped += 1
-                else:
+                if not self._passes_over(row_id):
                     records.append(Record(row_id, values, file, number))
             yield records
+
+    def _passes_over(self, row_id: str) -> bool:
+        if self._shard is not None and not self._shard.holds(row_id):
+            return True
+        if row_id in self._skip:
+            self.skipped += 1
+            return True
+        return False
 
 
 def count_rows(files: Sequence[Path]) -> int:

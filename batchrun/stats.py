@@ -37,6 +37,8 @@ class RunStats:
     rows_skipped: int = 0
     models: dict[str, ModelStats] = field(default_factory=dict)
     saved_by_dedup: int = 0
+    notice: str | None = None
+    """Something the user should see now, e.g. that the shared limiter is unreachable."""
 
     def model(self, name: str) -> ModelStats:
         return self.models.setdefault(name, ModelStats())

@@ -8,6 +8,7 @@ Layout of ``[output].path``::
     _job.json                   the job's name, kind and request fingerprint
     _summary.json               the last run's summary
     .lock                       held (flock) by the run writing here; says its pid and host
+    .lock-sIofN, part-sIofN-…   the same for shard I of N (``--shard I/N``)
 
 Every answered row is appended to the journal at once, so a process killed at any moment loses
 at most the requests in flight. ``seal()`` turns the journal into a part; a journal left by a
@@ -33,6 +34,7 @@ import pyarrow as pa
 from batchrun.compaction import compact
 from batchrun.errors import OutputError
 from batchrun.parts import part_files, write_part
+from batchrun.shards import Shard
 
 JOURNAL_GLOB = ".journal-*.arrows"
 
@@ -40,11 +42,12 @@ JOURNAL_GLOB = ".journal-*.arrows"
 class Store:
     """One run's handle on the output directory; ``open()`` locks it, ``close()`` seals it."""
 
-    def __init__(self, path: Path, schema: pa.Schema, owner: str = "all") -> None:
+    def __init__(self, path: Path, schema: pa.Schema, shard: Shard | None = None) -> None:
         self.path = path
         self.schema = schema
-        self._owner = owner
-        self._lock_fd: int | None = None
+        self._shard = shard
+        self._owner = shard.name if shard else "all"
+        self._lock_fds: list[int] = []
         self._journal: pa.ipc.RecordBatchStreamWriter | None = None
         self._journal_file: Any = None
         self._journal_path: Path | None = None
@@ -57,9 +60,10 @@ class Store:
         except OSError as exc:
             raise OutputError(f"{self.path}: cannot create the output directory ({exc})") from None
         self._lock()
-        for stale in self.path.glob(".part-*.tmp"):
+        mine = f".part-{self._owner}-*.tmp" if self._shard else ".part-*.tmp"
+        for stale in self.path.glob(mine):
             stale.unlink(missing_ok=True)
-        for journal in sorted(self.path.glob(JOURNAL_GLOB)):
+        for journal in sorted(self.path.glob(f".journal-{self._owner}-*.arrows")):
             self._seal_journal(journal)
         self._compact()
         return self
@@ -70,9 +74,8 @@ class Store:
             self.seal()
             self._compact()
         finally:
-            if self._lock_fd is not None:
-                os.close(self._lock_fd)
-                self._lock_fd = None
+            while self._lock_fds:
+                os.close(self._lock_fds.pop())
 
     def append(self, table: pa.Table) -> None:
         """Add answered rows to the journal; they survive a kill from now on."""
@@ -104,7 +107,7 @@ class Store:
 
     def _compact(self) -> None:
         try:
-            compact(self.path)
+            compact(self.path, self._shard.holds if self._shard else None)
         except OSError as exc:
             raise OutputError(f"{self.path}: cannot rewrite a part ({exc})") from None
 
@@ -127,20 +130,32 @@ class Store:
         journal.unlink(missing_ok=True)
 
     def _lock(self) -> None:
-        lock_path = self.path / ".lock"
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 200).decode("utf-8", "replace").strip() or "another process"
-            os.close(fd)
-            raise OutputError(
-                f"{self.path}: another run is writing this output ({holder}); "
-                "wait for it to finish or stop it"
-            ) from None
+        """A run alone holds ``.lock`` exclusively. A shard holds it shared (so shards of one
+        job run together, but not beside a run of the whole job) and its own
+        ``.lock-sIofN`` exclusively (so two runs of one shard refuse each other). The locks
+        are the OS's (flock): they end with the process, so a killed run leaves none behind."""
+        if self._shard is None:
+            self._lock_fds.append(_take_lock(self.path, ".lock", exclusive=True))
+            return
+        self._lock_fds.append(_take_lock(self.path, ".lock", exclusive=False))
+        self._lock_fds.append(_take_lock(self.path, f".lock-{self._owner}", exclusive=True))
+
+
+def _take_lock(path: Path, name: str, *, exclusive: bool) -> int:
+    fd = os.open(path / name, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 200).decode("utf-8", "replace").strip() or "shards of this job"
+        os.close(fd)
+        raise OutputError(
+            f"{path}: another run is writing this output ({holder}); "
+            "wait for it to finish or stop it"
+        ) from None
+    if exclusive:
         os.ftruncate(fd, 0)
         os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode())
-        self._lock_fd = fd
+    return fd
 
 
 def _readable_batches(journal: Path) -> Iterable[pa.RecordBatch]:
@@ -157,10 +172,11 @@ def _readable_batches(journal: Path) -> Iterable[pa.RecordBatch]:
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
-    """A small JSON file beside the parts, or None when it does not exist."""
+    """A small JSON file beside the parts, or None when it is missing or unreadable (it is
+    then written anew)."""
     try:
         data = orjson.loads(path.read_bytes())
-    except FileNotFoundError:
+    except (OSError, ValueError):  # missing, not a directory, damaged JSON
         return None
     return data if isinstance(data, dict) else None
 
@@ -184,8 +200,11 @@ def check_identity(path: Path, name: str, kind: str, fingerprint: str) -> None:
             "run with --fresh to move that output aside, or set a new [output].path"
         )
     if recorded is None or recorded.get("fingerprint") != fingerprint:
-        path.mkdir(parents=True, exist_ok=True)
-        write_json(identity, {"name": name, "kind": kind, "fingerprint": fingerprint})
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            write_json(identity, {"name": name, "kind": kind, "fingerprint": fingerprint})
+        except OSError as exc:
+            raise OutputError(f"{path}: cannot be used as the output directory ({exc})") from None
 
 
 def move_aside(path: Path) -> Path | None:

@@ -73,7 +73,7 @@ async def run_fake(job: Job, service: FakeService, sleeps: Sleeps | None = None)
         service,
         store,
         stats,
-        Progress(0, stats, enabled=False),
+        Progress(stats, enabled=False),
         sleep=sleeps or Sleeps(),
         rng=random.Random(1),
     )

@@ -64,9 +64,9 @@ def journals(path: Path) -> list[Path]:
 
 def abandon(store: Store) -> None:
     """What a kill leaves: the journal as written so far, and the lock released by the OS."""
-    assert store._lock_fd is not None
-    os.close(store._lock_fd)
-    store._lock_fd = None
+    assert store._lock_fds
+    while store._lock_fds:
+        os.close(store._lock_fds.pop())
 
 
 def test_append_then_close_makes_one_readable_part_with_all_rows(tmp_path: Path) -> None:
