@@ -103,6 +103,7 @@ def _positive(text: str) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    shard = Shard.parse(args.shard) if args.shard else None
     job = load_job(args.job)
     # A run makes millions of short-lived, acyclic objects (rows, requests); the default
     # collector thresholds spend a sixth of a big embedding run scanning them (measured).
@@ -112,7 +113,7 @@ def _run(args: argparse.Namespace) -> int:
         limit=args.limit,
         fresh=args.fresh,
         retry_failed=args.retry_failed,
-        shard=Shard.parse(args.shard) if args.shard else None,
+        shard=shard,
         progress=not args.no_progress,
     )
     return asyncio.run(run_job(job, options))
