@@ -7,7 +7,7 @@ JOB    ?=
 # JOB=name means jobs/name.toml; a path to a .toml file works too.
 JOB_FILE = $(if $(filter %.toml,$(JOB)),$(JOB),jobs/$(JOB).toml)
 
-.PHONY: run validate status test lint bench emulator clean
+.PHONY: run validate status test lint bench emulator redis clean
 
 $(READY): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,8 +25,16 @@ validate: $(READY)
 status: $(READY)
 	$(BIN)/batchrun status $(JOB_FILE)
 
-test: $(READY)
+test: $(READY) redis
 	$(BIN)/pytest -q $(ARGS)
+
+# The team-limit tests start a real redis-server on 127.0.0.1; install it where missing
+# (Debian's package, as root). Without it those tests are skipped, with the reason.
+redis:
+	@command -v redis-server >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && (apt-get install -y -qq redis-server >/dev/null 2>&1 \
+	      || (apt-get update -qq && apt-get install -y -qq redis-server >/dev/null)) ; } \
+	  || echo "redis-server is not installed: the team-limit tests will be skipped"
 
 lint: $(READY)
 	$(BIN)/ruff check batchrun tests

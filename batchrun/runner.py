@@ -108,35 +108,25 @@ async def run_job(job: Job, options: RunOptions, out: TextIO = sys.stdout) -> in
     schema = output_schema(job.kind, kept, job.models)
     stats = RunStats()
     progress = Progress(stats, enabled=options.progress)
-    try:
-        async with (
-            open_endpoint(job.spec.endpoint, job.spec.run) as api,
-            team_pacing(job, progress) as make_pacer,
-        ):
-            await check_endpoint(api, job.models)
-            check_identity(output, job.name, job.kind, job.fingerprint())
-            store = Store(output, schema, options.shard).open()
-            try:
-                done = done_ids(output, include_failed=not options.retry_failed)
-                plan = Plan(
-                    job,
-                    files,
-                    schema,
-                    done,
-                    options.limit,
-                    job.spec.output.part_rows,
-                    shard=options.shard,
-                )
-                progress.start(_rows_to_do(rows, len(done), options))
-                scheduler = Scheduler(plan, api, store, stats, progress, make_pacer=make_pacer)
-                await _run_with_signals(scheduler)
-            finally:
-                progress.close()
-                stats.finished = time.monotonic()
-                store.close()
-                _report(job, output, stats, options.shard, out)
-    finally:
-        progress.close()
+    async with (
+        open_endpoint(job.spec.endpoint, job.spec.run) as api,
+        team_pacing(job, progress) as make_pacer,
+    ):
+        await check_endpoint(api, job.models)
+        check_identity(output, job.name, job.kind, job.fingerprint())
+        store = Store(output, schema, options.shard).open()
+        try:
+            done = done_ids(output, include_failed=not options.retry_failed)
+            part_rows = job.spec.output.part_rows
+            plan = Plan(job, files, schema, done, options.limit, part_rows, shard=options.shard)
+            progress.start(_rows_to_do(rows, len(done), options))
+            scheduler = Scheduler(plan, api, store, stats, progress, make_pacer=make_pacer)
+            await _run_with_signals(scheduler)
+        finally:
+            progress.close()
+            stats.finished = time.monotonic()
+            store.close()
+            _report(job, output, stats, options.shard, out)
     if scheduler.stopped:
         print("interrupted: run the same command again to resume", file=out)
         return EXIT_INTERRUPTED

@@ -6,13 +6,14 @@
      │ skips done ids          │ in-flight gate, then a pacer slot    │ journal, parts,
      └ packs, dedups           └ per attempt; retry with backoff      └ progress bar
 
-The queues give back-pressure, so memory stays flat on any input size. Only the writer touches
-the store and the progress bar. A model pool sends each attempt to the model whose next slot is
-nearest; a row that its model keeps failing with 5xx/429 moves to ``[run].fallback_model``.
-A fatal answer (401/403/404) cancels the feed and the workers at once; the writer still writes
-every row already answered, then the error is raised. ``request_stop()`` (first Ctrl-C) stops
-the feed and gives requests in flight ``grace_s``; a second call cancels them at once. Rows
-cancelled in flight are simply not written: the next run sends them again.
+The queues give back-pressure, so memory stays flat on any input size. Only the writer
+(``batchrun.writer``) touches the store and the progress bar. A model pool sends each attempt
+to the model whose next slot is nearest; a row that its model keeps failing with 5xx/429 moves
+to ``[run].fallback_model``. A fatal answer (401/403/404) cancels the feed and the workers at
+once; the writer still writes every row already answered, then the error is raised.
+``request_stop()`` (first Ctrl-C) stops the feed and gives requests in flight ``grace_s``; a
+second call cancels them at once. Rows cancelled in flight are simply not written: the next run
+sends them again.
 """
 
 from __future__ import annotations
@@ -33,12 +34,13 @@ from batchrun.job import Job
 from batchrun.pacing import InFlight, Pacer
 from batchrun.payloads import Built, Duplicates, PayloadBuilder, Request
 from batchrun.progress import Progress
-from batchrun.results import FAILED, Row, RowMaker, rows_to_table
+from batchrun.results import Row, RowMaker
 from batchrun.retry import SERVER_ERRORS, RetryPolicy, backoff_delay
 from batchrun.shards import Shard
 from batchrun.sources import RecordReader
 from batchrun.stats import RunStats
 from batchrun.store import Store
+from batchrun.writer import Writer
 
 Sleep = Callable[[float], Awaitable[None]]
 Answer = ChatAnswer | EmbeddingAnswer
@@ -113,9 +115,13 @@ class Scheduler:
         pool = [self._pacers[name] for name in self._job.models]
         self._gate = InFlight(pool, self._job.spec.run.max_in_flight, self._job.concurrency)
         errors: list[Exception] = []
+        plan = self._plan
+        writer = Writer(
+            self._store, plan.schema, self._stats, self._progress, plan.part_rows, plan.part_seconds
+        )
         try:
             async with asyncio.TaskGroup() as group:
-                self._writer = group.create_task(self._write())
+                self._writer = group.create_task(writer.run(self._done))
                 group.create_task(self._produce(errors))
         except* Exception as writer_errors:  # the output cannot be written: stop, say where
             errors[:0] = _flatten(writer_errors)
@@ -282,29 +288,6 @@ class Scheduler:
         if self._job.kind == "embeddings":
             return await self._service.embed(model, body)
         return await self._service.chat(model, body, stream=self._job.spec.run.stream)
-
-    async def _write(self) -> None:
-        """The only task that touches the store and the progress bar."""
-        store, stats = self._store, self._stats
-        sealed_at = time.monotonic()
-        finished = False
-        while not finished and (rows := await self._done.get()) is not None:
-            while not self._done.empty():  # take whatever else is ready: fewer, larger writes
-                more = self._done.get_nowait()
-                if more is None:
-                    finished = True
-                    break
-                rows += more
-            store.append(rows_to_table(rows, self._plan.schema))
-            failed = sum(row["status"] == FAILED for row in rows)
-            stats.rows_failed += failed
-            stats.rows_ok += len(rows) - failed
-            self._progress.advance(len(rows))
-            if store.rows_in_journal >= self._plan.part_rows or (
-                time.monotonic() - sealed_at >= self._plan.part_seconds
-            ):
-                await asyncio.to_thread(store.seal)  # writes a part: keep the loop free
-                sealed_at = time.monotonic()
 
 
 class _Failed(Exception):

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -57,6 +58,8 @@ class Seen:
     first: float | None
     last: float | None
     throttled_at: tuple[float, ...] = ()
+    max_in_window: int = 0
+    """The most requests admitted in any window of the model's limit (1 s)."""
 
     @property
     def admitted_rate(self) -> float:
@@ -139,6 +142,7 @@ class Emulator:
             entry["first_admitted_at"],
             entry["last_admitted_at"],
             tuple(entry.get("throttled_at", ())),
+            entry["max_in_window"],
         )
 
     def stop(self) -> None:
@@ -187,14 +191,25 @@ class Run:
     log: Path
 
 
-def run_batchrun(job: Path, *options: str, timeout_s: float = RUN_TIMEOUT_S) -> Run:
+def run_batchrun(
+    job: Path,
+    *options: str,
+    timeout_s: float = RUN_TIMEOUT_S,
+    env: Mapping[str, str] | None = None,
+    log: Path | None = None,
+) -> Run:
     """Run ``batchrun run JOB --no-progress`` to its end through ``launcher.py`` (so its peak
-    RSS is its own); BenchError unless it exits 0 (all ok) or 1 (some rows failed)."""
-    log = job.with_suffix(".log")
+    RSS is its own), in ``env`` (default ``child_env()``), its output in ``log`` (default the
+    job's path with ``.log``); BenchError unless it exits 0 (all ok) or 1 (some rows failed)."""
+    log = log or job.with_suffix(".log")
     runner = [sys.executable, "-m", "batchrun", "run", str(job), "--no-progress", *options]
     command = [sys.executable, str(LAUNCHER), f"{timeout_s:g}", str(log), "--", *runner]
     launched = subprocess.run(
-        command, cwd=job.parent, env=child_env(), capture_output=True, timeout=timeout_s + 60
+        command,
+        cwd=job.parent,
+        env=child_env() if env is None else dict(env),
+        capture_output=True,
+        timeout=timeout_s + 60,
     )
     try:
         report = orjson.loads(launched.stdout.splitlines()[-1])

@@ -2,7 +2,8 @@
 
 A figure without a target is information (the ratio column stays empty). The ratio is always
 measured ÷ target: a "≥" target is met at a ratio of 1 or more, a "≤" target at 1 or less.
-A section that failed shows its error in the row of each of its figures.
+A section that failed shows its error in the row of each of its figures; a figure that could
+not be measured here (a tool missing) is shown as skipped, with the reason, and is no error.
 """
 
 from __future__ import annotations
@@ -44,8 +45,10 @@ class Figure:
 
     @property
     def verdict(self) -> str:
-        if self.error or self.value is None:
+        if self.error:
             return "ERROR"
+        if self.value is None:
+            return "skip"
         target = self.spec.target
         if target is None:
             return ""
@@ -56,6 +59,11 @@ class Figure:
 def failed(specs: Sequence[Spec], error: str) -> list[Figure]:
     """The rows of a section that failed: each figure with the error."""
     return [Figure(spec, None, error=error) for spec in specs]
+
+
+def skipped(specs: Sequence[Spec], reason: str) -> list[Figure]:
+    """The rows of figures not measured here: each with the reason."""
+    return [Figure(spec, None, note=f"skipped: {reason}") for spec in specs]
 
 
 def number(value: float, unit: str = "") -> str:

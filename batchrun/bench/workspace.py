@@ -22,6 +22,7 @@ class Sizes:
     big_rows: int = 10_000_000
     big_limit: int = 2_000
     adaptive_rows: int = 100
+    team_rows: int = 60
 
 
 QUICK = Sizes(
@@ -34,6 +35,7 @@ QUICK = Sizes(
     big_rows=500_000,
     big_limit=500,
     adaptive_rows=30,
+    team_rows=12,
 )
 
 
