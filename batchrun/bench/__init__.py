@@ -1,4 +1,5 @@
-"""``python -m batchrun.bench`` (``make bench``): the figures of issue 4, measured in one run.
+"""``python -m batchrun.bench`` (``make bench``): the figures of issues 4 and 6, measured in one
+run.
 
 The bench starts its own emulator processes on 127.0.0.1, writes job files and generated data
 into a temporary directory (removed afterwards), runs ``batchrun run`` as child processes
@@ -10,8 +11,9 @@ Modules: ``workspace`` (sizes, the temporary directory, progress lines), ``data`
 files, an output already done), ``processes`` (emulator and runner processes), ``launcher``
 (the small process that spawns and measures each run, so its peak RSS is its own), ``paced``
 (figures at the service's limits), ``baseline`` (the plain ``openai`` client), ``scale``
-(figures with the limit lifted: runner cost, resume, memory), ``table`` (the printed table),
-``cli`` (options and the order of the sections).
+(figures with the limit lifted: runner cost, resume, memory), ``team`` (runner processes
+sharing one limit through Redis), ``redisserver`` (the throwaway ``redis-server`` it starts),
+``table`` (the printed table), ``cli`` (options and the order of the sections).
 """
 
 from batchrun.bench.cli import main

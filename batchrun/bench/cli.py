@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from batchrun.bench import baseline, paced, scale
+from batchrun.bench import baseline, paced, scale, team
 from batchrun.bench.table import Figure, Spec, failed, render
 from batchrun.bench.workspace import QUICK, Sizes, Workspace
 
@@ -40,6 +40,7 @@ SECTIONS = (
     Section("memory", scale.MEMORY_SPECS, scale.memory, paced=False),
     Section("baseline", baseline.SPECS, baseline.baseline, paced=True),
     Section("adaptive", paced.ADAPTIVE_SPECS, paced.adaptive, paced=True),
+    Section("team", team.SPECS, team.team, paced=True),
 )
 NAMES = tuple(section.name for section in SECTIONS)
 
@@ -125,6 +126,8 @@ def notes(args: argparse.Namespace, elapsed_s: float) -> list[str]:
         "wall time; CPU = the runner child's user + system time (os.wait4).",
         f"[3] convergence = seconds from the first admission to the end of the first cluster "
         f"of 429s (the first 429 after which no other 429 comes within {paced.QUIET_S:g} s).",
+        "[4] team: job alpha in 1 process + job beta in 2 shards, each at the full 2 RPS, one "
+        "emulator; one limit in a throwaway redis-server (BATCHRUN_LIMITS_URL), then without it.",
         f"sizes: {'--quick' if args.quick else 'default'}; bench wall time {elapsed_s:.0f} s "
         f"on {_cores()} cores",
         f"printed by: {command}",

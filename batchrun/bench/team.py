@@ -56,7 +56,7 @@ class Outcome:
     def note(self) -> str:
         walls = "/".join(f"{run.wall_s:.0f}" for run in self.runs)
         codes = "/".join(str(run.code) for run in self.runs)
-        return f"walls {walls} s, exits {codes}"
+        return f"walls (alpha, beta 1/2, 2/2) {walls} s, exits {codes}"
 
 
 def team(ws: Workspace) -> list[Figure]:
@@ -112,7 +112,9 @@ def _run_all(work: Path, inputs: Sequence[Path], env: Mapping[str, str]) -> Outc
     with Emulator(work, latency_s=LATENCY_S) as emulator:
         launches = _launches(work, emulator.base_url, inputs)
         with ThreadPoolExecutor(len(launches), thread_name_prefix="team") as pool:
-            runs = pool.map(lambda it: run_batchrun(it.job, *it.options, env=env, log=it.log), launches)
+            runs = pool.map(
+                lambda it: run_batchrun(it.job, *it.options, env=env, log=it.log), launches
+            )
             done = tuple(runs)
         return Outcome(emulator.seen(CHAT_MODEL), done)
 
