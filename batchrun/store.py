@@ -6,12 +6,14 @@ Layout of ``[output].path``::
     part-<token>.parquet        finished parts; each appears whole (written aside, fsynced, renamed)
     .journal-<token>.arrows     rows answered since the last part, appended as Arrow IPC batches
     _job.json                   the job's name, kind and request fingerprint
-    _summary.json               the last run's summary
+    _input.json                 the input's row count, for files of this size and mtime
+    _summary.json               the last run's summary (``_summary-sIofN.json`` for a shard)
     .lock                       held (flock) by the run writing here; says its pid and host
     .lock-sIofN, part-sIofN-…   the same for shard I of N (``--shard I/N``)
 
-Every answered row is appended to the journal at once, so a process killed at any moment loses
-at most the requests in flight. ``seal()`` turns the journal into a part; a journal left by a
+Every answered row is appended to the journal as soon as the writer takes it, so a process
+killed at any moment loses only the requests in flight and the few answers queued for the
+writer. ``seal()`` turns the journal into a part; a journal left by a
 killed run is sealed by the next one (a torn last batch is dropped: those rows are sent again).
 A part's name is derived from its journal's, so a journal sealed twice yields one part. After
 sealing, ``batchrun.compaction`` makes sure every id has one row.
