@@ -233,3 +233,16 @@ def test_models_lists_the_local_emulators_models(capsys: pytest.CaptureFixture[s
         "qwen3-32b-awq",
         "qwen3-coder-30b-a3b-instruct-fp8",
     ]
+
+
+def test_run_refuses_duplicate_ids_and_an_empty_input_before_sending(
+    make_job: Callable[..., Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    job = make_job([*news_rows(3), news_rows(1)[0]], base_url="http://127.0.0.1:9/v1")
+    assert main(["run", str(job)]) == 2
+    assert "'n00000' at news.jsonl:1, news.jsonl:4" in capsys.readouterr().err
+    Path("news.jsonl").write_text("\n\n")
+    assert main(["run", str(job)]) == 2
+    assert "holds no rows" in capsys.readouterr().err
+    assert main(["validate", str(job)]) == 2
+    assert "the input holds no rows" in capsys.readouterr().out
