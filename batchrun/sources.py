@@ -147,18 +147,6 @@ class RecordReader:
         return False
 
 
-def count_rows(files: Sequence[Path]) -> int:
-    """Rows in ``files``: Parquet from its footer, JSONL by counting non-blank lines."""
-    total = 0
-    for file in files:
-        if file.suffix in PARQUET_SUFFIXES:
-            total += _parquet_file(file).metadata.num_rows
-        else:
-            with file.open("rb") as lines:
-                total += sum(1 for line in lines if line.strip())
-    return total
-
-
 def _parse_line(file: Path, number: int, line: bytes) -> dict[str, Any]:
     try:
         row = orjson.loads(line)

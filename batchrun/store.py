@@ -38,8 +38,6 @@ from batchrun.errors import OutputError
 from batchrun.parts import part_files, write_part
 from batchrun.shards import Shard
 
-JOURNAL_GLOB = ".journal-*.arrows"
-
 
 class Store:
     """One run's handle on the output directory; ``open()`` locks it, ``close()`` seals it."""

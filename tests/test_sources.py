@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from batchrun.errors import JobError
-from batchrun.sources import Record, count_rows, input_files, read_records
+from batchrun.sources import Record, input_files, read_records
 from tests.conftest import news_rows, write_jsonl
 
 
@@ -109,7 +109,6 @@ def test_blank_lines_are_skipped_but_counted_in_line_numbers(tmp_path: Path) -> 
     records = read_all([path])
 
     assert [(r.id, r.line) for r in records] == [("a", 2), ("b", 5)]
-    assert count_rows([path]) == 2
 
 
 def test_malformed_line_is_reported_with_file_and_line(tmp_path: Path) -> None:
@@ -217,12 +216,3 @@ def test_damaged_parquet_is_a_job_error(tmp_path: Path) -> None:
     path.write_bytes(b"PAR1 this is not parquet")
 
     assert read_error([path]).startswith(f"{path}: not a readable Parquet file")
-
-
-def test_count_rows_reads_parquet_footers_and_counts_jsonl_lines(tmp_path: Path) -> None:
-    parquet = write_parquet(tmp_path / "a.parquet", news_rows(7))
-    jsonl = write_jsonl(tmp_path / "b.jsonl", news_rows(4))
-
-    assert count_rows([parquet]) == 7
-    assert count_rows([jsonl]) == 4
-    assert count_rows([parquet, jsonl]) == 11

@@ -19,7 +19,6 @@ from batchrun.errors import OutputError
 from batchrun.parts import part_files, read_columns
 from batchrun.results import output_schema
 from batchrun.store import (
-    JOURNAL_GLOB,
     Store,
     check_identity,
     move_aside,
@@ -27,6 +26,7 @@ from batchrun.store import (
 )
 
 MODEL = "qwen3-32b-awq"
+JOURNAL_GLOB = ".journal-*.arrows"
 SCHEMA = output_schema("chat", {"title": pa.string()}, (MODEL,))
 
 
