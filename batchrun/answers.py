@@ -48,23 +48,36 @@ def split_think(content: str, reasoning: str | None = None) -> tuple[str, str | 
 
 
 def chat_answer(body: dict[str, Any]) -> ChatAnswer:
-    """A ``chat.completion`` object as a ChatAnswer."""
+    """A ``chat.completion`` object as a ChatAnswer; a malformed one is retried."""
     try:
         choice = body["choices"][0]
         message = choice["message"]
-        content = message.get("content") or ""
-        reasoning = message.get("reasoning_content") or message.get("reasoning")
-    except (KeyError, IndexError, TypeError, AttributeError):
-        raise RetryableError("the service answered without choices[0].message") from None
-    usage = body.get("usage") or {}
-    answer, thought = split_think(content, reasoning)
-    return ChatAnswer(
-        answer,
-        thought,
-        choice.get("finish_reason"),
-        usage.get("prompt_tokens"),
-        usage.get("completion_tokens"),
-    )
+        content = _text(message.get("content"))
+        reasoning = _text(message.get("reasoning_content") or message.get("reasoning")) or None
+        usage = body.get("usage") or {}
+        answer, thought = split_think(content, reasoning)
+        return ChatAnswer(
+            answer,
+            thought,
+            choice.get("finish_reason"),
+            _count(usage.get("prompt_tokens")),
+            _count(usage.get("completion_tokens")),
+        )
+    except (KeyError, IndexError, TypeError, AttributeError, ValueError):
+        raise RetryableError("the service answered without a usable choices[0].message") from None
+
+
+def _text(value: object) -> str:
+    """Message content as text: a string, or OpenAI's list of ``{"type": "text"}`` parts."""
+    if value is None or isinstance(value, str):
+        return value or ""
+    if isinstance(value, list):
+        return "".join(part["text"] for part in value if part.get("type") == "text")
+    raise ValueError(f"content of type {type(value).__name__}")
+
+
+def _count(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def embedding_answer(body: dict[str, Any], expected: int) -> EmbeddingAnswer:
@@ -116,14 +129,18 @@ class StreamAccumulator:
             self.done = True
             return
         try:
-            chunk = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            raise RetryableError("the stream sent a line that is not JSON") from None
+            self._take(orjson.loads(data))
+        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError):
+            raise RetryableError("the stream sent a chunk that is not a completion chunk") from None
+
+    def _take(self, chunk: dict[str, Any]) -> None:
         self._usage = chunk.get("usage") or self._usage
         for choice in chunk.get("choices") or ():
+            if choice.get("index", 0) != 0:
+                continue  # only the first choice is the row's answer
             delta = choice.get("delta") or {}
-            self._content.append(delta.get("content") or "")
-            self._reasoning.append(delta.get("reasoning_content") or "")
+            self._content.append(_text(delta.get("content")))
+            self._reasoning.append(_text(delta.get("reasoning_content")))
             self._finish_reason = choice.get("finish_reason") or self._finish_reason
 
     def finish(self) -> ChatAnswer:

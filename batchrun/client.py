@@ -17,6 +17,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+from aiohttp.http_exceptions import HttpProcessingError
 
 from batchrun.answers import (
     ChatAnswer,
@@ -121,7 +122,7 @@ class Api:
             raise RetryableError(f"no answer from {url} in time") from None
         except aiohttp.ClientConnectorError as exc:
             raise RetryableError(f"cannot connect to {url}: {exc.os_error}") from None
-        except (aiohttp.ClientError, ConnectionError) as exc:
+        except (aiohttp.ClientError, HttpProcessingError, ConnectionError) as exc:
             raise RetryableError(f"connection to {url} dropped ({type(exc).__name__})") from None
 
     async def _json(self, response: aiohttp.ClientResponse) -> dict[str, Any]:

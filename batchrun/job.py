@@ -165,14 +165,15 @@ class Job:
         return tuple(dict.fromkeys(names))
 
     def fingerprint(self) -> str:
-        """A digest of everything that shapes the requests: two jobs with equal fingerprints
-        would send the same requests for the same rows."""
+        """A digest of everything that shapes the requests and the output's columns: two jobs
+        with equal fingerprints send the same requests and write rows of the same shape."""
         shape = {
             "kind": self.kind,
             "models": self.models,
             "prompt": self.spec.prompt.model_dump() if self.spec.prompt else None,
             "params": self.spec.params,
             "text": self.spec.input.text if self.kind == "embeddings" else None,
+            "keep": self.spec.output.keep,  # the output's columns: parts must agree on them
         }
         return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -113,13 +113,16 @@ class InFlight:
         self._fixed = fixed
         self._clock = clock
         self._latency: float | None = None
+        self._holders = 0
         self._started: dict[int, float] = {}
+        """When each request still out was sent, oldest first."""
         self._tickets = itertools.count()
         self._changed = asyncio.Condition()
 
     @property
     def in_flight(self) -> int:
-        return len(self._started)
+        """Places held: requests sent and not yet answered, and those waiting for a slot."""
+        return self._holders
 
     def limit(self) -> int:
         """Requests allowed in flight now."""
@@ -143,17 +146,23 @@ class InFlight:
             self._latency += 0.2 * (latency_s - self._latency)
 
     @contextlib.asynccontextmanager
-    async def permit(self) -> AsyncIterator[None]:
-        """Hold one of the in-flight places while sending."""
+    async def permit(self) -> AsyncIterator[Callable[[], None]]:
+        """Hold one of the in-flight places; call the yielded function when the request is
+        really sent (after its pacing slot), so waiting for a slot is not taken for latency."""
         async with self._changed:
             while self.in_flight >= self.limit():
                 with contextlib.suppress(TimeoutError):  # the limit grows as time passes
                     await asyncio.wait_for(self._changed.wait(), RECHECK_S)
-            ticket = next(self._tickets)
+            self._holders += 1
+        ticket = next(self._tickets)
+
+        def sent() -> None:
             self._started[ticket] = self._clock()
+
         try:
-            yield
+            yield sent
         finally:
-            del self._started[ticket]
+            self._holders -= 1
+            self._started.pop(ticket, None)
             async with self._changed:
                 self._changed.notify()

@@ -113,9 +113,9 @@ async def run_job(job: Job, options: RunOptions, out: TextIO = sys.stdout) -> in
         team_pacing(job, progress) as make_pacer,
     ):
         await check_endpoint(api, job.models)
-        check_identity(output, job.name, job.kind, job.fingerprint())
-        store = Store(output, schema, options.shard).open()
+        store = Store(output, schema, options.shard).open()  # lock, then seal what was left
         try:
+            check_identity(output, job.name, job.kind, job.fingerprint())
             done = done_ids(output, include_failed=not options.retry_failed)
             part_rows = job.spec.output.part_rows
             plan = Plan(job, files, schema, done, options.limit, part_rows, shard=options.shard)

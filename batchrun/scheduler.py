@@ -108,6 +108,8 @@ class Scheduler:
         self._writer: asyncio.Task[None] | None = None
         self._workers: list[asyncio.Task[None]] = []
         self._stopping = False
+        self._feeding = False
+        self._unqueued: list[Row] = []
 
     async def run(self) -> None:
         """Do every row of the plan; after writing what is done, raise the first error."""
@@ -137,8 +139,9 @@ class Scheduler:
         Second call: cancel requests in flight now. Answered rows are written either way."""
         if not self._stopping:
             self._stopping = True
-            if self._feeder is not None:
+            if self._feeder is not None and self._feeding:
                 self._feeder.cancel()
+            self._drop_queued_requests()
             grace = self._job.spec.run.grace_s
             asyncio.get_running_loop().call_later(grace, self._cancel_workers)
         else:
@@ -167,9 +170,10 @@ class Scheduler:
             # Shielded: on Python 3.11 a failed TaskGroup may leave a cancellation pending on
             # this task, which must not keep the writer from its end-of-rows marker.
             if self._writer is not None and not self._writer.done():
-                await asyncio.shield(self._done.put(None))
+                await asyncio.shield(self._hand_over_last_rows())
 
     async def _feed(self) -> None:
+        self._feeding = True
         try:
             for built in self._built():
                 ready = [self._rows.unsendable(item, why) for item, why in built.unsendable]
@@ -181,10 +185,23 @@ class Scheduler:
         except asyncio.CancelledError:
             if not self._stopping:
                 raise
-            while not self._todo.empty():  # not sent: the next run does these rows
-                self._todo.get_nowait()
+        self._feeding = False
         for _ in range(self._workers_wanted):
             await self._todo.put(None)
+
+    async def _hand_over_last_rows(self) -> None:
+        """Give the writer the rows of workers stopped before they could, then the end."""
+        if self._unqueued:
+            await self._done.put(self._unqueued)
+        await self._done.put(None)
+
+    def _drop_queued_requests(self) -> None:
+        """On a stop, requests no worker has taken are not sent (the next run does them)."""
+        markers = 0
+        while not self._todo.empty():
+            markers += self._todo.get_nowait() is None
+        for _ in range(markers):
+            self._todo.put_nowait(None)
 
     def _built(self) -> Iterator[Built]:
         """Requests for the rows not yet done, up to the plan's limit."""
@@ -210,7 +227,12 @@ class Scheduler:
 
     async def _work(self) -> None:
         while (request := await self._todo.get()) is not None:
-            await self._done.put(await self._send(request))
+            rows = await self._send(request)
+            try:
+                await self._done.put(rows)
+            except asyncio.CancelledError:  # stopped while the writer was busy: keep the rows
+                self._unqueued += rows
+                raise
 
     async def _send(self, request: Request) -> list[Row]:
         """Try ``request`` until it is answered, fails for good, or its attempts run out."""
@@ -238,10 +260,11 @@ class Scheduler:
         pinned one), its pacing slot, the call; counted and fed back into the pacer (429s slow
         it) and the in-flight controller (latency). Raises _Failed naming the model."""
         assert self._gate is not None
-        async with self._gate.permit():
+        async with self._gate.permit() as sent:
             model = pinned or self._choose()
             pacer, stats = self._pacers[model], self._stats.model(model)
             await pacer.slot()
+            sent()
             request.attempts += 1
             stats.requests += 1
             started = time.monotonic()

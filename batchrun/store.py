@@ -22,11 +22,12 @@ Readers (pyarrow, polars, DuckDB) skip the dot and underscore files.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import socket
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,25 +55,34 @@ class Store:
         self.rows_in_journal = 0
 
     def open(self) -> Store:
-        """Create the directory, take the lock, seal journals a killed run left behind."""
+        """Create the directory, take the lock, seal journals killed runs left behind."""
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise OutputError(f"{self.path}: cannot create the output directory ({exc})") from None
         self._lock()
-        mine = f".part-{self._owner}-*.tmp" if self._shard else ".part-*.tmp"
-        for stale in self.path.glob(mine):
-            stale.unlink(missing_ok=True)
-        for journal in sorted(self.path.glob(f".journal-{self._owner}-*.arrows")):
-            self._seal_journal(journal)
-        self._compact()
+        with self._maintenance():
+            for stale in self.path.glob(".part-*.tmp"):  # a part a killed run was writing
+                if self._orphaned(stale.name.removeprefix(".part-")):
+                    stale.unlink(missing_ok=True)
+            for journal in sorted(self.path.glob(".journal-*.arrows")):
+                if self._orphaned(journal.name.removeprefix(".journal-")):
+                    self._seal_journal(journal)
+            self._compact()
         return self
+
+    def _orphaned(self, token: str) -> bool:
+        """Whether a journal or temporary part named ``<owner>-…`` is ours to finish: our own,
+        or left by a run that is gone (a run of the whole job owns them all)."""
+        owner = token.split("-", 1)[0]
+        return owner == self._owner or self._shard is None or _dead(self.path, owner)
 
     def close(self) -> None:
         """Seal the journal into a part and release the lock."""
         try:
             self.seal()
-            self._compact()
+            with self._maintenance():
+                self._compact()
         finally:
             while self._lock_fds:
                 os.close(self._lock_fds.pop())
@@ -94,16 +104,26 @@ class Store:
         """Turn the current journal into a part file."""
         if self._journal is None:
             return
-        journal, self._journal_path = self._journal_path, None
+        journal, journal_file = self._journal, self._journal_file
+        path, self._journal, self._journal_path = self._journal_path, None, None
         self.rows_in_journal = 0
         try:
-            self._journal.close()
-            self._journal_file.close()
-            self._journal = None
-            assert journal is not None
-            self._seal_journal(journal)
+            journal.close()
+            journal_file.close()
+            assert path is not None
+            self._seal_journal(path)
         except OSError as exc:
             raise OutputError(f"{self.path}: cannot write a part ({exc})") from None
+
+    @contextlib.contextmanager
+    def _maintenance(self) -> Iterator[None]:
+        """Sealing other runs' journals and compacting rewrite files several shards can see:
+        one process at a time does it (flock on ``.lock-maintenance``)."""
+        fd = _take_lock(self.path, ".lock-maintenance", exclusive=True, wait=True)
+        try:
+            yield
+        finally:
+            os.close(fd)
 
     def _compact(self) -> None:
         try:
@@ -141,10 +161,11 @@ class Store:
         self._lock_fds.append(_take_lock(self.path, f".lock-{self._owner}", exclusive=True))
 
 
-def _take_lock(path: Path, name: str, *, exclusive: bool) -> int:
+def _take_lock(path: Path, name: str, *, exclusive: bool, wait: bool = False) -> int:
     fd = os.open(path / name, os.O_RDWR | os.O_CREAT, 0o644)
+    mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
     try:
-        fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+        fcntl.flock(fd, mode if wait else mode | fcntl.LOCK_NB)
     except BlockingIOError:
         holder = os.read(fd, 200).decode("utf-8", "replace").strip() or "shards of this job"
         os.close(fd)
@@ -152,10 +173,24 @@ def _take_lock(path: Path, name: str, *, exclusive: bool) -> int:
             f"{path}: another run is writing this output ({holder}); "
             "wait for it to finish or stop it"
         ) from None
-    if exclusive:
+    if exclusive and not wait:
         os.ftruncate(fd, 0)
         os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode())
     return fd
+
+
+def _dead(path: Path, owner: str) -> bool:
+    """True when no live run holds the lock of shard ``owner``: its journal is ours to seal."""
+    if owner == "all":
+        return True  # a run of the whole job holds .lock alone: none runs beside a shard
+    fd = os.open(path / f".lock-{owner}", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+    return True
 
 
 def _readable_batches(journal: Path) -> Iterable[pa.RecordBatch]:
@@ -182,8 +217,8 @@ def read_json(path: Path) -> dict[str, Any] | None:
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write a small JSON file atomically."""
-    temporary = path.with_name(f".{path.name}.tmp")
+    """Write a small JSON file atomically (shards may write the same one at once)."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     temporary.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2))
     os.replace(temporary, path)
 
@@ -196,7 +231,7 @@ def check_identity(path: Path, name: str, kind: str, fingerprint: str) -> None:
     if recorded and part_files(path) and recorded.get("fingerprint") != fingerprint:
         raise OutputError(
             f"{path}: holds rows of job {recorded.get('name')!r} made with other requests "
-            "(its model, prompt, params or text column differ from this job's); "
+            "(its model, prompt, params, text column or kept columns differ from this job's); "
             "run with --fresh to move that output aside, or set a new [output].path"
         )
     if recorded is None or recorded.get("fingerprint") != fingerprint:

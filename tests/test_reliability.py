@@ -275,3 +275,32 @@ def test_validate_reports_rows_without_text(
     out = capsys.readouterr().out
     assert "3 rows have no text to send" in out
     assert "news.jsonl:2" in out
+
+
+async def test_a_changed_prompt_is_refused_even_when_the_killed_run_left_only_a_journal(
+    make_job: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SCIBOX_API_KEY", KEY)
+    rows = news_rows(30)
+    async with running_emulator(EmulatorConfig(rps_scale=50)) as url:
+        job = load_job(make_job(rows, base_url=url, rps=100))
+        original = Store.close
+        monkeypatch.setattr(Store, "close", abandon_store)  # killed before the first part
+        await run_job(job, RunOptions(limit=5, progress=False), io.StringIO())
+        monkeypatch.setattr(Store, "close", original)
+        assert journal_files("out") and not part_files(Path("out"))
+        changed = make_job(rows, base_url=url, rps=100)
+        changed.write_text(changed.read_text().replace("Be brief.", "Be long."))
+        with pytest.raises(OutputError, match="--fresh"):
+            await run_job(load_job(changed), QUIET, io.StringIO())
+
+
+def abandon_store(store: Store) -> None:
+    """What SIGKILL leaves: the journal as written, the locks released by the OS."""
+    for fd in store._lock_fds:
+        os.close(fd)
+    store._lock_fds.clear()
+
+
+def journal_files(path: str) -> list[Path]:
+    return list(Path(path).glob(".journal-*"))

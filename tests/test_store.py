@@ -18,6 +18,7 @@ import pytest
 from batchrun.errors import OutputError
 from batchrun.parts import part_files, read_columns
 from batchrun.results import output_schema
+from batchrun.shards import Shard
 from batchrun.store import (
     Store,
     check_identity,
@@ -307,3 +308,27 @@ def test_read_columns_of_an_empty_or_missing_output_is_an_empty_table(tmp_path: 
 
 def test_read_json_of_a_missing_file_is_none(tmp_path: Path) -> None:
     assert read_json(tmp_path / "_summary.json") is None
+
+
+def test_a_shard_seals_the_journal_a_killed_whole_run_left(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    killed = Store(out, SCHEMA).open()
+    killed.append(rows(0, 3))
+    abandon(killed)
+
+    Store(out, SCHEMA, Shard(1, 2)).open().close()
+
+    assert ids(out) == [f"n{i:05d}" for i in range(3)]
+    assert journals(out) == []
+
+
+def test_a_live_shards_journal_is_left_alone(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    live = Store(out, SCHEMA, Shard(2, 2)).open()
+    live.append(rows(0, 3))
+
+    Store(out, SCHEMA, Shard(1, 2)).open().close()
+
+    assert len(journals(out)) == 1  # still being written by shard 2
+    live.close()
+    assert ids(out) == [f"n{i:05d}" for i in range(3)]
