@@ -15,6 +15,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 PART_GLOB = "part-*.parquet"
+READ_TRIES = 3
 
 
 def write_part(part: Path, table: pa.Table) -> None:
@@ -49,8 +50,17 @@ def part_files(path: Path) -> list[Path]:
 
 
 def read_columns(path: Path, columns: list[str]) -> pa.Table:
-    """``columns`` of every finished part (an empty table when there is none)."""
-    parts = part_files(path)
+    """``columns`` of every finished part (an empty table when there is none). A part that
+    another shard's compaction replaced while we listed them is read again from a new list."""
+    for _ in range(READ_TRIES - 1):
+        try:
+            return _read_parts(part_files(path), columns)
+        except FileNotFoundError:
+            continue
+    return _read_parts(part_files(path), columns)
+
+
+def _read_parts(parts: list[Path], columns: list[str]) -> pa.Table:
     if not parts:
         return pa.table({name: pa.array([], pa.string()) for name in columns})
     return ds.dataset([str(p) for p in parts], format="parquet").to_table(columns=columns)
