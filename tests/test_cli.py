@@ -17,7 +17,7 @@ from batchrun.cli import main
 from batchrun.parts import read_columns
 from tests.conftest import news_rows, write_jsonl
 
-KEY = "sk-test-cli-key-4242"
+KEY = "tok-test-cli-key-4242"
 
 
 def start_emulator(*options: str, key: str = "the-right-key") -> tuple[subprocess.Popen[str], str]:

@@ -32,7 +32,7 @@ from batchrun.cli import main
 from batchrun.parts import read_columns
 from tests.test_cli import start_emulator, stop_emulator
 
-KEY = "sk-test-properties-7731"
+KEY = "tok-test-properties-7731"
 CHAT, CODER, EMBED, UNKNOWN = (
     "qwen3-32b-awq",
     "qwen3-coder-30b-a3b-instruct-fp8",

@@ -229,7 +229,7 @@ def test_changing_the_prompt_is_refused_on_an_existing_output(
 
 
 def test_the_key_never_appears_anywhere(make_job: Callable[..., Path]) -> None:
-    secret = "sk-recognisable-SECRET-7f3a9c"
+    secret = "tok-recognisable-SECRET-7f3a9c"
     process, url = start_emulator(
         "--rps-scale", "50", "--fail-rate", "0.3", "--api-key-env", "EMULATOR_KEY", key=secret
     )

@@ -135,13 +135,13 @@ async def test_streamed_chat_retries_cut_streams(
 async def test_wrong_token_stops_the_run_with_a_fatal_error(
     make_job: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("SCIBOX_API_KEY", "sk-wrong-token-0000")
+    monkeypatch.setenv("SCIBOX_API_KEY", "tok-wrong-token-0000")
     async with running_emulator(EmulatorConfig(api_key="right", rps_scale=20)) as url:
         job = load_job(make_job(base_url=url, rps=40))
         with pytest.raises(FatalError) as caught:
             await run_job(job, QUIET, io.StringIO())
     assert "SCIBOX_API_KEY" in str(caught.value)
-    assert "sk-wrong-token-0000" not in str(caught.value)
+    assert "tok-wrong-token-0000" not in str(caught.value)
 
 
 async def test_unknown_model_is_fatal_before_any_row(make_job: Callable[..., Path]) -> None:
