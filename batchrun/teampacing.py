@@ -56,8 +56,10 @@ class TeamLimiter:
         *,
         on_lost: Callable[[bool], None] = lambda lost: None,
         sleep: Sleep = asyncio.sleep,
+        clock: Clock = time.monotonic,
     ) -> None:
         self.url = url
+        self._clock = clock
         self.workspace = workspace
         self._client = aioredis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
         self._reserve = self._client.register_script(RESERVE)
@@ -78,11 +80,14 @@ class TeamLimiter:
             ) from None
 
     async def reserve(self, model: str, interval_s: float) -> float:
-        """Reserve the model's next slot; return the seconds to wait for it. While Redis is
-        unreachable, wait and try again: never a slot without Redis."""
+        """Reserve the model's next slot; return the seconds to wait for it, counted from now.
+        The script ran about half a round trip ago, so that much is already waited: processes
+        far from Redis and near it send on the same schedule. While Redis is unreachable, wait
+        and try again: never a slot without Redis."""
         key = f"batchrun:limit:{self.workspace}:{model}"
         delay = RECONNECT_FIRST_S
         while True:
+            asked = self._clock()
             try:
                 waited_us = await self._reserve(keys=[key], args=[round(interval_s * 1e6)])
             except (RedisError, OSError):
@@ -92,7 +97,8 @@ class TeamLimiter:
                 continue
             if delay != RECONNECT_FIRST_S:
                 self._on_lost(False)
-            return max(int(waited_us), 0) / 1e6
+            half_trip = (self._clock() - asked) / 2
+            return max(int(waited_us) / 1e6 - half_trip, 0.0)
 
     async def close(self) -> None:
         await self._client.aclose()
