@@ -74,7 +74,22 @@ class Seen:
         return self.throttled / max(self.accepted + self.throttled, 1)
 
 
-class Emulator:
+class ServerProcess:
+    """A server the bench starts for a ``with`` block: leaving the block stops it."""
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class Emulator(ServerProcess):
     """One ``batchrun emulator`` process on 127.0.0.1 and a free port, for a ``with`` block."""
 
     def __init__(
@@ -109,14 +124,6 @@ class Emulator:
             self.stop()
             raise
         return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def _read_url(self) -> str:
         assert self._process is not None and self._process.stdout is not None

@@ -9,9 +9,14 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from types import TracebackType
 
-from batchrun.bench.processes import START_TIMEOUT_S, STOP_TIMEOUT_S, BenchError, log_tail
+from batchrun.bench.processes import (
+    START_TIMEOUT_S,
+    STOP_TIMEOUT_S,
+    BenchError,
+    ServerProcess,
+    log_tail,
+)
 
 HOST = "127.0.0.1"
 ATTEMPTS = 3
@@ -19,7 +24,7 @@ ATTEMPTS = 3
 the server's bind)."""
 
 
-class RedisServer:
+class RedisServer(ServerProcess):
     """One ``redis-server`` process, for a ``with`` block; ``url`` names its database 0."""
 
     def __init__(self, binary: str, workdir: Path) -> None:
@@ -40,14 +45,6 @@ class RedisServer:
                 return self
             self.stop()
         raise BenchError(f"redis-server did not start: {log_tail(self.log)}")
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def _start(self, port: int) -> None:
         self.port = port
