@@ -1,0 +1,47 @@
+"""batchrun: large offline LLM jobs on SciBox, paced to its limits, resumable, nothing lost.
+
+Where things go (data flows one way, each stage its own room)::
+
+    job.py ─▶ input/ ──▶ tasks/ ──▶ sender.py ──▶ service/ ──▶ (SciBox)
+    the job   read rows   build       pace, call,    client, statuses,
+    file      + checks    requests    retry, split   answers, retry,
+                          answers ──▶ rows ──▶ output/ (writer, store, parts, compaction)
+              scheduler.py wires the stages with bounded queues; runner.py does one run;
+              report.py validate/status; cli.py argv → exit code
+
+- a new request kind: a module in ``tasks/`` registered in ``tasks.TASKS``
+- a new input format: ``input/`` (readers, whole-input checks)
+- a new status rule: one line in ``service/statuses.py``
+- a new file in the output directory: its name in ``output/layout.py``; a change of the
+  output's format: a step in ``output/identity.MIGRATIONS``
+- a new job-file key: ``job.py`` (validated once, frozen)
+
+Imports run one way: ``errors``, ``job``, ``shards``, ``stats`` and ``progress`` are the
+foundation every package may use; ``input/`` and ``output/`` never import each other;
+``tasks/`` uses input, output and service; ``sender``, ``scheduler``, ``runner``, ``report``
+and ``cli`` sit on top and nothing below imports them. ``emulator/`` is a separate service
+sharing only ``service.catalog``; ``bench/`` is ``make bench`` and not in the wheel.
+"""
+
+from batchrun.errors import (
+    ApiError,
+    BatchrunError,
+    FatalError,
+    JobError,
+    OutputError,
+    RetryableError,
+    RowError,
+)
+from batchrun.job import Job, load_job
+
+__all__ = [
+    "ApiError",
+    "BatchrunError",
+    "FatalError",
+    "Job",
+    "JobError",
+    "OutputError",
+    "RetryableError",
+    "RowError",
+    "load_job",
+]

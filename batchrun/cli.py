@@ -1,7 +1,13 @@
 """The ``batchrun`` command: run, validate, status, emulator, models.
 
 ``main(argv) -> int`` returns the exit code; errors we expect become one clear line on stderr,
-never a traceback.
+never a traceback. Exit codes (the only place they are decided):
+
+    0    every row ok
+    1    the run finished but some rows failed (they are in the output with their error)
+    2    bad job file, input or output (``JobError``, ``OutputError``)
+    3    fatal service error: 401/403/404, endpoint unreachable (``FatalError``)
+    130  interrupted: run the same command again to resume
 """
 
 from __future__ import annotations
@@ -17,16 +23,10 @@ from batchrun.emulator import EmulatorConfig, serve
 from batchrun.errors import BatchrunError, FatalError, JobError, OutputError
 from batchrun.job import EndpointSpec, RunSpec, load_job
 from batchrun.report import status_lines, validate_lines
-from batchrun.runner import (
-    EXIT_BAD_JOB,
-    EXIT_FATAL,
-    EXIT_OK,
-    RunOptions,
-    check_endpoint,
-    open_endpoint,
-    run_job,
-)
+from batchrun.runner import RunOptions, RunOutcome, check_endpoint, open_endpoint, run_job
 from batchrun.shards import Shard
+
+EXIT_OK, EXIT_ROWS_FAILED, EXIT_BAD_JOB, EXIT_FATAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -116,7 +116,14 @@ def _run(args: argparse.Namespace) -> int:
         shard=shard,
         progress=not args.no_progress,
     )
-    return asyncio.run(run_job(job, options))
+    return exit_code(asyncio.run(run_job(job, options)))
+
+
+def exit_code(outcome: RunOutcome) -> int:
+    if outcome.interrupted:
+        print("interrupted: run the same command again to resume")
+        return EXIT_INTERRUPTED
+    return EXIT_ROWS_FAILED if outcome.failed_rows else EXIT_OK
 
 
 def _validate(args: argparse.Namespace) -> int:

@@ -8,7 +8,7 @@
         ├── RowError            400: this request is wrong; its rows fail, the run goes on
         └── FatalError          401/403/404, unreachable endpoint: stop the run (exit 3)
 
-Errors of aiohttp are translated into these in exactly one place, ``batchrun.client``.
+Errors of aiohttp are translated into these in exactly one place, ``batchrun.service.client``.
 No message ever contains the API key.
 """
 
@@ -30,24 +30,25 @@ class OutputError(BatchrunError):
 class ApiError(BatchrunError):
     """The service answered with an error, or did not answer at all."""
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    def __init__(self, message: str, status: int | None = None, model: str | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.model = model
+        """The model the failed request was sent to, when there was one."""
 
 
 class RetryableError(ApiError):
     """429, 408, 5xx, timeouts, resets, cut streams: the same request may succeed later."""
 
     def __init__(
-        self, message: str, status: int | None = None, retry_after: float | None = None
+        self,
+        message: str,
+        status: int | None = None,
+        retry_after: float | None = None,
+        model: str | None = None,
     ) -> None:
-        super().__init__(message, status)
+        super().__init__(message, status, model)
         self.retry_after = retry_after
-
-    @property
-    def throttled(self) -> bool:
-        """True for a 429: the service says we send too fast."""
-        return self.status == 429
 
 
 class RowError(ApiError):

@@ -26,8 +26,8 @@ from pydantic import (
     field_validator,
 )
 
-from batchrun.catalog import MODELS, Kind, model_rps
 from batchrun.errors import JobError
+from batchrun.service.catalog import MODELS, Kind, model_rps
 
 LOCAL = "local"
 RESERVED_PARAMS = frozenset({"model", "messages", "input", "stream"})
@@ -96,6 +96,16 @@ class RunSpec(_Section):
     backoff_max_s: float = Field(default=60.0, ge=0)
     server_error_wait_s: float = Field(default=5.0, ge=0)
 
+    @property
+    def fixed_in_flight(self) -> int | None:
+        """A fixed number of requests in flight, or None for "auto" (Little's law)."""
+        return None if self.concurrency == "auto" else min(self.concurrency, self.max_in_flight)
+
+    @property
+    def most_in_flight(self) -> int:
+        """The most requests ever in flight (and connections open)."""
+        return self.fixed_in_flight or self.max_in_flight
+
 
 class LimitsSpec(_Section):
     shared: str | None = None
@@ -140,12 +150,6 @@ class Job:
 
     def __repr__(self) -> str:
         return f"Job({self.name!r}, kind={self.kind!r}, models={self.models!r})"
-
-    @property
-    def concurrency(self) -> int | None:
-        """A fixed number of requests in flight, or None for "auto" (Little's law)."""
-        value = self.spec.run.concurrency
-        return None if value == "auto" else min(value, self.spec.run.max_in_flight)
 
     @property
     def input_columns(self) -> tuple[str, ...]:

@@ -7,20 +7,22 @@ from pathlib import Path
 
 import polars as pl
 
-from batchrun.inputs import check_input, duplicate_lines, open_input, rows_without_text
+from batchrun.input.checks import check_input, duplicate_lines, open_input, rows_without_text
 from batchrun.job import Job
-from batchrun.parts import read_columns
-from batchrun.results import OK
+from batchrun.output.parts import read_columns
+from batchrun.output.rows import OK
+from batchrun.tasks import job_schema, task_for
 
 
 def validate_lines(job: Job) -> tuple[list[str], bool]:
     """The plan of a job, and whether the input is fit to run (no duplicate ids)."""
-    files, _ = open_input(job)
+    files, kept = open_input(job)
+    task = task_for(job, job_schema(job, kept))
     check = check_input(job, files)
     output = Path(job.spec.output.path)
     done = set(read_columns(output, ["id"]).column("id").to_pylist())
     todo = check.rows - len(done)
-    requests = todo if job.kind == "chat" else math.ceil(todo / job.spec.run.batch_size)
+    requests = task.requests_for(todo)
     rate = sum(job.rps.values())
     models = ", ".join(f"{m} at {job.rps[m]:g} RPS" for m in job.models)
     lines = [

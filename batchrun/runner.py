@@ -1,8 +1,7 @@
-"""One command's worth of work: open the endpoint (the bundled emulator for ``local``), check
-the job against it and the output, run the scheduler, print and save the summary.
-
-Exit codes: 0 every row ok; 1 finished but some rows failed; 2 bad job file, input or output;
-3 fatal service error (401/403/404, unreachable endpoint); 130 interrupted (resumable).
+"""One run of a job: open the endpoint (the bundled emulator for ``local``), check the job
+against it and the output, wire the pipeline (task, sender, writer, scheduler), print and save
+the summary. ``run_job`` returns what happened (``RunOutcome``); ``batchrun.cli`` turns that
+into an exit code.
 """
 
 from __future__ import annotations
@@ -12,31 +11,35 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from batchrun.client import Api
 from batchrun.emulator import EmulatorConfig, running_emulator
 from batchrun.errors import FatalError, JobError, RetryableError
-from batchrun.inputs import check_input, duplicate_lines, input_signature, open_input
+from batchrun.input.checks import check_input, duplicate_lines, input_signature, open_input
 from batchrun.job import EndpointSpec, Job, RunSpec
-from batchrun.pacing import Pacer
-from batchrun.parts import done_ids, output_counts
+from batchrun.output.identity import check_identity
+from batchrun.output.layout import OutputLayout, read_json, write_json
+from batchrun.output.parts import done_ids, output_counts
+from batchrun.output.store import Store, move_aside
+from batchrun.output.writer import Writer
 from batchrun.progress import Progress
-from batchrun.results import output_schema
 from batchrun.scheduler import Plan, Scheduler
+from batchrun.sender import PacerFactory, Sender
+from batchrun.service.client import Api
+from batchrun.service.pacing import Pacer
+from batchrun.service.teampacing import TeamLimiter, TeamSlots, default_workspace
 from batchrun.shards import Shard
 from batchrun.stats import RunStats
-from batchrun.store import Store, check_identity, move_aside, read_json, write_json
-from batchrun.teampacing import SharedPacer, TeamLimiter, default_workspace
+from batchrun.tasks import job_schema, task_for
 
-EXIT_OK, EXIT_ROWS_FAILED, EXIT_BAD_JOB, EXIT_FATAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 LIMITS_URL_ENV = "BATCHRUN_LIMITS_URL"
-PacerFactory = Callable[[str, float], Pacer]
 LOCAL_TOKEN = "local-emulator"
+PART_SECONDS = 300.0
+"""The journal becomes a part at least this often, whatever ``part_rows`` says."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,19 @@ class RunOptions:
     progress: bool = True
 
 
+@dataclass(frozen=True)
+class RunOutcome:
+    """How a run ended: stopped by a signal, or finished with this many failed rows in the
+    whole output."""
+
+    interrupted: bool
+    failed_rows: int
+
+    @property
+    def ok(self) -> bool:
+        return not self.interrupted and not self.failed_rows
+
+
 @asynccontextmanager
 async def open_endpoint(endpoint: EndpointSpec, run: RunSpec) -> AsyncIterator[Api]:
     """An Api for an endpoint; for ``base_url = "local"`` the bundled emulator is started on a
@@ -55,7 +71,7 @@ async def open_endpoint(endpoint: EndpointSpec, run: RunSpec) -> AsyncIterator[A
     if endpoint.is_local:
         async with running_emulator(EmulatorConfig()) as base_url:
             token = os.environ.get(endpoint.api_key_env) or LOCAL_TOKEN
-            async with _api(endpoint, run, base_url, token) as api:
+            async with Api.from_endpoint(endpoint, run, base_url, token) as api:
                 yield api
         return
     token = os.environ.get(endpoint.api_key_env, "").strip()
@@ -64,19 +80,8 @@ async def open_endpoint(endpoint: EndpointSpec, run: RunSpec) -> AsyncIterator[A
             f"no API key: set the environment variable {endpoint.api_key_env} to your SciBox "
             f"token for {endpoint.base_url} (it is never read from a file)"
         )
-    async with _api(endpoint, run, endpoint.base_url, token) as api:
+    async with Api.from_endpoint(endpoint, run, endpoint.base_url, token) as api:
         yield api
-
-
-def _api(endpoint: EndpointSpec, run: RunSpec, base_url: str, token: str) -> Api:
-    return Api(
-        base_url,
-        token,
-        timeout_s=run.timeout_s,
-        idle_timeout_s=run.idle_timeout_s,
-        key_env=endpoint.api_key_env,
-        max_connections=run.max_in_flight if run.concurrency == "auto" else run.concurrency,
-    )
 
 
 async def check_endpoint(api: Api, models: tuple[str, ...] = ()) -> list[str]:
@@ -98,14 +103,14 @@ async def check_endpoint(api: Api, models: tuple[str, ...] = ()) -> list[str]:
     return served
 
 
-async def run_job(job: Job, options: RunOptions, out: TextIO = sys.stdout) -> int:
-    """``batchrun run``: do or resume the job; return the exit code."""
+async def run_job(job: Job, options: RunOptions, out: TextIO = sys.stdout) -> RunOutcome:
+    """``batchrun run``: do or resume the job."""
     files, kept = open_input(job)
+    schema = job_schema(job, kept)
     output = Path(job.spec.output.path)
     if options.fresh and (aside := move_aside(output)):
         print(f"moved the old output aside to {aside}", file=out)
     rows = input_rows(job, files, output)
-    schema = output_schema(job.kind, kept, job.models)
     stats = RunStats()
     progress = Progress(stats, enabled=options.progress)
     async with (
@@ -117,20 +122,20 @@ async def run_job(job: Job, options: RunOptions, out: TextIO = sys.stdout) -> in
         try:
             check_identity(output, job.name, job.kind, job.fingerprint())
             done = done_ids(output, include_failed=not options.retry_failed)
-            part_rows = job.spec.output.part_rows
-            plan = Plan(job, files, schema, done, options.limit, part_rows, shard=options.shard)
+            plan = Plan(job, files, done, options.limit, options.shard)
             progress.start(_rows_to_do(rows, len(done), options))
-            scheduler = Scheduler(plan, api, store, stats, progress, make_pacer=make_pacer)
+            task = task_for(job, schema)
+            sender = Sender.for_job(job, task, api, stats, make_pacer=make_pacer)
+            part_rows = job.spec.output.part_rows
+            writer = Writer(store, schema, stats, progress, part_rows, PART_SECONDS)
+            scheduler = Scheduler(plan, task, sender, writer, stats)
             await _run_with_signals(scheduler)
         finally:
             progress.close()
             stats.finished = time.monotonic()
             store.close()
             _report(job, output, stats, options.shard, out)
-    if scheduler.stopped:
-        print("interrupted: run the same command again to resume", file=out)
-        return EXIT_INTERRUPTED
-    return EXIT_ROWS_FAILED if _failed_rows(output) else EXIT_OK
+    return RunOutcome(scheduler.stopped, output_counts(output)["failed"])
 
 
 def _rows_to_do(rows: int, done: int, options: RunOptions) -> int:
@@ -156,7 +161,7 @@ async def team_pacing(job: Job, progress: Progress) -> AsyncIterator[PacerFactor
     limiter = TeamLimiter(url, workspace, on_lost=lost)
     try:
         await limiter.check()
-        yield lambda model, rps: SharedPacer(model, rps, limiter)
+        yield lambda model, rps: Pacer(rps, TeamSlots(model, limiter))
     finally:
         await limiter.close()
 
@@ -166,7 +171,8 @@ def input_rows(job: Job, files: list[Path], output: Path) -> int:
     remembered beside the output (``_input.json``) for as long as the files do not change,
     so a resumed run does not read the whole input twice."""
     signature = input_signature(files)
-    remembered = read_json(output / "_input.json")
+    layout = OutputLayout(output)
+    remembered = read_json(layout.input_file)
     if remembered and remembered.get("files") == signature:
         return int(remembered["rows"])
     check = check_input(job, files)
@@ -175,7 +181,7 @@ def input_rows(job: Job, files: list[Path], output: Path) -> int:
     if not check.rows:
         raise JobError(f"[input].path: {job.spec.input.path} holds no rows")
     if output.is_dir():
-        write_json(output / "_input.json", {"files": signature, "rows": check.rows})
+        write_json(layout.input_file, {"files": signature, "rows": check.rows})
     return check.rows
 
 
@@ -191,10 +197,6 @@ async def _run_with_signals(scheduler: Scheduler) -> None:
             loop.remove_signal_handler(sig)
 
 
-def _failed_rows(output: Path) -> int:
-    return output_counts(output)["failed"]
-
-
 def _report(job: Job, output: Path, stats: RunStats, shard: Shard | None, out: TextIO) -> None:
     """Print the run's summary, with the whole output's counts, and save it beside the parts."""
     for line in stats.lines():
@@ -202,8 +204,7 @@ def _report(job: Job, output: Path, stats: RunStats, shard: Shard | None, out: T
     whole = output_counts(output)
     print(f"output {output}: {whole['ok']} ok, {whole['failed']} failed (whole job)", file=out)
     summary = {"job": job.name, "output": str(output), **stats.as_dict(), "output_rows": whole}
-    name = f"_summary-{shard.name}.json" if shard else "_summary.json"
     try:
-        write_json(output / name, summary)
+        write_json(OutputLayout(output).summary(shard.name if shard else None), summary)
     except OSError as exc:
         print(f"could not save the summary in {output}: {exc}", file=out)

@@ -1,111 +1,72 @@
-"""``Scheduler.run()``: read → build requests → pace → call → write, with bounded queues.
+"""``Scheduler.run()``: the pipeline, read → build requests → send → write, with bounded queues.
 
 ::
 
     feed ──todo (bounded)──▶ workers ──done (bounded)──▶ writer ──▶ Store
-     │ skips done ids          │ in-flight gate, then a pacer slot    │ journal, parts,
-     └ packs, dedups           └ per attempt; retry with backoff      └ progress bar
+     │ reads rows not done     │ Sender: in-flight gate, pacing     │ journal, parts,
+     └ the task builds         └ slot, call, retry, split           └ progress bar
+       requests
 
 The queues give back-pressure, so memory stays flat on any input size. Only the writer
-(``batchrun.writer``) touches the store and the progress bar. A model pool sends each attempt
-to the model whose next slot is nearest; a row that its model keeps failing with 5xx/429 moves
-to ``[run].fallback_model``. A fatal answer (401/403/404) cancels the feed and the workers at
-once; the writer still writes every row already answered, then the error is raised.
-``request_stop()`` (first Ctrl-C) stops the feed and gives requests in flight ``grace_s``; a
-second call cancels them at once. Rows cancelled in flight are simply not written: the next run
-sends them again.
+(``batchrun.output.writer``) touches the store and the progress bar. A fatal answer
+(401/403/404) cancels the feed and the workers at once; the writer still writes every row
+already answered, then the error is raised. ``request_stop()`` (first Ctrl-C) stops the feed
+and gives requests in flight ``grace_s``; a second call cancels them at once. Rows cancelled in
+flight are simply not written: the next run sends them again.
 """
 
 from __future__ import annotations
 
 import asyncio
-import random
-import time
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-import pyarrow as pa
-
-from batchrun.answers import ChatAnswer, EmbeddingAnswer
-from batchrun.errors import FatalError, RetryableError, RowError
+from batchrun.errors import FatalError
+from batchrun.input.readers import RecordReader
 from batchrun.job import Job
-from batchrun.pacing import InFlight, Pacer
-from batchrun.payloads import Built, Duplicates, PayloadBuilder, Request
-from batchrun.progress import Progress
-from batchrun.results import Row, RowMaker
-from batchrun.retry import SERVER_ERRORS, RetryPolicy, backoff_delay
+from batchrun.output.rows import Row
+from batchrun.output.writer import Writer
+from batchrun.sender import Sender
 from batchrun.shards import Shard
-from batchrun.sources import RecordReader
 from batchrun.stats import RunStats
-from batchrun.store import Store
-from batchrun.writer import Writer
+from batchrun.tasks.base import Built, Request, Task
 
-Sleep = Callable[[float], Awaitable[None]]
-Answer = ChatAnswer | EmbeddingAnswer
-FALLBACK_STATUSES = SERVER_ERRORS | {429, 504}
 DONE_QUEUE = 64
 """Answered requests waiting for the writer; each may hold a packed batch of vectors."""
 
 
-class Service(Protocol):
-    """What the scheduler needs of the API client (``batchrun.client.Api`` or a test fake)."""
-
-    async def chat(
-        self, model: str, body: dict[str, Any], *, stream: bool = False
-    ) -> ChatAnswer: ...
-
-    async def embed(self, model: str, body: dict[str, Any]) -> EmbeddingAnswer: ...
-
-
-@dataclass
+@dataclass(frozen=True)
 class Plan:
-    """What one run does: which job, which files, which rows are already done."""
+    """Which rows one run reads: the job's input files, less the done ids and other shards."""
 
     job: Job
     files: list[Path]
-    schema: pa.Schema
-    done_ids: set[str] = field(default_factory=set)
+    done_ids: frozenset[str] | set[str] = frozenset()
     limit: int | None = None
-    part_rows: int = 20_000
-    part_seconds: float = 300.0
     shard: Shard | None = None
 
 
 class Scheduler:
-    """Runs one Plan against a Service into a Store."""
+    """Runs one Plan: the task builds requests, the sender sends them, the writer writes."""
 
     def __init__(
         self,
         plan: Plan,
-        service: Service,
-        store: Store,
+        task: Task[Any],
+        sender: Sender[Any],
+        writer: Writer,
         stats: RunStats,
-        progress: Progress,
-        *,
-        sleep: Sleep = asyncio.sleep,
-        rng: random.Random | None = None,
-        make_pacer: Callable[[str, float], Pacer] = lambda model, rps: Pacer(rps),
     ) -> None:
-        self._plan, self._job, self._service = plan, plan.job, service
-        self._make_pacer = make_pacer
-        self._store, self._stats, self._progress = store, stats, progress
-        self._sleep = sleep
-        self._rng = rng or random.Random()
-        run = plan.job.spec.run
-        self._policy = RetryPolicy(
-            run.max_attempts, run.backoff_base_s, run.backoff_max_s, run.server_error_wait_s
-        )
-        self._workers_wanted = plan.job.concurrency or run.max_in_flight
+        self._plan, self._task, self._sender = plan, task, sender
+        self._writer, self._stats = writer, stats
+        self._grace_s = plan.job.spec.run.grace_s
+        self._workers_wanted = plan.job.spec.run.most_in_flight
         self._todo: asyncio.Queue[Request | None] = asyncio.Queue(2 * self._workers_wanted)
         self._done: asyncio.Queue[list[Row] | None] = asyncio.Queue(DONE_QUEUE)
-        self._duplicates = Duplicates()
-        self._rows = RowMaker(plan.schema, self._duplicates)
-        self._pacers: dict[str, Pacer] = {}
-        self._gate: InFlight | None = None
         self._feeder: asyncio.Task[None] | None = None
-        self._writer: asyncio.Task[None] | None = None
+        self._writing: asyncio.Task[None] | None = None
         self._workers: list[asyncio.Task[None]] = []
         self._stopping = False
         self._feeding = False
@@ -113,39 +74,31 @@ class Scheduler:
 
     async def run(self) -> None:
         """Do every row of the plan; after writing what is done, raise the first error."""
-        self._pacers = {name: self._make_pacer(name, rps) for name, rps in self._job.rps.items()}
-        pool = [self._pacers[name] for name in self._job.models]
-        self._gate = InFlight(pool, self._job.spec.run.max_in_flight, self._job.concurrency)
         errors: list[Exception] = []
-        plan = self._plan
-        writer = Writer(
-            self._store, plan.schema, self._stats, self._progress, plan.part_rows, plan.part_seconds
-        )
         try:
             async with asyncio.TaskGroup() as group:
-                self._writer = group.create_task(writer.run(self._done))
+                self._writing = group.create_task(self._writer.run(self._done))
                 group.create_task(self._produce(errors))
         except* Exception as writer_errors:  # the output cannot be written: stop, say where
             errors[:0] = _flatten(writer_errors)
-        for name, pacer in self._pacers.items():
+        for name, rate in self._sender.settled_rates().items():
             if name in self._stats.models:
-                self._stats.models[name].rate = pacer.rate
-        self._stats.saved_by_dedup = self._duplicates.saved
+                self._stats.models[name].rate = rate
+        self._stats.saved_by_dedup = self._task.saved
         if errors:
             raise errors[0]
 
     def request_stop(self) -> None:
         """First call: take no new rows, let requests in flight finish within ``grace_s``.
         Second call: cancel requests in flight now. Answered rows are written either way."""
-        if not self._stopping:
-            self._stopping = True
-            if self._feeder is not None and self._feeding:
-                self._feeder.cancel()
-            self._drop_queued_requests()
-            grace = self._job.spec.run.grace_s
-            asyncio.get_running_loop().call_later(grace, self._cancel_workers)
-        else:
+        if self._stopping:
             self._cancel_workers()
+            return
+        self._stopping = True
+        if self._feeder is not None and self._feeding:
+            self._feeder.cancel()
+        self._drop_queued_requests()
+        asyncio.get_running_loop().call_later(self._grace_s, self._cancel_workers)
 
     @property
     def stopped(self) -> bool:
@@ -169,17 +122,15 @@ class Scheduler:
         finally:
             # Shielded: on Python 3.11 a failed TaskGroup may leave a cancellation pending on
             # this task, which must not keep the writer from its end-of-rows marker.
-            if self._writer is not None and not self._writer.done():
+            if self._writing is not None and not self._writing.done():
                 await asyncio.shield(self._hand_over_last_rows())
 
     async def _feed(self) -> None:
         self._feeding = True
         try:
             for built in self._built():
-                ready = [self._rows.unsendable(item, why) for item, why in built.unsendable]
-                ready += [self._rows.reused(*reuse) for reuse in built.reused]
-                if ready:
-                    await self._done.put(ready)
+                if built.rows:
+                    await self._done.put(built.rows)
                 for request in built.requests:
                     await self._todo.put(request)
         except asyncio.CancelledError:
@@ -188,6 +139,33 @@ class Scheduler:
         self._feeding = False
         for _ in range(self._workers_wanted):
             await self._todo.put(None)
+
+    def _built(self) -> Iterator[Built]:
+        """Requests for the rows not yet done, up to the plan's limit."""
+        plan, job = self._plan, self._plan.job
+        left = plan.limit if plan.limit is not None else -1
+        reader = RecordReader(
+            plan.files, job.spec.input.id, job.input_columns, skip=plan.done_ids, shard=plan.shard
+        )
+        for todo in reader:
+            self._stats.rows_skipped = reader.skipped
+            if left >= 0:
+                todo, left = todo[:left], left - min(left, len(todo))
+            if todo:
+                yield self._task.build(todo)
+            if left == 0:
+                break
+        self._stats.rows_skipped = reader.skipped
+        yield self._task.finish()
+
+    async def _work(self) -> None:
+        while (request := await self._todo.get()) is not None:
+            rows = await self._sender.send(request)
+            try:
+                await self._done.put(rows)
+            except asyncio.CancelledError:  # stopped while the writer was busy: keep the rows
+                self._unqueued += rows
+                raise
 
     async def _hand_over_last_rows(self) -> None:
         """Give the writer the rows of workers stopped before they could, then the end."""
@@ -202,124 +180,6 @@ class Scheduler:
             markers += self._todo.get_nowait() is None
         for _ in range(markers):
             self._todo.put_nowait(None)
-
-    def _built(self) -> Iterator[Built]:
-        """Requests for the rows not yet done, up to the plan's limit."""
-        plan, builder = self._plan, PayloadBuilder(self._job, self._duplicates)
-        left = plan.limit if plan.limit is not None else -1
-        reader = RecordReader(
-            plan.files,
-            self._job.spec.input.id,
-            self._job.input_columns,
-            skip=plan.done_ids,
-            shard=plan.shard,
-        )
-        for todo in reader:
-            self._stats.rows_skipped = reader.skipped
-            if left >= 0:
-                todo, left = todo[:left], left - min(left, len(todo))
-            if todo:
-                yield builder.build(todo)
-            if left == 0:
-                break
-        self._stats.rows_skipped = reader.skipped
-        yield builder.finish()
-
-    async def _work(self) -> None:
-        while (request := await self._todo.get()) is not None:
-            rows = await self._send(request)
-            try:
-                await self._done.put(rows)
-            except asyncio.CancelledError:  # stopped while the writer was busy: keep the rows
-                self._unqueued += rows
-                raise
-
-    async def _send(self, request: Request) -> list[Row]:
-        """Try ``request`` until it is answered, fails for good, or its attempts run out."""
-        streak, fallback = 0, False
-        while True:
-            pinned = self._job.fallback if fallback else None
-            try:
-                model, answer, latency = await self._attempt(request, pinned)
-            except _Failed as failure:
-                model, exc = failure.model, failure.error
-                if isinstance(exc, RowError):
-                    return await self._row_error(request, model, exc)
-                if request.attempts >= self._policy.max_attempts:
-                    error = f"gave up after {request.attempts} attempts: {exc}"
-                    return self._rows.failed(request, model, error)
-                streak = streak + 1 if exc.status in FALLBACK_STATUSES else 0
-                fallback = fallback or streak >= self._job.spec.run.fallback_after
-                self._stats.model(model).retries += 1
-                await self._sleep(backoff_delay(request.attempts, self._policy, self._rng, exc))
-                continue
-            return self._rows.answered(request, model, answer, latency)
-
-    async def _attempt(self, request: Request, pinned: str | None) -> tuple[str, Answer, float]:
-        """One try: an in-flight place, then the pool's model with the nearest slot (or the
-        pinned one), its pacing slot, the call; counted and fed back into the pacer (429s slow
-        it) and the in-flight controller (latency). Raises _Failed naming the model."""
-        assert self._gate is not None
-        async with self._gate.permit() as sent:
-            model = pinned or self._choose()
-            pacer, stats = self._pacers[model], self._stats.model(model)
-            await pacer.slot()
-            sent()
-            request.attempts += 1
-            stats.requests += 1
-            started = time.monotonic()
-            try:
-                answer = await self._call(model, request.body)
-            except RetryableError as exc:
-                self._stats.retryable(model, exc)
-                if exc.throttled:
-                    pacer.throttled()
-                raise _Failed(model, exc) from None
-            except RowError as exc:
-                stats.errors[str(exc.status)] += 1
-                raise _Failed(model, exc) from None
-            latency = time.monotonic() - started
-        pacer.answered()
-        self._gate.observe(latency)
-        stats.answered += 1
-        stats.rate = pacer.rate
-        stats.prompt_tokens += answer.prompt_tokens or 0
-        if isinstance(answer, ChatAnswer):
-            stats.completion_tokens += answer.completion_tokens or 0
-        return model, answer, latency
-
-    def _choose(self) -> str:
-        """The pool's model whose next send slot is nearest."""
-        models = self._job.models
-        if len(models) == 1:
-            return models[0]
-        return min(models, key=lambda name: self._pacers[name].expected_wait())
-
-    async def _row_error(self, request: Request, model: str, error: RowError) -> list[Row]:
-        """A 400 fails a single row; a packed embeddings request is split in halves to find
-        the inputs the service rejects, so the others still get their vectors."""
-        if len(request.items) == 1 or self._job.kind != "embeddings":
-            return self._rows.failed(request, model, str(error))
-        middle = len(request.items) // 2
-        rows: list[Row] = []
-        for items in (request.items[:middle], request.items[middle:]):
-            body = {**request.body, "input": [item.text for item in items]}
-            rows += await self._send(Request(items, body))
-        return rows
-
-    async def _call(self, model: str, body: dict[str, Any]) -> Answer:
-        if self._job.kind == "embeddings":
-            return await self._service.embed(model, body)
-        return await self._service.chat(model, body, stream=self._job.spec.run.stream)
-
-
-class _Failed(Exception):
-    """An attempt failed on ``model`` with a retryable or row error."""
-
-    def __init__(self, model: str, error: RetryableError | RowError) -> None:
-        super().__init__(str(error))
-        self.model = model
-        self.error = error
 
 
 def _flatten(group: BaseExceptionGroup[Exception]) -> list[Exception]:

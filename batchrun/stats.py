@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from batchrun.errors import RetryableError
+from batchrun.service.statuses import THROTTLED
 
 
 @dataclass
@@ -45,7 +46,7 @@ class RunStats:
 
     def retryable(self, name: str, error: RetryableError) -> None:
         stats = self.model(name)
-        stats.throttled += error.throttled
+        stats.throttled += error.status == THROTTLED
         stats.errors[str(error.status or type(error).__name__)] += 1
 
     @property

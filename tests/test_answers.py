@@ -9,14 +9,14 @@ from typing import Any
 import orjson
 import pytest
 
-from batchrun.answers import (
+from batchrun.errors import RetryableError
+from batchrun.service.answers import (
     ChatAnswer,
     StreamAccumulator,
     chat_answer,
     embedding_answer,
     split_think,
 )
-from batchrun.errors import RetryableError
 
 
 def test_split_think_moves_the_thinking_block_to_the_reasoning() -> None:

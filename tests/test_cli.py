@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from batchrun.cli import main
-from batchrun.parts import read_columns
+from batchrun.output.parts import read_columns
 from tests.conftest import news_rows, write_jsonl
 
 KEY = "tok-test-cli-key-4242"

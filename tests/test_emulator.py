@@ -23,13 +23,13 @@ import pytest
 from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
-from batchrun.catalog import MODELS
 from batchrun.emulator import EmulatorConfig, make_app, running_emulator
-from batchrun.emulator import stats as emulator_stats
-from batchrun.emulator.answers import split_sentences, truncate_tokens
+from batchrun.emulator import counters as emulator_stats
 from batchrun.emulator.faults import Fault, FaultPlan
 from batchrun.emulator.limits import SlidingWindow, window_for
+from batchrun.emulator.summaries import split_sentences, truncate_tokens
 from batchrun.emulator.vectors import DIMENSIONS, embed, embed_base64
+from batchrun.service.catalog import MODELS
 
 AUTH = {"Authorization": "Bearer test-token"}
 THINKER = "qwen3-32b-awq"

@@ -7,7 +7,8 @@ import itertools
 
 import pytest
 
-from batchrun.pacing import DECREASE, HEADROOM, InFlight, Pacer
+from batchrun.service.pacing import DECREASE, HEADROOM, InFlight, Pacer
+from batchrun.service.teampacing import TeamSlots
 
 
 class FakeClock:
@@ -80,11 +81,43 @@ def test_429_cuts_the_rate_once_per_window_then_it_recovers_additively() -> None
     assert pacer.rate == pytest.approx(ceiling)
 
 
-def test_expected_wait_prefers_the_idle_model() -> None:
+async def test_expected_wait_prefers_the_idle_model() -> None:
     clock = FakeClock()
-    busy, idle = Pacer(2.0, clock=clock), Pacer(2.0, clock=clock)
-    busy._next = clock.now + 2.0
-    assert idle.expected_wait() < busy.expected_wait()
+    busy = Pacer(2.0, clock=clock, sleep=clock.sleep)
+    idle = Pacer(2.0, clock=clock, sleep=clock.sleep)
+    await busy.slot()  # its next slot is half a second away
+
+    assert idle.expected_wait() == 0.0
+    assert busy.expected_wait() == pytest.approx(1 / (2.0 * HEADROOM))
+
+
+class BusyTeam:
+    """A team limiter whose model ``busy`` is reserved ``ahead`` seconds out by others."""
+
+    def __init__(self, ahead: float) -> None:
+        self.ahead = ahead
+
+    async def reserve(self, model: str, interval_s: float) -> float:
+        return self.ahead if model == "busy" else 0.0
+
+
+async def test_team_slots_tell_the_pool_which_model_the_team_keeps_busy() -> None:
+    clock = FakeClock()
+    team = BusyTeam(ahead=0.0)
+    pacers = {
+        name: Pacer(2.0, TeamSlots(name, team, clock=clock, sleep=clock.sleep), clock=clock)
+        for name in ("busy", "free")
+    }
+    for pacer in pacers.values():
+        await pacer.slot()
+    team.ahead = 5.0  # another process has reserved the next five seconds of "busy"
+
+    await pacers["busy"].slot()
+    waits = {name: pacer.expected_wait() for name, pacer in pacers.items()}
+
+    assert waits["free"] == 0.0
+    assert waits["busy"] == pytest.approx(1 / (2.0 * HEADROOM))
+    assert min(waits, key=waits.__getitem__) == "free"
 
 
 def test_in_flight_grows_with_latency() -> None:

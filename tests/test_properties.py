@@ -29,7 +29,7 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from batchrun.cli import main
-from batchrun.parts import read_columns
+from batchrun.output.parts import read_columns
 from tests.test_cli import start_emulator, stop_emulator
 
 KEY = "tok-test-properties-7731"
@@ -595,12 +595,6 @@ def test_params_with_a_huge_integer_exit_2(
         assert_clean(call("run", "job.toml", "--limit", "3"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="inputs._jsonl_id_hashes reads ids with polars, which keeps the first of a "
-    "repeated key while the reader (orjson) keeps the last: the duplicate id is missed, "
-    "validate exits 0 and run writes one row for two input rows",
-)
 @PINNED
 @given(first=st.text(min_size=1, max_size=5), other=st.text(min_size=1, max_size=5))
 @example(first="a", other="b")

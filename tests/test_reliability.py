@@ -18,16 +18,16 @@ from typing import Any
 
 import pytest
 
-from batchrun.answers import split_think
-from batchrun.catalog import MODELS
 from batchrun.cli import main
 from batchrun.emulator import EmulatorConfig, running_emulator
-from batchrun.emulator.answers import chat_answer
+from batchrun.emulator.summaries import summarise
 from batchrun.errors import OutputError
 from batchrun.job import load_job
-from batchrun.parts import part_files, read_columns
-from batchrun.runner import EXIT_OK, EXIT_ROWS_FAILED, RunOptions, run_job
-from batchrun.store import Store
+from batchrun.output.parts import part_files, read_columns
+from batchrun.output.store import Store
+from batchrun.runner import RunOptions, run_job
+from batchrun.service.answers import split_think
+from batchrun.service.catalog import MODELS
 from tests.conftest import news_rows
 from tests.test_cli import KEY, batchrun, finish, start_emulator, stop_emulator
 
@@ -37,7 +37,7 @@ QUIET = RunOptions(progress=False)
 def expected_content(row: dict[str, Any]) -> str:
     """What the emulator answers for a row of make_job's chat job (it is deterministic)."""
     messages = (("system", "/no_think Be brief."), ("user", f"Summarise:\n\n{row['text']}"))
-    answer = chat_answer(MODELS["qwen3-32b-awq"], messages, None)
+    answer = summarise(MODELS["qwen3-32b-awq"], messages, None)
     return split_think(answer.content)[0]
 
 
@@ -102,7 +102,7 @@ async def test_a_misbehaving_service_loses_no_row_and_writes_no_wrong_one(
     settings = "stream = true\ntimeout_s = 1.5\nidle_timeout_s = 0.5\nmax_attempts = 20"
     async with running_emulator(chaos) as url:
         job = load_job(make_job(rows, base_url=url, rps=100, run=settings))
-        assert await run_job(job, QUIET, io.StringIO()) == EXIT_OK
+        assert (await run_job(job, QUIET, io.StringIO())).ok
     check_row_by_row(rows)
 
 
@@ -114,7 +114,7 @@ async def test_a_rejected_text_in_a_packed_request_fails_alone(
     rows[7]["text"] = "x" * 40_000  # over the service's input limit: 400
     async with running_emulator(EmulatorConfig(rps_scale=50)) as url:
         job = load_job(make_job(rows, kind="embeddings", base_url=url, run="batch_size = 8"))
-        assert await run_job(job, QUIET, io.StringIO()) == EXIT_ROWS_FAILED
+        assert (await run_job(job, QUIET, io.StringIO())).failed_rows
     table = read_columns(Path("out"), ["id", "status", "error"]).to_pylist()
     failed = [row for row in table if row["status"] == "failed"]
     assert [row["id"] for row in failed] == ["n00007"]
@@ -129,14 +129,14 @@ async def test_retry_failed_replaces_failed_rows_and_keeps_each_id_once(
     rows = news_rows(30)
     async with running_emulator(EmulatorConfig(rps_scale=50, fail_rate=0.5, seed=1)) as url:
         job = load_job(make_job(rows, base_url=url, rps=100, run="max_attempts = 1"))
-        assert await run_job(job, QUIET, io.StringIO()) == EXIT_ROWS_FAILED
+        assert (await run_job(job, QUIET, io.StringIO())).failed_rows
     first = read_columns(Path("out"), ["status"]).column("status").to_pylist()
     assert 0 < first.count("failed") < 30
     async with running_emulator(EmulatorConfig(rps_scale=50)) as url:
         job = load_job(make_job(rows, base_url=url, rps=100, run="max_attempts = 1"))
-        assert await run_job(job, QUIET, io.StringIO()) == EXIT_ROWS_FAILED  # resume: no-op
+        assert (await run_job(job, QUIET, io.StringIO())).failed_rows  # resume: no-op
         retry = RunOptions(progress=False, retry_failed=True)
-        assert await run_job(job, retry, io.StringIO()) == EXIT_OK
+        assert (await run_job(job, retry, io.StringIO())).ok
     check_row_by_row(rows)
 
 
@@ -162,7 +162,7 @@ async def test_unwritable_output_stops_the_run_and_nothing_is_lost(
             await run_job(job, QUIET, io.StringIO())
         monkeypatch.setattr(Store, "append", original)
         assert 0 < read_columns(Path("out"), ["id"]).num_rows < 40
-        assert await run_job(job, QUIET, io.StringIO()) == EXIT_OK
+        assert (await run_job(job, QUIET, io.StringIO())).ok
     check_row_by_row(rows)
 
 

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import pytest
 
-from batchrun.errors import RetryableError
-from batchrun.retry import RETRY_AFTER_MAX, RetryPolicy, backoff_delay
+from batchrun.errors import RetryableError, RowError
+from batchrun.job import RunSpec
+from batchrun.service.retry import (
+    RETRY_AFTER_MAX,
+    Action,
+    Decision,
+    RetryPolicy,
+    backoff_delay,
+    decide,
+)
 
-POLICY = RetryPolicy(max_attempts=8, base_delay=1.0, max_delay=60.0, server_error_delay=5.0)
+POLICY = RetryPolicy.from_run(RunSpec())  # 8 attempts, 1 s base, 60 s cap, 5 s after a 5xx
 SAMPLES = 400
 
 
@@ -77,7 +86,7 @@ def test_server_error_after_many_attempts_keeps_the_longer_backoff() -> None:
 
 
 def test_server_error_delay_never_exceeds_max_delay() -> None:
-    policy = RetryPolicy(base_delay=1.0, max_delay=6.0, server_error_delay=5.0)
+    policy = replace(POLICY, base_delay=1.0, max_delay=6.0, server_error_delay=5.0)
 
     waits = delays(1, policy, RetryableError("503", status=503))
 
@@ -96,6 +105,54 @@ def test_backoff_is_pure_same_seed_same_delays() -> None:
 
 
 def test_zero_base_delay_retries_at_once() -> None:
-    policy = RetryPolicy(base_delay=0.0, max_delay=0.0, server_error_delay=0.0)
+    policy = replace(POLICY, base_delay=0.0, max_delay=0.0, server_error_delay=0.0)
 
     assert delays(3, policy, RetryableError("503", status=503)) == [0.0] * SAMPLES
+
+
+def test_policy_takes_the_job_files_run_settings() -> None:
+    run = RunSpec(max_attempts=3, backoff_base_s=0.5, backoff_max_s=9, fallback_after=2)
+
+    policy = RetryPolicy.from_run(run)
+
+    assert (policy.max_attempts, policy.base_delay, policy.max_delay) == (3, 0.5, 9)
+    assert (policy.server_error_delay, policy.fallback_after) == (5.0, 2)
+
+
+def test_decide_retries_a_retryable_error_after_the_backoff_delay() -> None:
+    error = RetryableError("429", status=429, retry_after=2.0)
+
+    decision = decide(error, 1, 1, POLICY, random.Random(0), splittable=False)
+
+    assert decision == Decision(Action.RETRY, delay=2.0, fallback=False)
+
+
+def test_decide_gives_up_when_the_attempts_run_out() -> None:
+    error = RetryableError("503 from x", status=503)
+
+    decision = decide(error, POLICY.max_attempts, 0, POLICY, random.Random(0), splittable=False)
+
+    assert decision.action is Action.GIVE_UP
+    assert decision.reason == f"gave up after {POLICY.max_attempts} attempts: 503 from x"
+
+
+def test_decide_falls_back_once_the_streak_reaches_fallback_after() -> None:
+    error = RetryableError("503", status=503)
+    rng = random.Random(0)
+
+    early = decide(error, 2, POLICY.fallback_after - 1, POLICY, rng, splittable=False)
+    due = decide(error, 3, POLICY.fallback_after, POLICY, rng, splittable=False)
+
+    assert (early.fallback, due.fallback) == (False, True)
+
+
+@pytest.mark.parametrize(("splittable", "action"), [(True, Action.SPLIT), (False, Action.GIVE_UP)])
+def test_decide_splits_a_rejected_request_that_can_be_split(
+    splittable: bool, action: Action
+) -> None:
+    error = RowError("400 bad request: input[3] is empty", status=400)
+
+    decision = decide(error, 1, 0, POLICY, random.Random(0), splittable=splittable)
+
+    assert decision.action is action
+    assert decision.reason == ("" if splittable else "400 bad request: input[3] is empty")

@@ -14,9 +14,9 @@ import pytest
 from batchrun.emulator import EmulatorConfig, running_emulator
 from batchrun.errors import FatalError
 from batchrun.job import load_job
-from batchrun.parts import read_columns
-from batchrun.runner import EXIT_OK, RunOptions, run_job
-from batchrun.store import read_json
+from batchrun.output.layout import read_json
+from batchrun.output.parts import read_columns
+from batchrun.runner import RunOptions, run_job
 from tests.conftest import news_rows
 
 QUIET = RunOptions(progress=False)
@@ -43,7 +43,7 @@ def _token(monkeypatch: pytest.MonkeyPatch) -> None:
 async def test_chat_job_writes_one_ok_row_per_input_row(make_job: Callable[..., Path]) -> None:
     async with running_emulator(EmulatorConfig(rps_scale=20)) as url:
         job = load_job(make_job(base_url=url, rps=40))
-        assert await run_job(job, QUIET, io.StringIO()) == EXIT_OK
+        assert (await run_job(job, QUIET, io.StringIO())).ok
     rows = output_rows()
     assert set(rows) == {row["id"] for row in news_rows(20)}
     assert all(row["status"] == "ok" and row["content"] for row in rows.values())
@@ -60,7 +60,7 @@ async def test_thinking_answer_is_split_from_content(make_job: Callable[..., Pat
     async with running_emulator(EmulatorConfig(rps_scale=20)) as url:
         path = make_job(base_url=url, rps=40)
         path.write_text(path.read_text().replace("/no_think ", ""))
-        assert await run_job(load_job(path), QUIET, io.StringIO()) == EXIT_OK
+        assert (await run_job(load_job(path), QUIET, io.StringIO())).ok
     rows = output_rows()
     assert all(row["reasoning"] and "<think>" not in row["content"] for row in rows.values())
 
@@ -68,7 +68,7 @@ async def test_thinking_answer_is_split_from_content(make_job: Callable[..., Pat
 async def test_pacing_never_exceeds_the_limit_in_any_second(make_job: Callable[..., Path]) -> None:
     async with running_emulator(EmulatorConfig(rps_scale=5)) as url:  # qwen3-32b-awq: 10 RPS
         job = load_job(make_job(news_rows(40), base_url=url, rps=10, run="concurrency = 16"))
-        assert await run_job(job, QUIET, io.StringIO()) == EXIT_OK
+        assert (await run_job(job, QUIET, io.StringIO())).ok
         stats = (await server_stats(url))["models"]["qwen3-32b-awq"]
     assert stats["throttled"] == 0
     assert stats["max_in_window"] <= 10
@@ -78,7 +78,7 @@ async def test_pacing_never_exceeds_the_limit_in_any_second(make_job: Callable[.
 async def test_embeddings_job_packs_rows_and_keeps_order(make_job: Callable[..., Path]) -> None:
     async with running_emulator(EmulatorConfig(rps_scale=20)) as url:
         job = load_job(make_job(kind="embeddings", base_url=url, run="batch_size = 7"))
-        assert await run_job(job, QUIET, io.StringIO()) == EXIT_OK
+        assert (await run_job(job, QUIET, io.StringIO())).ok
         stats = (await server_stats(url))["models"]["bge-m3"]
         async with aiohttp.ClientSession() as session:
             texts = [row["text"] for row in news_rows(20)]
@@ -99,7 +99,7 @@ async def test_resume_skips_done_rows_and_finishes_the_rest(make_job: Callable[.
         await run_job(job, RunOptions(limit=7, progress=False), io.StringIO())
         assert len(output_rows()) == 7
         out = io.StringIO()
-        assert await run_job(job, QUIET, out) == EXIT_OK
+        assert (await run_job(job, QUIET, out)).ok
         stats = (await server_stats(url))["models"]["qwen3-32b-awq"]
     assert len(output_rows()) == 20
     assert stats["accepted"] == 20  # no row sent twice
@@ -110,7 +110,7 @@ async def test_faults_are_retried_and_no_row_is_lost(make_job: Callable[..., Pat
     faults = EmulatorConfig(rps_scale=20, fail_rate=0.2, drop_rate=0.1, seed=3)
     async with running_emulator(faults) as url:
         job = load_job(make_job(news_rows(30), base_url=url, rps=40, run="timeout_s = 5"))
-        assert await run_job(job, QUIET, io.StringIO()) == EXIT_OK
+        assert (await run_job(job, QUIET, io.StringIO())).ok
     rows = output_rows()
     assert len(rows) == 30
     assert all(row["status"] == "ok" for row in rows.values())
@@ -123,7 +123,7 @@ async def test_streamed_chat_retries_cut_streams(
     faults = EmulatorConfig(rps_scale=20, cut_stream_rate=0.3, seed=5)
     async with running_emulator(faults) as url:
         job = load_job(make_job(base_url=url, rps=40, run="stream = true"))
-        assert await run_job(job, QUIET, io.StringIO()) == EXIT_OK
+        assert (await run_job(job, QUIET, io.StringIO())).ok
     streamed = output_rows()
     assert len(streamed) == 20
     assert any(row["attempts"] > 1 for row in streamed.values())

@@ -12,16 +12,18 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from batchrun.answers import ChatAnswer, EmbeddingAnswer
 from batchrun.errors import FatalError, RetryableError, RowError
+from batchrun.input.readers import input_files
 from batchrun.job import Job, load_job
-from batchrun.parts import read_columns
+from batchrun.output.parts import read_columns
+from batchrun.output.store import Store
+from batchrun.output.writer import Writer
 from batchrun.progress import Progress
-from batchrun.results import output_schema
 from batchrun.scheduler import Plan, Scheduler
-from batchrun.sources import input_files
+from batchrun.sender import Sender
+from batchrun.service.answers import ChatAnswer, EmbeddingAnswer
 from batchrun.stats import RunStats
-from batchrun.store import Store
+from batchrun.tasks import job_schema, task_for
 from tests.conftest import news_rows
 
 Script = Callable[[str, dict[str, Any], int], Any]
@@ -64,19 +66,15 @@ class Sleeps:
 
 
 async def run_fake(job: Job, service: FakeService, sleeps: Sleeps | None = None) -> pa.Table:
-    schema = output_schema(job.kind, {"title": pa.string()}, job.models)
+    schema = job_schema(job, {"title": pa.string()})
     store = Store(Path(job.spec.output.path), schema).open()
     stats = RunStats()
-    plan = Plan(job, input_files(job.spec.input.path), schema)
-    scheduler = Scheduler(
-        plan,
-        service,
-        store,
-        stats,
-        Progress(stats, enabled=False),
-        sleep=sleeps or Sleeps(),
-        rng=random.Random(1),
-    )
+    plan = Plan(job, input_files(job.spec.input.path))
+    task = task_for(job, schema)
+    sleep = sleeps or Sleeps()
+    sender = Sender.for_job(job, task, service, stats, sleep=sleep, rng=random.Random(1))
+    writer = Writer(store, schema, stats, Progress(stats, enabled=False), 20_000, 300.0)
+    scheduler = Scheduler(plan, task, sender, writer, stats)
     try:
         await scheduler.run()
     finally:

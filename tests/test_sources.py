@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from batchrun.errors import JobError
-from batchrun.sources import Record, input_files, read_records
+from batchrun.input.readers import Record, input_files, read_records
 from tests.conftest import news_rows, write_jsonl
 
 

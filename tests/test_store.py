@@ -16,19 +16,17 @@ import pyarrow.parquet as pq
 import pytest
 
 from batchrun.errors import OutputError
-from batchrun.parts import part_files, read_columns
-from batchrun.results import output_schema
+from batchrun.output.identity import FORMAT_VERSION, check_identity
+from batchrun.output.layout import read_json
+from batchrun.output.parts import part_files, read_columns
+from batchrun.output.rows import output_schema
+from batchrun.output.store import Store, move_aside
 from batchrun.shards import Shard
-from batchrun.store import (
-    Store,
-    check_identity,
-    move_aside,
-    read_json,
-)
+from batchrun.tasks.chat import FIELDS as CHAT_FIELDS
 
 MODEL = "qwen3-32b-awq"
 JOURNAL_GLOB = ".journal-*.arrows"
-SCHEMA = output_schema("chat", {"title": pa.string()}, (MODEL,))
+SCHEMA = output_schema({"title": pa.string()}, CHAT_FIELDS)
 
 
 def rows(start: int, count: int) -> pa.Table:
@@ -203,7 +201,7 @@ def test_lock_and_journal_of_a_dead_process_are_taken_over(tmp_path: Path) -> No
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         from pathlib import Path
         from test_store import SCHEMA, rows
-        from batchrun.store import Store
+        from batchrun.output.store import Store
         store = Store(Path({str(out)!r}), SCHEMA).open()
         store.append(rows(0, 5))
         os._exit(0)
@@ -237,6 +235,7 @@ def test_check_identity_records_the_job_on_first_use(tmp_path: Path) -> None:
         "name": "digest",
         "kind": "chat",
         "fingerprint": "abc123",
+        "format": FORMAT_VERSION,
     }
 
 

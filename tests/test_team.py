@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from batchrun.parts import read_columns
-from batchrun.teampacing import TeamLimiter
+from batchrun.output.parts import read_columns
+from batchrun.service.teampacing import TeamLimiter
 from tests.conftest import RedisServer, free_port, news_rows, write_job, write_jsonl
 from tests.test_cli import KEY, finish, start_emulator, stop_emulator
 

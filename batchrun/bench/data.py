@@ -16,10 +16,13 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from batchrun.catalog import Kind
-from batchrun.inputs import open_input
+from batchrun.input.checks import open_input
 from batchrun.job import load_job
-from batchrun.results import OK, output_schema
+from batchrun.output.identity import check_identity
+from batchrun.output.layout import OutputLayout
+from batchrun.output.rows import OK
+from batchrun.service.catalog import Kind
+from batchrun.tasks import job_schema
 
 CHAT_MODEL = "qwen3-32b-awq"
 EMBED_MODEL = "bge-m3"
@@ -27,6 +30,18 @@ SYSTEM = "/no_think Be brief."
 USER = "Summarise:\n\n{text}"
 PARAMS: dict[str, Any] = {"temperature": 0.3, "max_tokens": 64}
 CHUNK_LINES = 500_000
+MODEL_OF: dict[Kind, str] = {"chat": CHAT_MODEL, "embeddings": EMBED_MODEL}
+REQUEST_LINES: dict[Kind, list[str]] = {
+    "chat": [
+        "[prompt]",
+        f"system = {json.dumps(SYSTEM)}",
+        f"user = {json.dumps(USER)}",
+        "[params]",
+        *(f"{key} = {json.dumps(value)}" for key, value in PARAMS.items()),
+    ],
+    "embeddings": ['text = "text"'],
+}
+"""What a bench job of each kind sends: the rest of [input], [prompt] and [params]."""
 
 NEWS = (
     b'{"id":"r%08d","title":"Item %d","text":"Item %d happened today. The city council met '
@@ -65,15 +80,10 @@ def write_job(
     run: Mapping[str, Any] | None = None,
 ) -> Path:
     """A job file over ``input_path`` writing to ``<path's dir>/out-<stem>``."""
-    model = CHAT_MODEL if kind == "chat" else EMBED_MODEL
+    model = MODEL_OF[kind]
     lines = [f"name = {_toml(path.stem)}", f"kind = {_toml(kind)}", f"model = {_toml(model)}"]
     lines += ["[endpoint]", f"base_url = {_toml(base_url)}", 'api_key_env = "SCIBOX_API_KEY"']
-    lines += ["[input]", f"path = {_toml(str(input_path))}", 'id = "id"']
-    if kind == "chat":
-        lines += ["[prompt]", f"system = {_toml(SYSTEM)}", f"user = {_toml(USER)}", "[params]"]
-        lines += [f"{key} = {_toml(value)}" for key, value in PARAMS.items()]
-    else:
-        lines.append('text = "text"')
+    lines += ["[input]", f"path = {_toml(str(input_path))}", 'id = "id"', *REQUEST_LINES[kind]]
     output = path.parent / f"out-{path.stem}"
     lines += ["[output]", f"path = {_toml(str(output))}", f"keep = {_toml(list(keep))}"]
     lines += ["[run]", *(f"{key} = {_toml(value)}" for key, value in (run or {}).items())]
@@ -108,7 +118,7 @@ def write_done_part(job_path: Path, count: int) -> Path:
     job's identity beside it, as a finished earlier run would have left them."""
     job = load_job(job_path)
     _, kept = open_input(job)
-    schema = output_schema(job.kind, kept, job.models)
+    schema = job_schema(job, kept)
     ids = pa.array([row_id(i) for i in range(count)], pa.string())
     values: dict[str, object] = {
         "model": job.models[0],
@@ -122,10 +132,9 @@ def write_done_part(job_path: Path, count: int) -> Path:
     ]
     output = Path(job.spec.output.path)
     output.mkdir(parents=True, exist_ok=True)
-    part = output / "part-bench.parquet"
+    part = OutputLayout(output).part("bench")
     pq.write_table(pa.Table.from_arrays(columns, schema=schema), part)
-    identity = {"name": job.name, "kind": job.kind, "fingerprint": job.fingerprint()}
-    (output / "_job.json").write_bytes(orjson.dumps(identity))
+    check_identity(output, job.name, job.kind, job.fingerprint())
     return part
 
 

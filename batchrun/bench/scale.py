@@ -22,7 +22,7 @@ from batchrun.bench.data import (
 from batchrun.bench.processes import Emulator, Run, run_batchrun
 from batchrun.bench.table import Figure, Spec
 from batchrun.bench.workspace import Workspace
-from batchrun.catalog import Kind
+from batchrun.service.catalog import Kind
 
 LIFTED = 1_000_000.0
 BATCH = 64
@@ -56,9 +56,12 @@ def lifted(ws: Workspace) -> list[Figure]:
     ]
 
 
+RUN_SETTINGS: dict[Kind, dict[str, int]] = {"chat": {}, "embeddings": {"batch_size": BATCH}}
+
+
 def _run_lifted(job: Path, kind: Kind, data: Path) -> tuple[Run, float]:
     """The run, and the CPU seconds its emulator used."""
-    run = {"batch_size": BATCH} if kind == "embeddings" else {}
+    run = RUN_SETTINGS[kind]
     with Emulator(job.parent, rps_scale=LIFTED, name=f"emulator-{job.stem}") as emulator:
         write_job(job, kind=kind, base_url=emulator.base_url, input_path=data, rps=LIFTED, run=run)
         done = run_batchrun(job)

@@ -5,9 +5,11 @@ deterministically (an extractive summary for chat, hashed word features for embe
 injects seeded faults (500/503, dropped connections, cut and stalled streams, latency spikes)
 and reports what it saw at ``GET /stats``, so tests and benchmarks measure pacing at the server.
 
-Modules: ``config`` (EmulatorConfig), ``limits`` (the sliding window), ``faults`` (the seeded
-draw), ``answers`` and ``vectors`` (deterministic content), ``payloads`` (request checks),
-``streaming`` (SSE), ``stats`` (the counters), ``server`` (routes), ``serving`` (sockets).
+Modules (named for what they are here, apart from the runner's own): ``config``
+(EmulatorConfig), ``limits`` (the sliding window), ``faults`` (the seeded draw), ``summaries``
+and ``vectors`` (deterministic content), ``bodies`` (request checks), ``streaming`` (SSE),
+``counters`` (what ``/stats`` reports), ``server`` (routes), ``serving`` (sockets). It shares
+only the model catalog (``batchrun.service.catalog``) with the runner.
 """
 
 from batchrun.emulator.config import EmulatorConfig

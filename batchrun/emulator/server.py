@@ -21,12 +21,7 @@ from typing import TypeVar
 import orjson
 from aiohttp import web
 
-from batchrun.catalog import MODELS, ModelInfo
-from batchrun.emulator.answers import chat_answer, count_tokens
-from batchrun.emulator.config import EmulatorConfig
-from batchrun.emulator.faults import Fault, FaultPlan, Verdict
-from batchrun.emulator.limits import Clock, window_for
-from batchrun.emulator.payloads import (
+from batchrun.emulator.bodies import (
     BadRequest,
     UnknownModel,
     chat_request,
@@ -34,9 +29,14 @@ from batchrun.emulator.payloads import (
     find_model,
     parse_body,
 )
-from batchrun.emulator.stats import ModelStats, Stats
+from batchrun.emulator.config import EmulatorConfig
+from batchrun.emulator.counters import Counters, ModelCounters
+from batchrun.emulator.faults import Fault, FaultPlan, Verdict
+from batchrun.emulator.limits import Clock, window_for
 from batchrun.emulator.streaming import close_connection, event_lines, send_events, usage_json
+from batchrun.emulator.summaries import count_tokens, summarise
 from batchrun.emulator.vectors import embed, embed_base64
+from batchrun.service.catalog import MODELS, ModelInfo
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _Checked = TypeVar("_Checked")
@@ -76,7 +76,7 @@ class Admission:
     raw: bytes
     body: dict[str, object]
     model: ModelInfo
-    stats: ModelStats
+    stats: ModelCounters
 
     def check(self, parse: Callable[[dict[str, object], ModelInfo], _Checked]) -> _Checked:
         """The typed request ``parse`` makes of the body; a 400 (counted) if it is wrong."""
@@ -93,8 +93,8 @@ class Emulator:
     def __init__(self, config: EmulatorConfig, clock: Clock = time.monotonic) -> None:
         self.config = config
         windows = {name: info.rps * config.rps_scale for name, info in MODELS.items()}
-        self.stats = Stats(
-            {name: ModelStats(rps, window_for(rps, clock)) for name, rps in windows.items()}
+        self.stats = Counters(
+            {name: ModelCounters(rps, window_for(rps, clock)) for name, rps in windows.items()}
         )
         self.faults = FaultPlan(config)
         self.stopping = asyncio.Event()
@@ -130,7 +130,7 @@ class Emulator:
             raise _throttled(model.name, stats, wait)
         return Admission(raw, body, model, stats)
 
-    async def inject(self, request: web.Request, stats: ModelStats, stream: bool) -> Verdict:
+    async def inject(self, request: web.Request, stats: ModelCounters, stream: bool) -> Verdict:
         """Draw this request's faults, fail it now if it should, and sleep its spike."""
         verdict = self.faults.draw(stream)
         stats.record(verdict)
@@ -156,7 +156,7 @@ def _bad_request(exc: BadRequest) -> HttpError:
     return HttpError(400, str(exc), "invalid_request_error", "invalid_request")
 
 
-def _throttled(name: str, stats: ModelStats, wait: float) -> HttpError:
+def _throttled(name: str, stats: ModelCounters, wait: float) -> HttpError:
     limit, period = stats.window.capacity, stats.window.period
     message = f"Rate limit exceeded for '{name}': {limit} requests per {period:g} s; retry later"
     retry = {
@@ -200,7 +200,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     admitted = await emulator.admit(request)
     chat = admitted.check(chat_request)
     verdict = await emulator.inject(request, admitted.stats, chat.stream)
-    answer = chat_answer(chat.model, chat.messages, chat.max_tokens)
+    answer = summarise(chat.model, chat.messages, chat.max_tokens)
     head: dict[str, object] = {
         "id": "chatcmpl-" + hashlib.blake2s(admitted.raw, digest_size=12).hexdigest(),
         "created": int(time.time()),

@@ -13,10 +13,10 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from batchrun.catalog import MODELS
 from batchrun.emulator.config import EmulatorConfig
+from batchrun.emulator.counters import Counters
 from batchrun.emulator.server import EMULATOR, make_app
-from batchrun.emulator.stats import Stats
+from batchrun.service.catalog import MODELS
 
 _SHUTDOWN_S = 2.0
 """How long stopping waits for requests still being answered (sleeping latency or spikes)."""
@@ -69,7 +69,7 @@ async def _serve_forever(app: web.Application, host: str, port: int) -> None:
         await asyncio.Event().wait()
 
 
-def stats_lines(stats: Stats) -> str:
+def stats_lines(stats: Counters) -> str:
     """One line per model: what it accepted, throttled, rejected and failed on purpose."""
     lines = []
     for name, model in stats.models.items():

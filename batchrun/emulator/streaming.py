@@ -16,8 +16,8 @@ import re
 import orjson
 from aiohttp import web
 
-from batchrun.emulator.answers import ChatAnswer
 from batchrun.emulator.faults import Fault
+from batchrun.emulator.summaries import Summary
 
 STALL_S = 3600.0
 """How long a stalled stream stays silent if neither the client nor the server gives up."""
@@ -27,7 +27,7 @@ _HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
 DONE = b"data: [DONE]\n\n"
 
 
-def usage_json(answer: ChatAnswer) -> dict[str, int]:
+def usage_json(answer: Summary) -> dict[str, int]:
     """The ``usage`` object of a chat answer."""
     return {
         "prompt_tokens": answer.prompt_tokens,
@@ -36,7 +36,7 @@ def usage_json(answer: ChatAnswer) -> dict[str, int]:
     }
 
 
-def event_lines(head: dict[str, object], answer: ChatAnswer) -> list[bytes]:
+def event_lines(head: dict[str, object], answer: Summary) -> list[bytes]:
     """Every SSE line of a stream, ``[DONE]`` included; ``head`` holds id, created, model."""
     head = {**head, "object": "chat.completion.chunk"}
 

@@ -37,6 +37,15 @@ class Record:
     def where(self) -> str:
         return location(self.file, self.line)
 
+    def missing_text(self, columns: Sequence[str]) -> str | None:
+        """The first of ``columns`` that holds no text to send, or None."""
+        return next((name for name in columns if not has_text(self.values.get(name))), None)
+
+
+def has_text(value: object) -> bool:
+    """The one rule for what a request can send: a string with more than whitespace."""
+    return isinstance(value, str) and bool(value.strip())
+
 
 def location(file: Path, number: int) -> str:
     """'news.jsonl:12' for a JSONL line, 'corpus.parquet row 12' for a Parquet row."""
@@ -70,6 +79,22 @@ def read_records(
 ) -> Iterator[list[Record]]:
     """Every row of ``files`` in order, as batches of Records holding ``columns``."""
     return iter(RecordReader(files, id_column, columns, batch_rows=batch_rows))
+
+
+def read_ids(file: Path, id_column: str) -> Iterator[str]:
+    """Every id of one file, in order, parsed exactly as ``RecordReader`` parses it (a JSONL
+    line that repeats its id key has the id orjson keeps: the last)."""
+    if file.suffix in PARQUET_SUFFIXES:
+        parquet, number = _parquet_file(file), 0
+        for batch in parquet.iter_batches(batch_size=BATCH_ROWS * 64, columns=[id_column]):
+            for value in batch.column(0).to_pylist():
+                number += 1
+                yield _row_id(value, file, number)
+        return
+    with file.open("rb") as lines:
+        for number, line in enumerate(lines, start=1):
+            if line.strip():
+                yield _row_id(_parse_line(file, number, line).get(id_column), file, number)
 
 
 class RecordReader:

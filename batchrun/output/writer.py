@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
+from batchrun.output.rows import FAILED, Row, rows_to_table
+from batchrun.output.store import Store
 from batchrun.progress import Progress
-from batchrun.results import FAILED, Row, rows_to_table
 from batchrun.stats import RunStats
-from batchrun.store import Store
 
 
 @dataclass

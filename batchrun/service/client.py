@@ -1,9 +1,11 @@
 """The only place that speaks HTTP: SciBox's OpenAI-compatible API over aiohttp.
 
-Statuses and aiohttp's exceptions are translated here, once, into batchrun's error tree:
-429/408/5xx, timeouts and dropped connections become ``RetryableError`` (with ``Retry-After``);
-400 becomes ``RowError``; 401/403/404 become ``FatalError`` with a message that says what to fix.
-The API key lives in one header and never appears in a message or a ``repr()``.
+Statuses and aiohttp's exceptions are translated here, once, into batchrun's error tree, by
+the rules of ``batchrun.service.statuses``: 429/408/5xx, timeouts and dropped connections become
+``RetryableError`` (with ``Retry-After``); 400 becomes ``RowError``; 401/403/404 become
+``FatalError`` with a message that says what to fix. Every error names the model it was sent to.
+The API key lives in one header and never appears in a message or a ``repr()``: the one
+redaction of what the service echoes back is ``Api._redact``.
 """
 
 from __future__ import annotations
@@ -19,17 +21,18 @@ import aiohttp
 import orjson
 from aiohttp.http_exceptions import HttpProcessingError
 
-from batchrun.answers import (
+from batchrun.errors import ApiError, FatalError, RetryableError, RowError
+from batchrun.job import EndpointSpec, RunSpec
+from batchrun.service.answers import (
     ChatAnswer,
     EmbeddingAnswer,
     StreamAccumulator,
     chat_answer,
     embedding_answer,
 )
-from batchrun.errors import ApiError, FatalError, RetryableError, RowError
+from batchrun.service.statuses import error_class
 
-RETRYABLE_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
-ROW_STATUSES = frozenset({400, 413, 422})
+CONNECT_TIMEOUT_MAX_S = 30.0
 
 
 class Api:
@@ -40,19 +43,33 @@ class Api:
         base_url: str,
         api_key: str,
         *,
-        timeout_s: float = 120.0,
-        idle_timeout_s: float | None = None,
-        key_env: str = "SCIBOX_API_KEY",
-        max_connections: int = 256,
+        timeout_s: float,
+        idle_timeout_s: float | None,
+        key_env: str,
+        max_connections: int,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._key = api_key
         self._key_env = key_env
         self._timeout = aiohttp.ClientTimeout(
-            total=timeout_s, sock_connect=min(timeout_s, 30.0), sock_read=idle_timeout_s
+            total=timeout_s,
+            sock_connect=min(timeout_s, CONNECT_TIMEOUT_MAX_S),
+            sock_read=idle_timeout_s,
         )
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
+
+    @classmethod
+    def from_endpoint(cls, endpoint: EndpointSpec, run: RunSpec, base_url: str, token: str) -> Api:
+        """The client a job's ``[endpoint]`` and ``[run]`` ask for, at ``base_url``."""
+        return cls(
+            base_url,
+            token,
+            timeout_s=run.timeout_s,
+            idle_timeout_s=run.idle_timeout_s,
+            key_env=endpoint.api_key_env,
+            max_connections=run.most_in_flight,
+        )
 
     def __repr__(self) -> str:
         return f"Api({self.base_url!r}, key=<hidden>)"
@@ -119,11 +136,13 @@ class Api:
         except ApiError:
             raise
         except (TimeoutError, aiohttp.ServerTimeoutError):
-            raise RetryableError(f"no answer from {url} in time") from None
+            raise RetryableError(f"no answer from {url} in time", model=model) from None
         except aiohttp.ClientConnectorError as exc:
-            raise RetryableError(f"cannot connect to {url}: {exc.os_error}") from None
+            message = f"cannot connect to {url}: {exc.os_error}"
+            raise RetryableError(message, model=model) from None
         except (aiohttp.ClientError, HttpProcessingError, ConnectionError) as exc:
-            raise RetryableError(f"connection to {url} dropped ({type(exc).__name__})") from None
+            message = f"connection to {url} dropped ({type(exc).__name__})"
+            raise RetryableError(message, model=model) from None
 
     async def _json(self, response: aiohttp.ClientResponse) -> dict[str, Any]:
         raw = await response.read()
@@ -141,13 +160,13 @@ class Api:
     ) -> ApiError:
         status = response.status
         detail = self._redact(await _error_detail(response))[:300]
-        if status in RETRYABLE_STATUSES or status >= 500:
-            return RetryableError(
-                f"{status} from {url}: {detail}", status, _retry_after(response.headers)
-            )
-        if status in ROW_STATUSES:
-            return RowError(f"{status} bad request: {detail}", status)
-        return FatalError(self._fatal_advice(status, url, model, detail), status)
+        kind = error_class(status)
+        if kind is RetryableError:
+            retry_after = _retry_after(response.headers)
+            return RetryableError(f"{status} from {url}: {detail}", status, retry_after, model)
+        if kind is FatalError:
+            return FatalError(self._fatal_advice(status, url, model, detail), status, model)
+        return RowError(f"{status} bad request: {detail}", status, model)
 
     def _fatal_advice(self, status: int, url: str, model: str | None, detail: str) -> str:
         if status == 401:

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import orjson
 
-from batchrun.catalog import MODELS, ModelInfo
-from batchrun.emulator.answers import Message
+from batchrun.emulator.summaries import Message
+from batchrun.service.catalog import MODELS, ModelInfo
 
 MAX_INPUT_CHARS = 32_000
 ROLES = frozenset({"system", "user", "assistant", "developer", "tool"})

@@ -1,12 +1,16 @@
 """How fast and how many: per-model pacing that adapts to 429s, and the in-flight limit.
 
-``Pacer`` hands out send slots for one model, one every ``1 / rate`` seconds: the generic cell
-rate algorithm (GCRA) with a burst of 1. The service counts requests in a sliding 1-second
-window, so a 2 RPS model must see one request every 0.5 s, never two at once; a timer that
-fires late pushes the next slot back instead of catching up. (aiolimiter's
-``AsyncLimiter(1, 1 / rate)`` does the same for a fixed rate; ours must change its rate while
-waiters queue, which aiolimiter does not offer.) The rate starts a little under the limit
-(``HEADROOM``) and adapts additive-increase / multiplicative-decrease: a 429 cuts it by
+Pacing is two parts composed. A *slot source* hands out send slots spaced by an interval: the
+generic cell rate algorithm (GCRA) with a burst of 1, kept here in memory (``LocalSlots``) or
+for the whole team in Redis (``batchrun.service.teampacing.TeamSlots``). The service counts
+requests in a sliding 1-second window, so a 2 RPS model must see one request every 0.5 s,
+never two at once; a timer that fires late pushes the next slot back instead of catching up.
+Both sources answer ``expected_wait()``, so a model pool chooses well however it is paced.
+
+``Pacer`` owns one model's adaptive rate and asks its slot source for slots one at a time
+(aiolimiter's ``AsyncLimiter(1, 1 / rate)`` spaces a fixed rate the same way; ours must change
+its rate while waiters queue, which aiolimiter does not offer). The rate starts a little under
+the limit (``HEADROOM``) and adapts additive-increase / multiplicative-decrease: a 429 cuts it by
 ``DECREASE`` (at most once per ``COOLDOWN_S``, so the 429s of one burst count once); every
 second without one gives back ``RECOVERY_PER_S`` of the ceiling, so a rate cut by 30 % probes
 back over about two minutes and a settled run meets about one 429 a minute. A teammate sharing
@@ -26,6 +30,7 @@ import itertools
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Protocol
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
@@ -40,12 +45,41 @@ FIRST_LATENCY_S = 1.0
 RECHECK_S = 0.1
 
 
+class SlotSource(Protocol):
+    """Where a Pacer's send slots come from."""
+
+    async def take(self, interval_s: float) -> None:
+        """Wait for the next slot; the one after it is ``interval_s`` later."""
+
+    def expected_wait(self) -> float:
+        """Seconds until the next slot would be free (a cheap local estimate)."""
+
+
+class LocalSlots:
+    """GCRA with a burst of 1 in this process: one slot every interval, no catch-up."""
+
+    def __init__(self, *, clock: Clock = time.monotonic, sleep: Sleep = asyncio.sleep) -> None:
+        self._clock = clock
+        self._sleep = sleep
+        self._next = clock()
+
+    async def take(self, interval_s: float) -> None:
+        wait = self._next - self._clock()
+        if wait > 0:
+            await self._sleep(wait)
+        self._next = max(self._clock(), self._next) + interval_s
+
+    def expected_wait(self) -> float:
+        return max(self._next - self._clock(), 0.0)
+
+
 class Pacer:
-    """Evenly spaced send slots for one model at an adaptive rate. Create inside the loop."""
+    """One model's adaptive rate; slots from a slot source, taken one at a time."""
 
     def __init__(
         self,
         rps: float,
+        slots: SlotSource | None = None,
         *,
         headroom: float = HEADROOM,
         clock: Clock = time.monotonic,
@@ -56,9 +90,8 @@ class Pacer:
         self.ceiling = rps * headroom
         self.rate = self.ceiling
         self.decreases = 0
+        self._slots = slots or LocalSlots(clock=clock, sleep=sleep)
         self._clock = clock
-        self._sleep = sleep
-        self._next = clock()
         self._lock = asyncio.Lock()
         self._waiting = 0
         self._decreased_at = -math.inf
@@ -69,16 +102,13 @@ class Pacer:
         self._waiting += 1
         try:
             async with self._lock:
-                wait = self._next - self._clock()
-                if wait > 0:
-                    await self._sleep(wait)
-                self._next = max(self._clock(), self._next) + 1 / self.rate
+                await self._slots.take(1 / self.rate)
         finally:
             self._waiting -= 1
 
     def expected_wait(self) -> float:
         """Seconds until a new request would leave: for choosing among a pool's models."""
-        return max(self._next - self._clock(), 0.0) + self._waiting / self.rate
+        return self._slots.expected_wait() + self._waiting / self.rate
 
     def throttled(self) -> None:
         """A 429 came back: slow down (once per cooldown)."""
@@ -117,7 +147,10 @@ class InFlight:
         self._started: dict[int, float] = {}
         """When each request still out was sent, oldest first."""
         self._tickets = itertools.count()
-        self._changed = asyncio.Condition()
+        self._freed = asyncio.Event()
+        """Set when a place is given back. (Not a Condition under ``wait_for``: on Python 3.11
+        a cancellation during ``wait_for``'s own cleanup leaves its inner task re-acquiring
+        the Condition's lock forever, which hung the shutdown after a Ctrl-C.)"""
 
     @property
     def in_flight(self) -> int:
@@ -149,11 +182,12 @@ class InFlight:
     async def permit(self) -> AsyncIterator[Callable[[], None]]:
         """Hold one of the in-flight places; call the yielded function when the request is
         really sent (after its pacing slot), so waiting for a slot is not taken for latency."""
-        async with self._changed:
-            while self.in_flight >= self.limit():
-                with contextlib.suppress(TimeoutError):  # the limit grows as time passes
-                    await asyncio.wait_for(self._changed.wait(), RECHECK_S)
-            self._holders += 1
+        while self.in_flight >= self.limit():
+            self._freed.clear()
+            with contextlib.suppress(TimeoutError):  # the limit grows as time passes
+                async with asyncio.timeout(RECHECK_S):
+                    await self._freed.wait()
+        self._holders += 1
         ticket = next(self._tickets)
 
         def sent() -> None:
@@ -164,5 +198,4 @@ class InFlight:
         finally:
             self._holders -= 1
             self._started.pop(ticket, None)
-            async with self._changed:
-                self._changed.notify()
+            self._freed.set()

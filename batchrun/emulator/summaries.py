@@ -17,7 +17,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 
-from batchrun.catalog import ModelInfo
+from batchrun.service.catalog import ModelInfo
 
 Message = tuple[str, str]
 """(role, content) of one chat message."""
@@ -33,7 +33,7 @@ _FRAMING_TOKENS = 3
 
 
 @dataclass(frozen=True)
-class ChatAnswer:
+class Summary:
     """The assistant's content, why it ended ("stop" or "length") and the token counts."""
 
     content: str
@@ -48,9 +48,7 @@ def count_tokens(text: str) -> int:
 
 
 @functools.lru_cache(maxsize=4096)
-def chat_answer(
-    model: ModelInfo, messages: tuple[Message, ...], max_tokens: int | None
-) -> ChatAnswer:
+def summarise(model: ModelInfo, messages: tuple[Message, ...], max_tokens: int | None) -> Summary:
     """The answer ``model`` gives to ``messages``: same request, same answer."""
     users = [content for role, content in messages if role == "user"] or [""]
     user = users[-1]
@@ -67,7 +65,7 @@ def chat_answer(
         content, cut = truncate_tokens(content, max_tokens)
         finish_reason = "length" if cut else "stop"
     prompt_tokens = sum(count_tokens(text) + _FRAMING_TOKENS for _, text in messages)
-    return ChatAnswer(content, finish_reason, prompt_tokens, count_tokens(content))
+    return Summary(content, finish_reason, prompt_tokens, count_tokens(content))
 
 
 def split_instruction(text: str) -> tuple[str, str]:

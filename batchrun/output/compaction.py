@@ -16,7 +16,8 @@ import polars as pl
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from batchrun.parts import fsync_directory, part_files, part_time, read_columns, write_part
+from batchrun.output.layout import part_time
+from batchrun.output.parts import fsync_directory, part_files, read_columns, write_part
 
 
 def compact(path: Path, holds: Callable[[str], bool] | None = None) -> int:

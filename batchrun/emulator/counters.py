@@ -42,7 +42,7 @@ def _no_times() -> deque[float]:
 
 
 @dataclass
-class ModelStats:
+class ModelCounters:
     """The rate window of one model and the counts of what happened to its requests."""
 
     rps: float
@@ -100,10 +100,10 @@ class ModelStats:
 
 
 @dataclass
-class Stats:
-    """Every model's :class:`ModelStats`, and the requests refused before a model was known."""
+class Counters:
+    """Every model's :class:`ModelCounters`, and the requests refused before a model was known."""
 
-    models: dict[str, ModelStats]
+    models: dict[str, ModelCounters]
     unauthorized: int = 0
     unknown_model: int = 0
 

@@ -1,12 +1,12 @@
-"""Whole-input checks that need one pass over the data: row counts, duplicate ids, and the
-types of the kept columns. polars does the duplicate-id pass (fast, compact); the exact line
-numbers of the first few duplicates come from the streaming reader.
+"""Whole-input checks that need one pass over the data: row counts, duplicate ids, rows with
+no text, and the types of the kept columns. Ids are read by ``readers.read_ids``, with the
+run's own parsing, so the check and the run never disagree on what a row's id is.
 """
 
 from __future__ import annotations
 
-import io
-from collections.abc import Iterator, Sequence
+from array import array
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,13 +14,10 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from batchrun.errors import JobError
+from batchrun.input.readers import PARQUET_SUFFIXES, input_files, read_ids, read_records
 from batchrun.job import Job
-from batchrun.results import reserved_columns
-from batchrun.sources import PARQUET_SUFFIXES, input_files, read_records
 
 DUPLICATES_SHOWN = 5
-CHUNK_BYTES = 32 << 20
 
 
 @dataclass
@@ -39,12 +36,6 @@ def open_input(job: Job) -> tuple[list[Path], dict[str, pa.DataType]]:
     Reads the first batch, so a missing column or a bad first line fails here, before any
     request. Kept columns of JSONL are text (other JSON values are kept as JSON text).
     """
-    clash = sorted(set(job.spec.output.keep) & reserved_columns(job.kind))
-    if clash:
-        raise JobError(
-            f"{job.source}: [output].keep: {', '.join(clash)} would clash with an output column "
-            "of the same name; drop it from keep"
-        )
     files = input_files(job.spec.input.path)
     for _ in read_records(files[:1], job.spec.input.id, job.input_columns, batch_rows=16):
         break
@@ -67,7 +58,7 @@ def check_input(job: Job, files: list[Path]) -> InputCheck:
     are then looked up exactly (a hash collision reports nothing).
     """
     column = job.spec.input.id
-    ordered = pl.concat([_id_hashes(file, column) for file in files]).sort()
+    ordered = pl.concat([_hashes(read_ids(file, column)) for file in files]).sort()
     check = InputCheck(files, rows=len(ordered))
     later = ordered.slice(1)
     repeated = later.filter(later == ordered.slice(0, max(len(ordered) - 1, 0)))
@@ -77,34 +68,22 @@ def check_input(job: Job, files: list[Path]) -> InputCheck:
     return check
 
 
-def _id_hashes(file: Path, column: str) -> pl.Series:
-    """The 64-bit hash of every id of one file (ids read as text)."""
-    try:
-        if file.suffix in PARQUET_SUFFIXES:
-            ids = pl.scan_parquet(file).select(pl.col(column).cast(pl.String)).collect()
-            return ids.to_series().hash(seed=0)
-        return pl.concat(list(_jsonl_id_hashes(file, column)) or [pl.Series([], dtype=pl.UInt64)])
-    except Exception:  # polars cannot read it (a bad line, mixed types): exactly, the slow way
-        every = [r.id for batch in read_records([file], column, [column]) for r in batch]
-        return pl.Series(every, dtype=pl.String).hash(seed=0)
-
-
-def _jsonl_id_hashes(file: Path, column: str) -> Iterator[pl.Series]:
-    """Id hashes of a JSONL file read in chunks of whole lines (bounded memory)."""
-    with file.open("rb") as lines:
-        while chunk := lines.read(CHUNK_BYTES):
-            chunk += lines.readline()
-            frame = pl.read_ndjson(io.BytesIO(chunk), schema={column: pl.String})
-            yield frame.to_series().hash(seed=0)
+def _hashes(ids: Iterable[str]) -> pl.Series:
+    """The 64-bit hashes of ``ids`` (Python's, stable within this process), compactly."""
+    hashes = array("q", map(hash, ids))
+    buffer = pa.py_buffer(hashes)
+    values = pa.Array.from_buffers(pa.int64(), len(hashes), [None, buffer])
+    series = pl.from_arrow(values)
+    assert isinstance(series, pl.Series)
+    return series
 
 
 def _locate(job: Job, files: Sequence[Path], hashes: set[int]) -> dict[str, list[str]]:
     """Where each id whose hash is in ``hashes`` stands, for the ids seen more than once."""
     found: dict[str, list[str]] = {}
     for batch in read_records(files, job.spec.input.id, [job.spec.input.id]):
-        ids = [record.id for record in batch]
-        for record, digest in zip(batch, pl.Series(ids, dtype=pl.String).hash(seed=0), strict=True):
-            if digest in hashes:
+        for record in batch:
+            if hash(record.id) in hashes:
                 found.setdefault(record.id, []).append(record.where)
     return {id_: places for id_, places in found.items() if len(places) > 1}
 
@@ -133,8 +112,7 @@ def rows_without_text(job: Job, files: Sequence[Path]) -> tuple[int, list[str]]:
     columns = job.text_columns
     for batch in read_records(files, job.spec.input.id, job.input_columns):
         for record in batch:
-            values = [record.values.get(name) for name in columns]
-            if any(not isinstance(v, str) or not v.strip() for v in values):
+            if record.missing_text(columns) is not None:
                 count += 1
                 if len(places) < DUPLICATES_SHOWN:
                     places.append(record.where)

@@ -11,8 +11,8 @@ machines' clocks never matter. Reserving a slot is::
 and the caller sleeps ``tat - now`` and sends. Slots are thus handed out one interval apart, in
 the order they are asked for, across all processes: two jobs asking at the same time alternate
 and get half each; one job alone gets them all. Each process has one reserving coroutine per
-model (the pacer's lock): a worker waits for its turn locally, and only the holder talks to
-Redis, so waiting workers never poll it.
+model (the ``Pacer``'s lock, whose adaptive rate sets the interval): a worker waits for its
+turn locally, and only the holder talks to Redis, so waiting workers never poll it.
 
 If Redis goes away mid-run, sending pauses (no slot, no request) and the reservation is retried
 with backoff until Redis answers again; batchrun never falls back to unlimited sending.
@@ -29,7 +29,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from batchrun.errors import JobError
-from batchrun.pacing import Clock, Pacer, Sleep
+from batchrun.service.pacing import Clock, Sleep
 
 RESERVE = """
 local now = redis.call('TIME')
@@ -104,31 +104,35 @@ class TeamLimiter:
         await self._client.aclose()
 
 
-class SharedPacer(Pacer):
-    """A Pacer whose slots come from the team's limiter; its rate still adapts to 429s."""
+class TeamSlots:
+    """A slot source for one model drawn from the team's limiter (see ``pacing.SlotSource``).
+
+    Each reservation tells when the team's next slot is free (ours, plus the interval), which
+    ``expected_wait()`` remembers: a pool chooses by what the whole team has reserved, as of
+    this process's last reservation, without asking Redis."""
 
     def __init__(
         self,
         model: str,
-        rps: float,
         limiter: TeamLimiter,
         *,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
-        super().__init__(rps, clock=clock, sleep=sleep)
         self._model = model
         self._limiter = limiter
+        self._clock = clock
+        self._sleep = sleep
+        self._next = clock()
 
-    async def slot(self) -> None:
-        self._waiting += 1
-        try:
-            async with self._lock:
-                wait = await self._limiter.reserve(self._model, 1 / self.rate)
-                if wait > 0:
-                    await self._sleep(wait)
-        finally:
-            self._waiting -= 1
+    async def take(self, interval_s: float) -> None:
+        wait = await self._limiter.reserve(self._model, interval_s)
+        self._next = self._clock() + wait + interval_s
+        if wait > 0:
+            await self._sleep(wait)
+
+    def expected_wait(self) -> float:
+        return max(self._next - self._clock(), 0.0)
 
 
 def redacted(url: str) -> str:

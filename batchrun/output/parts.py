@@ -14,13 +14,14 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-PART_GLOB = "part-*.parquet"
+from batchrun.output.layout import OutputLayout, temporary_of
+
 READ_TRIES = 3
 
 
 def write_part(part: Path, table: pa.Table) -> None:
     """Write ``table`` so that ``part`` appears whole or not at all."""
-    temporary = part.with_name(f".{part.stem}.tmp")
+    temporary = temporary_of(part)
     pq.write_table(table, temporary, compression="zstd")
     with open(temporary, "rb") as written:
         os.fsync(written.fileno())
@@ -36,17 +37,9 @@ def fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-def part_time(part: Path) -> int:
-    """When a part's journal was started (ns), from its name ``part-<owner>-<time>-<pid>``."""
-    try:
-        return int(part.stem.split("-")[-2], 16)
-    except (IndexError, ValueError):
-        return 0
-
-
 def part_files(path: Path) -> list[Path]:
     """The finished parts of an output directory."""
-    return sorted(path.glob(PART_GLOB)) if path.is_dir() else []
+    return OutputLayout(path).parts()
 
 
 def read_columns(path: Path, columns: list[str]) -> pa.Table:

@@ -31,6 +31,8 @@ class EmbeddingAnswer:
     vectors: list[bytes]
     """Each vector as little-endian float32 bytes: compact, and straight into Arrow."""
     prompt_tokens: int | None
+    completion_tokens: int | None = None
+    """Embeddings produce no tokens; here so that every answer counts tokens the same way."""
 
 
 def split_think(content: str, reasoning: str | None = None) -> tuple[str, str | None]:

@@ -1,0 +1,146 @@
+"""One request's lifecycle: an in-flight place, a model, its pacing slot, the call, and after
+a failure what ``service.retry.decide`` says: retry after a delay (perhaps on the fallback
+model), split a rejected packed request to find the rows at fault, or give up and write the
+rows as failed. Fatal errors (401/403/404) pass through and stop the run.
+
+Every attempt is counted in ``RunStats`` and fed back: a 429 slows the model's pacer, an
+answer's latency sizes the in-flight limit (Little's law). A model pool sends each attempt to
+the model whose next slot is nearest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Generic
+
+from batchrun.errors import ApiError, RetryableError, RowError
+from batchrun.job import Job
+from batchrun.output.rows import Row
+from batchrun.service.pacing import InFlight, Pacer
+from batchrun.service.retry import Action, RetryPolicy, decide
+from batchrun.service.statuses import THROTTLED, falls_back
+from batchrun.stats import RunStats
+from batchrun.tasks.base import AnswerT, Request, Service, Task
+
+Sleep = Callable[[float], Awaitable[None]]
+PacerFactory = Callable[[str, float], Pacer]
+
+
+class Sender(Generic[AnswerT]):
+    """Sends requests of one task to one service, under the job's pacing and retry policy."""
+
+    def __init__(
+        self,
+        task: Task[AnswerT],
+        service: Service,
+        pacers: Mapping[str, Pacer],
+        gate: InFlight,
+        *,
+        models: tuple[str, ...],
+        fallback: str | None,
+        policy: RetryPolicy,
+        stats: RunStats,
+        sleep: Sleep = asyncio.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._task, self._service = task, service
+        self._pacers, self._gate = pacers, gate
+        self._models, self._fallback = models, fallback
+        self._policy, self._stats = policy, stats
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+
+    @classmethod
+    def for_job(
+        cls,
+        job: Job,
+        task: Task[AnswerT],
+        service: Service,
+        stats: RunStats,
+        *,
+        make_pacer: PacerFactory = lambda model, rps: Pacer(rps),
+        sleep: Sleep = asyncio.sleep,
+        rng: random.Random | None = None,
+    ) -> Sender[AnswerT]:
+        """A sender with a pacer per model of ``job`` and its in-flight gate."""
+        run = job.spec.run
+        pacers = {name: make_pacer(name, rps) for name, rps in job.rps.items()}
+        pool = [pacers[name] for name in job.models]
+        gate = InFlight(pool, run.max_in_flight, run.fixed_in_flight)
+        policy = RetryPolicy.from_run(run)
+        return cls(
+            task, service, pacers, gate, models=job.models, fallback=job.fallback,
+            policy=policy, stats=stats, sleep=sleep, rng=rng,
+        )  # fmt: skip
+
+    async def send(self, request: Request) -> list[Row]:
+        """Try ``request`` until it is answered, fails for good, or its attempts run out."""
+        streak, pinned = 0, None
+        while True:
+            try:
+                return await self._attempt(request, pinned)
+            except (RetryableError, RowError) as error:
+                model = error.model
+                streak = streak + 1 if falls_back(error) else 0
+                halves = self._task.split(request) if isinstance(error, RowError) else []
+                decision = decide(
+                    error, request.attempts, streak, self._policy, self._rng,
+                    splittable=bool(halves),
+                )  # fmt: skip
+            if decision.action is Action.GIVE_UP:
+                return self._task.failed(request, model, decision.reason)
+            if decision.action is Action.SPLIT:
+                return [row for half in halves for row in await self.send(half)]
+            if decision.fallback and self._fallback:
+                pinned = self._fallback
+            self._stats.model(model or self._models[0]).retries += 1
+            await self._sleep(decision.delay)
+
+    async def _attempt(self, request: Request, pinned: str | None) -> list[Row]:
+        """One try: an in-flight place, then the pool's model with the nearest slot (or the
+        pinned one), its pacing slot, the call; counted and fed back. A failure raises the
+        service's error with ``model`` set."""
+        async with self._gate.permit() as sent:
+            model = pinned or self._choose()
+            pacer, stats = self._pacers[model], self._stats.model(model)
+            await pacer.slot()
+            sent()
+            request.attempts += 1
+            stats.requests += 1
+            started = time.monotonic()
+            try:
+                answer = await self._task.call(self._service, model, request.body)
+            except ApiError as error:
+                error.model = error.model or model
+                self._count_failure(pacer, error)
+                raise
+            latency = time.monotonic() - started
+        pacer.answered()
+        self._gate.observe(latency)
+        stats.answered += 1
+        stats.rate = pacer.rate
+        stats.prompt_tokens += answer.prompt_tokens or 0
+        stats.completion_tokens += answer.completion_tokens or 0
+        return self._task.answered(request, model, answer, latency)
+
+    def _count_failure(self, pacer: Pacer, error: ApiError) -> None:
+        assert error.model is not None
+        if isinstance(error, RetryableError):
+            self._stats.retryable(error.model, error)
+            if error.status == THROTTLED:
+                pacer.throttled()
+        elif isinstance(error, RowError):
+            self._stats.model(error.model).errors[str(error.status)] += 1
+
+    def _choose(self) -> str:
+        """The pool's model whose next send slot is nearest."""
+        if len(self._models) == 1:
+            return self._models[0]
+        return min(self._models, key=lambda name: self._pacers[name].expected_wait())
+
+    def settled_rates(self) -> dict[str, float]:
+        """The pacing rate each model settled on."""
+        return {name: pacer.rate for name, pacer in self._pacers.items()}

@@ -1,0 +1,47 @@
+"""One module per request kind; ``TASKS`` maps a job's ``kind`` to its task.
+
+A new request kind is a module here with a class that has the ``Task`` protocol
+(``batchrun.tasks.base``) and a static ``fields(models)`` (its output columns), registered in
+``TASKS``: nothing outside this package branches on the kind.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import pyarrow as pa
+
+from batchrun.errors import JobError
+from batchrun.job import Job
+from batchrun.output.rows import ID, output_schema
+from batchrun.tasks.base import Task
+from batchrun.tasks.chat import ChatTask
+from batchrun.tasks.embeddings import EmbeddingsTask
+
+
+class TaskKind(Protocol):
+    def __call__(self, job: Job, schema: pa.Schema) -> Task[Any]: ...
+
+    @staticmethod
+    def fields(models: tuple[str, ...]) -> list[pa.Field]: ...
+
+
+TASKS: dict[str, TaskKind] = {"chat": ChatTask, "embeddings": EmbeddingsTask}
+
+
+def job_schema(job: Job, kept: dict[str, pa.DataType]) -> pa.Schema:
+    """The output schema of ``job`` with ``kept`` input columns; a kept column that would
+    take an output column's name is a job-file error."""
+    fields = TASKS[job.kind].fields(job.models)
+    clash = sorted(set(kept) & {ID.name, *(field.name for field in fields)})
+    if clash:
+        raise JobError(
+            f"{job.source}: [output].keep: {', '.join(clash)} would clash with an output column "
+            "of the same name; drop it from keep"
+        )
+    return output_schema(kept, fields)
+
+
+def task_for(job: Job, schema: pa.Schema) -> Task[Any]:
+    """The task that does ``job``'s requests, writing rows of ``schema``."""
+    return TASKS[job.kind](job, schema)

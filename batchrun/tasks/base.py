@@ -1,0 +1,136 @@
+"""What every request kind shares: the rows in flight (``Item``), one API call to make
+(``Request``), what a batch of input records turns into (``Built``), and the ``Task`` protocol
+that a request kind implements.
+
+A task owns everything that differs by kind: its output columns, request bodies from rows
+(templates, packing), the service call, whether a rejected request can be split, and turning an
+answer into output rows. The sender and the scheduler see only this protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+import pyarrow as pa
+
+from batchrun.input.readers import Record
+from batchrun.output.rows import Row, failed_row
+from batchrun.service.answers import ChatAnswer, EmbeddingAnswer
+
+
+@dataclass(slots=True, eq=False)
+class Item:
+    """One input row on its way through the runner."""
+
+    id: str
+    kept: dict[str, Any]
+    text: str = ""
+    digest: bytes = b""
+    followers: list[Item] = field(default_factory=list)
+    """Later rows with the same text, answered by this row's request."""
+
+
+@dataclass(slots=True)
+class Request:
+    """One API call to make: the rows it answers and its body (``model`` is added later)."""
+
+    items: list[Item]
+    body: dict[str, Any]
+    attempts: int = 0
+
+
+@dataclass
+class Built:
+    """What a batch of records turned into: requests to send, and rows already decided
+    (a row with no text to send fails without a request; a repeated text reuses a vector)."""
+
+    requests: list[Request] = field(default_factory=list)
+    rows: list[Row] = field(default_factory=list)
+
+
+class Answer(Protocol):
+    @property
+    def prompt_tokens(self) -> int | None: ...
+
+    @property
+    def completion_tokens(self) -> int | None: ...
+
+
+AnswerT = TypeVar("AnswerT", bound=Answer)
+
+
+class Service(Protocol):
+    """What tasks call (``batchrun.service.client.Api``, or a test's fake)."""
+
+    async def chat(
+        self, model: str, body: dict[str, Any], *, stream: bool = False
+    ) -> ChatAnswer: ...
+
+    async def embed(self, model: str, body: dict[str, Any]) -> EmbeddingAnswer: ...
+
+
+class Task(Protocol[AnswerT]):
+    """One request kind."""
+
+    @property
+    def saved(self) -> int:
+        """Rows that cost no request (a repeated text)."""
+        ...
+
+    def build(self, records: Iterable[Record]) -> Built:
+        """Requests (and decided rows) for ``records``; a request still being packed waits."""
+        ...
+
+    def finish(self) -> Built:
+        """What is left after the last record: the last, partly packed request."""
+        ...
+
+    async def call(self, service: Service, model: str, body: dict[str, Any]) -> AnswerT:
+        """Send one request body to ``model``."""
+        ...
+
+    def split(self, request: Request) -> list[Request]:
+        """A rejected request as smaller ones, to find the rows at fault; [] if it cannot."""
+        ...
+
+    def answered(
+        self, request: Request, model: str, answer: AnswerT, latency_s: float
+    ) -> list[Row]:
+        """The output rows of an answered request."""
+        ...
+
+    def failed(self, request: Request, model: str | None, error: str) -> list[Row]:
+        """The output rows of a request that failed for good."""
+        ...
+
+    def requests_for(self, rows: int) -> int:
+        """How many requests ``rows`` rows take (for the plan ``validate`` prints)."""
+        ...
+
+
+class RowsOf:
+    """Output rows of one job's schema: the part of a task that is the same for every kind."""
+
+    def __init__(self, schema: pa.Schema, keep: Sequence[str], text_columns: Sequence[str]) -> None:
+        self.schema = schema
+        self._keep = keep
+        self._text_columns = text_columns
+
+    def item(self, record: Record) -> Item:
+        return Item(record.id, {name: record.values.get(name) for name in self._keep})
+
+    def unsendable(self, record: Record, item: Item) -> Row | None:
+        """A failed row when ``record`` has no text to send, else None."""
+        empty = record.missing_text(self._text_columns)
+        if empty is None:
+            return None
+        error = f"{record.where}: column {empty!r} is empty or not text; not sent"
+        return failed_row(item.id, item.kept, self.schema, None, error, 0)
+
+    def failed(self, request: Request, model: str | None, error: str) -> list[Row]:
+        return [
+            failed_row(item.id, item.kept, self.schema, model, error, request.attempts)
+            for item in request.items
+        ]

@@ -1,0 +1,146 @@
+"""Embeddings: rows packed into requests, one vector per row.
+
+Up to ``batch_size`` inputs go into one request, and with ``batch_tokens`` no more than that
+many estimated tokens (characters / 3), so the rate limit, which counts requests, is spent on
+as many texts as possible. Identical texts are sent once (``Duplicates``). A request the
+service rejects (400) is split in halves until the inputs at fault are found. Vectors travel
+as float32 bytes and go straight into the Arrow column.
+
+Columns: model, embedding (fixed-size list of float32 when the model's size is known),
+prompt_tokens (the request's count shared among its inputs by length), attempts, status, error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import pyarrow as pa
+
+from batchrun.input.readers import Record
+from batchrun.job import Job
+from batchrun.output.rows import ATTEMPTS, ERROR, MODEL, OK, PROMPT_TOKENS, STATUS, Row, kept_values
+from batchrun.service.answers import EmbeddingAnswer
+from batchrun.service.catalog import MODELS
+from batchrun.tasks.base import Built, Item, Request, RowsOf, Service
+from batchrun.tasks.duplicates import Duplicates, Reuse
+
+CHARS_PER_TOKEN = 3
+
+
+class EmbeddingsTask:
+    """Rows to packed embeddings requests and back."""
+
+    def __init__(self, job: Job, schema: pa.Schema) -> None:
+        self._text = job.spec.input.text
+        self._params = dict(job.spec.params)
+        self._batch_size = job.spec.run.batch_size
+        self._batch_tokens = job.spec.run.batch_tokens
+        self._rows = RowsOf(schema, job.spec.output.keep, job.text_columns)
+        self._dimensions: int | None = getattr(schema.field("embedding").type, "list_size", None)
+        self._duplicates = Duplicates()
+        self._packed: list[Item] = []
+        self._packed_tokens = 0
+
+    @property
+    def saved(self) -> int:
+        return self._duplicates.saved
+
+    @staticmethod
+    def fields(models: tuple[str, ...]) -> list[pa.Field]:
+        dims = {MODELS[m].dimensions for m in models if m in MODELS}
+        dim = dims.pop() if len(dims) == 1 else None
+        vector = pa.list_(pa.float32(), dim) if dim else pa.list_(pa.float32())
+        return [MODEL, pa.field("embedding", vector), PROMPT_TOKENS, ATTEMPTS, STATUS, ERROR]
+
+    def build(self, records: Iterable[Record]) -> Built:
+        built = Built()
+        for record in records:
+            item = self._rows.item(record)
+            if (row := self._rows.unsendable(record, item)) is not None:
+                built.rows.append(row)
+                continue
+            item.text = record.values[self._text]
+            route = self._duplicates.route(item)
+            if isinstance(route, Reuse):
+                built.rows.append(self._row(item, route.model, route.vector, 0, 0))
+            elif route == "send":
+                self._pack(item, built)
+        return built
+
+    def finish(self) -> Built:
+        built = Built()
+        self._close_pack(built)
+        return built
+
+    def _pack(self, item: Item, built: Built) -> None:
+        tokens = len(item.text) // CHARS_PER_TOKEN + 1
+        limit = self._batch_tokens
+        if self._packed and limit is not None and self._packed_tokens + tokens > limit:
+            self._close_pack(built)
+        self._packed.append(item)
+        self._packed_tokens += tokens
+        if len(self._packed) >= self._batch_size:
+            self._close_pack(built)
+
+    def _close_pack(self, built: Built) -> None:
+        if self._packed:
+            built.requests.append(Request(self._packed, self._body(self._packed)))
+        self._packed, self._packed_tokens = [], 0
+
+    def _body(self, items: list[Item]) -> dict[str, Any]:
+        return {"input": [item.text for item in items], **self._params}
+
+    async def call(self, service: Service, model: str, body: dict[str, Any]) -> EmbeddingAnswer:
+        return await service.embed(model, body)
+
+    def split(self, request: Request) -> list[Request]:
+        if len(request.items) == 1:
+            return []
+        middle = len(request.items) // 2
+        halves = request.items[:middle], request.items[middle:]
+        return [Request(items, {**request.body, **self._body(items)}) for items in halves]
+
+    def answered(
+        self, request: Request, model: str, answer: EmbeddingAnswer, latency_s: float
+    ) -> list[Row]:
+        wrong = [len(v) // 4 for v in answer.vectors if self._dimensions not in (None, len(v) // 4)]
+        if wrong:
+            error = f"the service sent {wrong[0]} numbers per vector, not {self._dimensions}"
+            return self.failed(request, model, error)
+        shares = _token_shares(answer.prompt_tokens, [item.text for item in request.items])
+        rows = []
+        for item, vector, tokens in zip(request.items, answer.vectors, shares, strict=True):
+            rows.append(self._row(item, model, vector, tokens, request.attempts))
+            for follower in self._duplicates.settled(item, Reuse(model, vector)):
+                rows.append(self._row(follower, model, vector, 0, 0))
+        return rows
+
+    def failed(self, request: Request, model: str | None, error: str) -> list[Row]:
+        rows = self._rows.failed(request, model, error)
+        followers = [f for item in request.items for f in self._duplicates.settled(item, None)]
+        rows += self._rows.failed(Request(followers, {}), model, error)
+        return rows
+
+    def requests_for(self, rows: int) -> int:
+        return -(-rows // self._batch_size)
+
+    def _row(self, item: Item, model: str, vector: bytes, tokens: int | None, attempts: int) -> Row:
+        return {
+            "id": item.id,
+            **kept_values(item.kept, self._rows.schema),
+            "model": model,
+            "embedding": vector,
+            "prompt_tokens": tokens,
+            "attempts": attempts,
+            "status": OK,
+            "error": None,
+        }
+
+
+def _token_shares(total: int | None, texts: list[str]) -> list[int | None]:
+    """A packed request's prompt tokens shared among its inputs by length."""
+    if total is None:
+        return [None] * len(texts)
+    length = sum(len(t) for t in texts) or 1
+    return [round(total * len(t) / length) for t in texts]
