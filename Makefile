@@ -7,7 +7,11 @@ JOB    ?=
 # JOB=name means jobs/name.toml; a path to a .toml file works too.
 JOB_FILE = $(if $(filter %.toml,$(JOB)),$(JOB),jobs/$(JOB).toml)
 
-.PHONY: run validate status test lint bench emulator redis clean
+GATEWAY_VENV  := .venv-gateway
+GATEWAY_PINS  := tests/gateway/requirements.txt
+GATEWAY_READY := $(GATEWAY_VENV)/.ready
+
+.PHONY: run validate status test test-gateway lint bench emulator redis clean
 
 $(READY): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +32,18 @@ status: $(READY)
 test: $(READY) redis
 	$(BIN)/pytest -q $(ARGS)
 
+# A real LiteLLM Proxy (pinned exactly, in its own venv) in front of the emulator: slow (the
+# per-minute windows take minutes to measure), so not part of `make test`.
+$(GATEWAY_READY): $(GATEWAY_PINS)
+	rm -rf $(GATEWAY_VENV)
+	$(PYTHON) -m venv $(GATEWAY_VENV)
+	$(GATEWAY_VENV)/bin/pip install --quiet --upgrade pip
+	$(GATEWAY_VENV)/bin/pip install --quiet -r $(GATEWAY_PINS)
+	touch $(GATEWAY_READY)
+
+test-gateway: $(READY) $(GATEWAY_READY) redis
+	BATCHRUN_GATEWAY_TESTS=1 $(BIN)/pytest -q tests/gateway $(ARGS)
+
 # The team-limit tests start a real redis-server on 127.0.0.1; install it where missing
 # (Debian's package, as root). Without it those tests are skipped, with the reason.
 redis:
@@ -40,6 +56,7 @@ lint: $(READY)
 	$(BIN)/ruff check batchrun tests
 	$(BIN)/ruff format --check batchrun tests
 	$(BIN)/mypy --strict batchrun
+	$(BIN)/mypy --strict tests
 
 bench: $(READY)
 	$(BIN)/python -m batchrun.bench $(ARGS)
@@ -48,4 +65,4 @@ emulator: $(READY)
 	$(BIN)/batchrun emulator $(ARGS)
 
 clean:
-	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(GATEWAY_VENV) out .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -8,6 +8,7 @@ never a traceback. Exit codes (the only place they are decided):
     2    bad job file, input or output (``JobError``, ``OutputError``)
     3    fatal service error: 401/403/404, endpoint unreachable (``FatalError``)
     130  interrupted: run the same command again to resume
+    141  stdout was closed (``| head``): the run finished its work and saved its summary
 """
 
 from __future__ import annotations
@@ -20,13 +21,15 @@ import sys
 from collections.abc import Sequence
 
 from batchrun.emulator import EmulatorConfig, serve
+from batchrun.endpoint import check_endpoint, open_endpoint
 from batchrun.errors import BatchrunError, FatalError, JobError, OutputError
 from batchrun.job import EndpointSpec, RunSpec, load_job
-from batchrun.report import status_lines, validate_lines
-from batchrun.runner import RunOptions, RunOutcome, check_endpoint, open_endpoint, run_job
+from batchrun.report import model_lines, status_lines, validate_lines
+from batchrun.runner import RunOptions, RunOutcome, run_job
 from batchrun.shards import Shard
 
 EXIT_OK, EXIT_ROWS_FAILED, EXIT_BAD_JOB, EXIT_FATAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a process ended by SIGPIPE
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -42,7 +45,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BatchrunError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FATAL
+    except BrokenPipeError:  # `batchrun run ... | head`: the reader left; the work is saved
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
     return code
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that Python's flush at exit does not fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -127,9 +140,11 @@ def exit_code(outcome: RunOutcome) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    lines, fit = validate_lines(load_job(args.job))
-    print("\n".join(lines))
-    return EXIT_OK if fit else EXIT_BAD_JOB
+    job = load_job(args.job)
+    lines, fit = validate_lines(job)
+    models, served = asyncio.run(model_lines(job))
+    print("\n".join(lines + models))
+    return EXIT_OK if fit and served else EXIT_BAD_JOB
 
 
 def _status(args: argparse.Namespace) -> int:

@@ -46,9 +46,13 @@ class RetryableError(ApiError):
         status: int | None = None,
         retry_after: float | None = None,
         model: str | None = None,
+        *,
+        window_reset: float | None = None,
     ) -> None:
         super().__init__(message, status, model)
         self.retry_after = retry_after
+        self.window_reset = window_reset
+        """A 429 that says a rate window ran out: seconds until it resets."""
 
 
 class RowError(ApiError):
@@ -57,3 +61,14 @@ class RowError(ApiError):
 
 class FatalError(ApiError):
     """401/403/404 or an endpoint that does not answer: no request can succeed, stop the run."""
+
+
+def fatal_first(group: BaseExceptionGroup[Exception]) -> list[Exception]:
+    """The errors of a task group, flattened, fatal ones first (the one to report)."""
+    flat: list[Exception] = []
+    for error in group.exceptions:
+        if isinstance(error, BaseExceptionGroup):
+            flat += fatal_first(error)
+        else:
+            flat.append(error)
+    return sorted(flat, key=lambda e: not isinstance(e, FatalError))

@@ -152,6 +152,14 @@ class Job:
         return f"Job({self.name!r}, kind={self.kind!r}, models={self.models!r})"
 
     @property
+    def model_keys(self) -> dict[str, str]:
+        """Every model the job may send to, with the job-file key that names it."""
+        keys = {name: "model" for name in self.models}
+        if self.fallback and self.fallback not in keys:
+            keys[self.fallback] = "[run].fallback_model"
+        return keys
+
+    @property
     def input_columns(self) -> tuple[str, ...]:
         """The input columns the job reads: id, the texts it sends, the columns it keeps."""
         wanted = [self.spec.input.id, *self.text_columns, *self.spec.output.keep]

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import polars as pl
 
+from batchrun.endpoint import check_endpoint, open_endpoint
+from batchrun.errors import FatalError, JobError
 from batchrun.input.checks import check_input, duplicate_lines, open_input, rows_without_text
 from batchrun.job import Job
 from batchrun.output.parts import read_columns
@@ -23,7 +25,7 @@ def validate_lines(job: Job) -> tuple[list[str], bool]:
     done = set(read_columns(output, ["id"]).column("id").to_pylist())
     todo = check.rows - len(done)
     requests = task.requests_for(todo)
-    rate = sum(job.rps.values())
+    rate = sum(job.rps[model] for model in job.models)
     models = ", ".join(f"{m} at {job.rps[m]:g} RPS" for m in job.models)
     lines = [
         f"job {job.name}: {job.kind}, {models}",
@@ -44,6 +46,24 @@ def validate_lines(job: Job) -> tuple[list[str], bool]:
     if not check.rows:
         lines.append("the input holds no rows: point [input].path at your data")
     return lines, not check.duplicate_count and not missing and check.rows > 0
+
+
+async def model_lines(job: Job) -> tuple[list[str], bool]:
+    """Whether the endpoint serves every model the job names (without sending a row); an
+    endpoint that cannot be asked is said plainly, and is not a failure of the job."""
+    try:
+        async with open_endpoint(job.spec.endpoint, job.spec.run) as api:
+            served = await check_endpoint(api, job.model_keys)
+    except JobError as exc:  # no API key in the environment
+        return [f"models not checked: {exc}"], True
+    except FatalError as exc:
+        if str(exc).startswith("cannot reach"):
+            return [f"models not checked: {exc}"], True
+        return [f"models: {exc}"], False
+    if not served:
+        return ["models not checked: the endpoint did not list its models"], True
+    where = "the bundled emulator" if job.spec.endpoint.is_local else api.base_url
+    return [f"models: {', '.join(job.model_keys)} served by {where}"], True
 
 
 def status_lines(job: Job) -> list[str]:

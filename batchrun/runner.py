@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from batchrun.emulator import EmulatorConfig, running_emulator
-from batchrun.errors import FatalError, JobError, RetryableError
+from batchrun.endpoint import check_endpoint, open_endpoint
+from batchrun.errors import JobError
 from batchrun.input.checks import check_input, duplicate_lines, input_signature, open_input
-from batchrun.job import EndpointSpec, Job, RunSpec
+from batchrun.job import Job
 from batchrun.output.identity import check_identity
 from batchrun.output.layout import OutputLayout, read_json, write_json
 from batchrun.output.parts import done_ids, output_counts
@@ -29,7 +29,6 @@ from batchrun.output.writer import Writer
 from batchrun.progress import Progress
 from batchrun.scheduler import Plan, Scheduler
 from batchrun.sender import PacerFactory, Sender
-from batchrun.service.client import Api
 from batchrun.service.pacing import Pacer
 from batchrun.service.teampacing import TeamLimiter, TeamSlots, default_workspace
 from batchrun.shards import Shard
@@ -37,7 +36,6 @@ from batchrun.stats import RunStats
 from batchrun.tasks import job_schema, task_for
 
 LIMITS_URL_ENV = "BATCHRUN_LIMITS_URL"
-LOCAL_TOKEN = "local-emulator"
 PART_SECONDS = 300.0
 """The journal becomes a part at least this often, whatever ``part_rows`` says."""
 
@@ -64,45 +62,6 @@ class RunOutcome:
         return not self.interrupted and not self.failed_rows
 
 
-@asynccontextmanager
-async def open_endpoint(endpoint: EndpointSpec, run: RunSpec) -> AsyncIterator[Api]:
-    """An Api for an endpoint; for ``base_url = "local"`` the bundled emulator is started on a
-    free 127.0.0.1 port for as long as the Api is used."""
-    if endpoint.is_local:
-        async with running_emulator(EmulatorConfig()) as base_url:
-            token = os.environ.get(endpoint.api_key_env) or LOCAL_TOKEN
-            async with Api.from_endpoint(endpoint, run, base_url, token) as api:
-                yield api
-        return
-    token = os.environ.get(endpoint.api_key_env, "").strip()
-    if not token:
-        raise JobError(
-            f"no API key: set the environment variable {endpoint.api_key_env} to your SciBox "
-            f"token for {endpoint.base_url} (it is never read from a file)"
-        )
-    async with Api.from_endpoint(endpoint, run, endpoint.base_url, token) as api:
-        yield api
-
-
-async def check_endpoint(api: Api, models: tuple[str, ...] = ()) -> list[str]:
-    """The served models; FatalError when the endpoint cannot be reached or lacks a model."""
-    try:
-        served = await api.list_models()
-    except RetryableError as exc:
-        if exc.status is not None:  # 5xx or 429 on the listing: the run itself will retry
-            return []
-        raise FatalError(
-            f"cannot reach {api.base_url}: {exc}; check [endpoint].base_url and the network"
-        ) from None
-    missing = [m for m in models if served and m not in served]
-    if missing:
-        raise FatalError(
-            f"{api.base_url} does not serve {', '.join(missing)} (it serves: {', '.join(served)}); "
-            "fix `model` in the job file"
-        )
-    return served
-
-
 async def run_job(job: Job, options: RunOptions, out: TextIO = sys.stdout) -> RunOutcome:
     """``batchrun run``: do or resume the job."""
     files, kept = open_input(job)
@@ -117,7 +76,7 @@ async def run_job(job: Job, options: RunOptions, out: TextIO = sys.stdout) -> Ru
         open_endpoint(job.spec.endpoint, job.spec.run) as api,
         team_pacing(job, progress) as make_pacer,
     ):
-        await check_endpoint(api, job.models)
+        await check_endpoint(api, job.model_keys)
         store = Store(output, schema, options.shard).open()  # lock, then seal what was left
         try:
             check_identity(output, job.name, job.kind, job.fingerprint())
@@ -198,13 +157,14 @@ async def _run_with_signals(scheduler: Scheduler) -> None:
 
 
 def _report(job: Job, output: Path, stats: RunStats, shard: Shard | None, out: TextIO) -> None:
-    """Print the run's summary, with the whole output's counts, and save it beside the parts."""
-    for line in stats.lines():
-        print(line, file=out)
+    """Save the run's summary beside the parts, then print it with the whole output's counts
+    (saved first: a closed stdout, ``| head``, must not cost the file)."""
     whole = output_counts(output)
-    print(f"output {output}: {whole['ok']} ok, {whole['failed']} failed (whole job)", file=out)
     summary = {"job": job.name, "output": str(output), **stats.as_dict(), "output_rows": whole}
+    lines = stats.lines()
+    lines.append(f"output {output}: {whole['ok']} ok, {whole['failed']} failed (whole job)")
     try:
         write_json(OutputLayout(output).summary(shard.name if shard else None), summary)
     except OSError as exc:
-        print(f"could not save the summary in {output}: {exc}", file=out)
+        lines.append(f"could not save the summary in {output}: {exc}")
+    print("\n".join(lines), file=out, flush=True)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from batchrun.errors import FatalError
+from batchrun.errors import fatal_first
 from batchrun.input.readers import RecordReader
 from batchrun.job import Job
 from batchrun.output.rows import Row
@@ -80,7 +80,7 @@ class Scheduler:
                 self._writing = group.create_task(self._writer.run(self._done))
                 group.create_task(self._produce(errors))
         except* Exception as writer_errors:  # the output cannot be written: stop, say where
-            errors[:0] = _flatten(writer_errors)
+            errors[:0] = fatal_first(writer_errors)
         for name, rate in self._sender.settled_rates().items():
             if name in self._stats.models:
                 self._stats.models[name].rate = rate
@@ -118,7 +118,7 @@ class Scheduler:
                     group.create_task(self._work()) for _ in range(self._workers_wanted)
                 ]
         except* Exception as group_error:
-            errors.extend(_flatten(group_error))
+            errors.extend(fatal_first(group_error))
         finally:
             # Shielded: on Python 3.11 a failed TaskGroup may leave a cancellation pending on
             # this task, which must not keep the writer from its end-of-rows marker.
@@ -180,14 +180,3 @@ class Scheduler:
             markers += self._todo.get_nowait() is None
         for _ in range(markers):
             self._todo.put_nowait(None)
-
-
-def _flatten(group: BaseExceptionGroup[Exception]) -> list[Exception]:
-    """The errors of a group, fatal ones first."""
-    flat: list[Exception] = []
-    for error in group.exceptions:
-        if isinstance(error, BaseExceptionGroup):
-            flat += _flatten(error)
-        else:
-            flat.append(error)
-    return sorted(flat, key=lambda e: not isinstance(e, FatalError))

@@ -19,7 +19,9 @@ from typing import Generic
 from batchrun.errors import ApiError, RetryableError, RowError
 from batchrun.job import Job
 from batchrun.output.rows import Row
-from batchrun.service.pacing import InFlight, Pacer
+from batchrun.service.inflight import InFlight
+from batchrun.service.pacing import Pacer
+from batchrun.service.rejections import RejectionWatch
 from batchrun.service.retry import Action, RetryPolicy, decide
 from batchrun.service.statuses import THROTTLED, falls_back
 from batchrun.stats import RunStats
@@ -45,6 +47,7 @@ class Sender(Generic[AnswerT]):
         stats: RunStats,
         sleep: Sleep = asyncio.sleep,
         rng: random.Random | None = None,
+        rejections: RejectionWatch | None = None,
     ) -> None:
         self._task, self._service = task, service
         self._pacers, self._gate = pacers, gate
@@ -52,6 +55,7 @@ class Sender(Generic[AnswerT]):
         self._policy, self._stats = policy, stats
         self._sleep = sleep
         self._rng = rng or random.Random()
+        self._rejections = rejections or RejectionWatch({})
 
     @classmethod
     def for_job(
@@ -74,6 +78,7 @@ class Sender(Generic[AnswerT]):
         return cls(
             task, service, pacers, gate, models=job.models, fallback=job.fallback,
             policy=policy, stats=stats, sleep=sleep, rng=rng,
+            rejections=RejectionWatch(job.spec.params),
         )  # fmt: skip
 
     async def send(self, request: Request) -> list[Row]:
@@ -83,20 +88,23 @@ class Sender(Generic[AnswerT]):
             try:
                 return await self._attempt(request, pinned)
             except (RetryableError, RowError) as error:
-                model = error.model
-                streak = streak + 1 if falls_back(error) else 0
-                halves = self._task.split(request) if isinstance(error, RowError) else []
-                decision = decide(
-                    error, request.attempts, streak, self._policy, self._rng,
-                    splittable=bool(halves),
-                )  # fmt: skip
+                failure = error
+            model = failure.model or self._models[0]  # _attempt names the model it tried
+            streak = streak + 1 if falls_back(failure) else 0
+            halves = self._task.split(request) if isinstance(failure, RowError) else []
+            decision = decide(
+                failure, request.attempts, streak, self._policy, self._rng,
+                splittable=bool(halves),
+            )  # fmt: skip
             if decision.action is Action.GIVE_UP:
+                if isinstance(failure, RowError):
+                    self._rejections.rejected(model, failure)
                 return self._task.failed(request, model, decision.reason)
             if decision.action is Action.SPLIT:
                 return [row for half in halves for row in await self.send(half)]
             if decision.fallback and self._fallback:
                 pinned = self._fallback
-            self._stats.model(model or self._models[0]).retries += 1
+            self._stats.model(model).retries += 1
             await self._sleep(decision.delay)
 
     async def _attempt(self, request: Request, pinned: str | None) -> list[Row]:
@@ -118,7 +126,8 @@ class Sender(Generic[AnswerT]):
                 self._count_failure(pacer, error)
                 raise
             latency = time.monotonic() - started
-        pacer.answered()
+        pacer.answered(answer.quota)
+        self._rejections.answered(model)
         self._gate.observe(latency)
         stats.answered += 1
         stats.rate = pacer.rate
@@ -131,7 +140,7 @@ class Sender(Generic[AnswerT]):
         if isinstance(error, RetryableError):
             self._stats.retryable(error.model, error)
             if error.status == THROTTLED:
-                pacer.throttled()
+                pacer.throttled(error.window_reset)
         elif isinstance(error, RowError):
             self._stats.model(error.model).errors[str(error.status)] += 1
 

@@ -178,6 +178,31 @@ def test_stream_accumulator_joins_separate_reasoning_deltas() -> None:
     assert (answer.content, answer.reasoning) == ("Yes.", "think more")
 
 
+def test_stream_accumulator_takes_vllms_reasoning_field_and_litellms_usage_chunk() -> None:
+    stream = StreamAccumulator()
+    for line in [
+        sse({"choices": [{"index": 0, "delta": {"reasoning": "think "}}]}),
+        sse({"choices": [{"index": 0, "delta": {"reasoning": "more"}}]}),
+        sse({"choices": [{"index": 0, "delta": {"content": "Yes."}, "finish_reason": "stop"}]}),
+        sse(
+            {
+                "choices": [{"index": 0, "delta": {}}],
+                "usage": {"prompt_tokens": 9, "completion_tokens": 4},
+            }
+        ),
+        b"data: [DONE]\n",
+    ]:
+        stream.feed(line)
+
+    assert stream.finish() == ChatAnswer("Yes.", "think more", "stop", 9, 4)
+
+
+def test_chat_answer_takes_vllms_reasoning_field() -> None:
+    answer = chat_answer(chat_body("Answer.", reasoning="weighed it"))
+
+    assert (answer.content, answer.reasoning) == ("Answer.", "weighed it")
+
+
 def test_stream_cut_before_done_is_retryable() -> None:
     stream = StreamAccumulator()
     stream.feed(delta("Half an ans"))

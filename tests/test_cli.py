@@ -3,63 +3,23 @@ subprocess against an emulator process on 127.0.0.1, killed and resumed."""
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from batchrun.bench.processes import Emulator
 from batchrun.cli import main
 from batchrun.output.parts import read_columns
-from tests.conftest import news_rows, write_jsonl
-
-KEY = "tok-test-cli-key-4242"
-
-
-def start_emulator(*options: str, key: str = "the-right-key") -> tuple[subprocess.Popen[str], str]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "batchrun", "emulator", "--port", "0", *options],
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "EMULATOR_KEY": key},
-    )
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    assert "SciBox emulator on" in line, line
-    return process, line.split(" on ", 1)[1].split()[0]
-
-
-def stop_emulator(process: subprocess.Popen[str]) -> None:
-    process.terminate()
-    process.communicate(timeout=10)
+from tests.support import KEY, batchrun, finish, news_rows, write_jsonl
 
 
 @pytest.fixture
-def emulator_url() -> Iterator[str]:
-    process, url = start_emulator("--rps-scale", "10")
-    yield url
-    stop_emulator(process)
-
-
-def batchrun(*args: str, **kwargs: object) -> subprocess.Popen[str]:
-    env = {**os.environ, "SCIBOX_API_KEY": KEY}
-    return subprocess.Popen(
-        [sys.executable, "-m", "batchrun", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        **kwargs,  # type: ignore[call-overload]
-    )
-
-
-def finish(process: subprocess.Popen[str]) -> tuple[int, str, str]:
-    out, err = process.communicate(timeout=120)
-    return process.returncode, out, err
+def emulator_url(emulator_dir: Path) -> Iterator[str]:
+    with Emulator(emulator_dir, rps_scale=10) as emulator:
+        yield emulator.base_url
 
 
 def ids_in_output(path: str = "out") -> list[str]:
@@ -77,6 +37,22 @@ def test_run_writes_every_row_and_prints_a_summary(
     assert "20 ok, 0 failed" in out
     assert Path("out/_summary.json").exists()
     assert KEY not in out + err
+
+
+def test_a_closed_stdout_ends_quietly_after_saving_rows_and_summary(
+    make_job: Callable[..., Path], emulator_url: str
+) -> None:
+    job = make_job(base_url=emulator_url, rps=20)
+    process = batchrun("run", str(job), "--no-progress")
+    assert process.stdout is not None
+    process.stdout.close()  # `batchrun run ... | head`: the reader is gone
+
+    _, err = process.communicate(timeout=120)
+
+    assert process.returncode == 141, err
+    assert "Traceback" not in err
+    assert sorted(ids_in_output()) == [row["id"] for row in news_rows(20)]
+    assert Path("out/_summary.json").exists()
 
 
 def test_sigkill_mid_run_then_rerun_gives_every_id_once(
@@ -112,12 +88,12 @@ def test_ctrl_c_writes_what_is_done_and_exits_130(
     assert sorted(ids_in_output()) == sorted(row["id"] for row in news_rows(200))
 
 
-def test_wrong_token_exits_3_without_showing_it(make_job: Callable[..., Path]) -> None:
-    process, url = start_emulator("--rps-scale", "10", "--api-key-env", "EMULATOR_KEY")
-    try:
-        code, out, err = finish(batchrun("run", str(make_job(base_url=url, rps=20))))
-    finally:
-        stop_emulator(process)
+def test_wrong_token_exits_3_without_showing_it(
+    make_job: Callable[..., Path], emulator_dir: Path
+) -> None:
+    with Emulator(emulator_dir, rps_scale=10, api_key="the-right-key") as emulator:
+        job = make_job(base_url=emulator.base_url, rps=20)
+        code, out, err = finish(batchrun("run", str(job)))
     assert code == 3
     assert "401" in err
     assert "set a valid token in the environment variable SCIBOX_API_KEY" in err

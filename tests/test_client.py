@@ -14,6 +14,7 @@ from aioresponses import aioresponses
 from batchrun.errors import FatalError, RetryableError, RowError
 from batchrun.job import EndpointSpec, RunSpec
 from batchrun.service.client import Api
+from batchrun.service.ratelimits import Quota
 
 BASE = "http://127.0.0.1:8000/v1"
 CHAT = f"{BASE}/chat/completions"
@@ -94,9 +95,38 @@ async def test_client_turns_429_into_retryable_with_retry_after(
         await api.chat(MODEL, MESSAGES)
 
     assert caught.value.status == 429
-    assert caught.value.status == 429
     assert caught.value.retry_after == seconds
+    assert caught.value.window_reset is None  # a plain 429: the pacer slows down
     assert "Rate limit exceeded" in str(caught.value)
+
+
+async def test_client_reads_a_gateways_window_429(server: aioresponses, api: Api) -> None:
+    body = error_body("litellm.RateLimitError: No deployments available for selected model")
+    server.post(CHAT, status=429, payload=body, headers={"llm_provider-retry-after": "60"})
+
+    with pytest.raises(RetryableError) as caught:
+        await api.chat(MODEL, MESSAGES)
+
+    assert (caught.value.window_reset, caught.value.retry_after) == (60.0, None)
+
+
+async def test_client_reads_the_quota_an_answer_states(server: aioresponses, api: Api) -> None:
+    headers = {"x-ratelimit-limit-requests": "120", "x-ratelimit-remaining-requests": "41"}
+    server.post(CHAT, payload=chat_body("Fine."), headers=headers)
+
+    answer = await api.chat(MODEL, MESSAGES)
+
+    assert answer.quota == Quota(limit=120, remaining=41)
+
+
+async def test_client_calls_a_400_naming_an_unknown_model_fatal(
+    server: aioresponses, api: Api
+) -> None:
+    message = "/chat/completions: Invalid model name passed in model=qwen9. Call `/v1/models`"
+    server.post(CHAT, status=400, payload=error_body(message))
+
+    with pytest.raises(FatalError, match="wrong URL or model 'qwen3-32b-awq'"):
+        await api.chat(MODEL, MESSAGES)
 
 
 @pytest.mark.parametrize("status", [408, 500, 502, 503, 504])
@@ -255,7 +285,8 @@ async def test_client_streams_a_chat_answer_and_joins_its_deltas(
     answer = await api.chat(MODEL, MESSAGES, stream=True)
 
     assert (answer.content, answer.reasoning) == ("It was sunny.", None)
-    assert sent(server) == [{**MESSAGES, "model": MODEL, "stream": True}]
+    usage = {"include_usage": True}  # vLLM, LiteLLM and OpenAI send usage only when asked
+    assert sent(server) == [{**MESSAGES, "model": MODEL, "stream": True, "stream_options": usage}]
 
 
 async def test_client_refuses_a_stream_cut_before_done(server: aioresponses, api: Api) -> None:

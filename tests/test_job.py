@@ -8,7 +8,7 @@ import pytest
 
 from batchrun.errors import JobError
 from batchrun.job import Job, load_job
-from tests.conftest import JOBS, write_job
+from tests.support import JOBS, write_job
 
 SUMMARISE = """
     kind = "chat"

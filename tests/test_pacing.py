@@ -7,8 +7,10 @@ import itertools
 
 import pytest
 
-from batchrun.service.pacing import DECREASE, HEADROOM, InFlight, Pacer
-from batchrun.service.teampacing import TeamSlots
+from batchrun.service.inflight import InFlight
+from batchrun.service.pacing import DECREASE, HEADROOM, PROBE_S, Pacer
+from batchrun.service.ratelimits import Quota
+from batchrun.service.teampacing import TeamLimiter, TeamSlots
 
 
 class FakeClock:
@@ -91,10 +93,12 @@ async def test_expected_wait_prefers_the_idle_model() -> None:
     assert busy.expected_wait() == pytest.approx(1 / (2.0 * HEADROOM))
 
 
-class BusyTeam:
-    """A team limiter whose model ``busy`` is reserved ``ahead`` seconds out by others."""
+class BusyTeam(TeamLimiter):
+    """A team limiter whose model ``busy`` is reserved ``ahead`` seconds out by others. It
+    never talks to Redis: its client is created (no connection yet) and never used."""
 
     def __init__(self, ahead: float) -> None:
+        super().__init__("redis://127.0.0.1:9/0", "test")
         self.ahead = ahead
 
     async def reserve(self, model: str, interval_s: float) -> float:
@@ -163,3 +167,81 @@ async def test_permit_waits_while_the_limit_is_reached() -> None:
         group.create_task(hold("a"))
         group.create_task(hold("b"))
     assert order == ["a in", "a out", "b in", "b out"]
+
+
+async def slot_times(pacer: Pacer, clock: FakeClock, count: int) -> list[float]:
+    times = []
+    for _ in range(count):
+        await pacer.slot()
+        times.append(clock.now)
+    return times
+
+
+async def test_a_stated_limit_caps_a_rate_set_too_high() -> None:
+    clock = FakeClock()
+    pacer = Pacer(6.0, clock=clock, sleep=clock.sleep)  # the job file says 6 RPS by mistake
+
+    pacer.answered(Quota(limit=120, remaining=119))  # the gateway says 120 a minute
+
+    assert pacer.rate == pytest.approx(2.0 * HEADROOM)
+    gaps = [b - a for a, b in itertools.pairwise(await slot_times(pacer, clock, 4))]
+    assert gaps == pytest.approx([1 / (2.0 * HEADROOM)] * 3)
+
+
+async def test_what_remains_of_a_window_is_spread_over_the_time_left() -> None:
+    clock = FakeClock()
+    pacer = Pacer(2.0, clock=clock, sleep=clock.sleep)
+
+    pacer.answered(Quota(limit=120, remaining=10, reset_s=20.0))  # 0.5 requests/s left
+
+    gaps = [b - a for a, b in itertools.pairwise(await slot_times(pacer, clock, 3))]
+    assert gaps == pytest.approx([2.0, 2.0], rel=0.05)
+    assert pacer.rate == pytest.approx(2.0 * HEADROOM)  # the rate itself is not cut
+
+
+async def test_a_spent_window_holds_the_model_until_it_resets() -> None:
+    clock = FakeClock()
+    pacer = Pacer(2.0, clock=clock, sleep=clock.sleep)
+    pacer.answered(Quota(limit=120, remaining=0, reset_s=10.0))
+    start = clock.now
+
+    assert pacer.expected_wait() == pytest.approx(10.0)
+    await pacer.slot()
+
+    assert clock.now - start == pytest.approx(10.0)
+
+
+async def test_a_window_429_holds_until_the_estimated_end_and_keeps_the_rate() -> None:
+    clock = FakeClock()
+    pacer = Pacer(2.0, clock=clock, sleep=clock.sleep)
+    pacer.answered(Quota(limit=120, remaining=100))  # a window starts: it ends in 60 s
+    clock.now += 45.0
+    rate = pacer.rate
+
+    pacer.throttled(window_reset=60.0)  # LiteLLM says 60: a whole window, not what is left
+    start = clock.now
+    await pacer.slot()
+
+    assert clock.now - start == pytest.approx(15.0)
+    assert pacer.rate == rate and pacer.decreases == 0
+
+
+async def test_a_window_429_with_no_known_end_holds_for_a_probe_interval() -> None:
+    clock = FakeClock()
+    pacer = Pacer(2.0, clock=clock, sleep=clock.sleep)
+
+    pacer.throttled(window_reset=60.0)
+    start = clock.now
+    await pacer.slot()
+
+    assert clock.now - start == pytest.approx(PROBE_S)
+    assert pacer.decreases == 0
+
+
+def test_a_429_that_names_no_window_still_cuts_the_rate() -> None:
+    clock = FakeClock()
+    pacer = Pacer(2.0, clock=clock)
+
+    pacer.throttled()
+
+    assert pacer.rate == pytest.approx(2.0 * HEADROOM * DECREASE)

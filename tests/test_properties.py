@@ -19,7 +19,7 @@ import tempfile
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import orjson
 import pyarrow as pa
@@ -28,10 +28,11 @@ import pytest
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
+from batchrun.bench.processes import Emulator
 from batchrun.cli import main
 from batchrun.output.parts import read_columns
-from tests.test_cli import start_emulator, stop_emulator
 
+T = TypeVar("T")
 KEY = "tok-test-properties-7731"
 CHAT, CODER, EMBED, UNKNOWN = (
     "qwen3-32b-awq",
@@ -51,10 +52,9 @@ PINNED = settings(FAST, max_examples=5)
 
 
 @pytest.fixture(scope="module")
-def emulator_url() -> Iterator[str]:
-    process, url = start_emulator("--rps-scale", "1000")
-    yield url
-    stop_emulator(process)
+def emulator_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with Emulator(tmp_path_factory.mktemp("emulator"), rps_scale=1000) as emulator:
+        yield emulator.base_url
 
 
 class Outcome(NamedTuple):
@@ -116,7 +116,7 @@ def toml_str(text: str) -> str:
     return '"' + "".join(escaped) + '"'
 
 
-def one(*literals: str) -> st.SearchStrategy[str]:
+def one(*literals: T) -> st.SearchStrategy[T]:
     return st.sampled_from(literals)
 
 

@@ -9,8 +9,6 @@ import os
 import random
 import signal
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from batchrun.bench.processes import Emulator
 from batchrun.cli import main
 from batchrun.emulator import EmulatorConfig, running_emulator
 from batchrun.emulator.summaries import summarise
@@ -28,8 +27,7 @@ from batchrun.output.store import Store
 from batchrun.runner import RunOptions, run_job
 from batchrun.service.answers import split_think
 from batchrun.service.catalog import MODELS
-from tests.conftest import news_rows
-from tests.test_cli import KEY, batchrun, finish, start_emulator, stop_emulator
+from tests.support import KEY, batchrun, finish, news_rows
 
 QUIET = RunOptions(progress=False)
 
@@ -57,12 +55,10 @@ def check_row_by_row(rows: list[dict[str, Any]], path: str = "out") -> None:
 
 
 @pytest.fixture
-def faulty_emulator() -> Iterator[str]:
-    process, url = start_emulator(
-        "--rps-scale", "50", "--fail-rate", "0.15", "--drop-rate", "0.05", "--seed", "7"
-    )
-    yield url
-    stop_emulator(process)
+def faulty_emulator(emulator_dir: Path) -> Iterator[str]:
+    faults = ("--fail-rate", "0.15", "--drop-rate", "0.05", "--seed", "7")
+    with Emulator(emulator_dir, rps_scale=50, options=faults) as emulator:
+        yield emulator.base_url
 
 
 def test_ten_kills_at_random_moments_lose_and_duplicate_nothing(
@@ -167,35 +163,29 @@ async def test_unwritable_output_stops_the_run_and_nothing_is_lost(
 
 
 def test_second_ctrl_c_cancels_requests_in_flight_at_once(
-    make_job: Callable[..., Path],
+    make_job: Callable[..., Path], emulator_dir: Path
 ) -> None:
-    process, url = start_emulator("--rps-scale", "50", "--latency", "30")
-    try:
-        job = make_job(news_rows(20), base_url=url, rps=100, run="grace_s = 60")
+    with Emulator(emulator_dir, rps_scale=50, latency_s=30) as emulator:
+        job = make_job(news_rows(20), base_url=emulator.base_url, rps=100, run="grace_s = 60")
         run = batchrun("run", str(job), "--no-progress")
         time.sleep(1.5)
         run.send_signal(signal.SIGINT)
         time.sleep(0.5)
         run.send_signal(signal.SIGINT)
         out, err = run.communicate(timeout=20)  # not the 30 s answers, nor the 60 s grace
-    finally:
-        stop_emulator(process)
     assert run.returncode == 130, err
     assert "resume" in out
     assert "Traceback" not in err
 
 
-def test_sigterm_stops_like_ctrl_c(make_job: Callable[..., Path]) -> None:
-    process, url = start_emulator("--rps-scale", "5")
-    try:
-        job = make_job(news_rows(200), base_url=url, rps=10, run="grace_s = 5")
+def test_sigterm_stops_like_ctrl_c(make_job: Callable[..., Path], emulator_dir: Path) -> None:
+    with Emulator(emulator_dir, rps_scale=5) as emulator:
+        job = make_job(news_rows(200), base_url=emulator.base_url, rps=10, run="grace_s = 5")
         run = batchrun("run", str(job), "--no-progress")
         time.sleep(2.0)
         run.send_signal(signal.SIGTERM)
         code, out, _ = finish(run)
         assert "interrupted" in out
-    finally:
-        stop_emulator(process)
     assert code == 130
     assert 0 < read_columns(Path("out"), ["id"]).num_rows < 200
 
@@ -213,48 +203,30 @@ def test_an_endpoint_that_never_answers_exits_3_after_the_timeout(
 
 
 def test_changing_the_prompt_is_refused_on_an_existing_output(
-    make_job: Callable[..., Path], capsys: pytest.CaptureFixture[str]
+    make_job: Callable[..., Path], capsys: pytest.CaptureFixture[str], emulator_dir: Path
 ) -> None:
-    process, url = start_emulator("--rps-scale", "50")
-    try:
-        job = make_job(news_rows(5), base_url=url, rps=100)
+    with Emulator(emulator_dir, rps_scale=50) as emulator:
+        job = make_job(news_rows(5), base_url=emulator.base_url, rps=100)
         assert finish(batchrun("run", str(job)))[0] == 0
         job.write_text(job.read_text().replace("Be brief.", "Be very brief."))
         code, _, err = finish(batchrun("run", str(job)))
-    finally:
-        stop_emulator(process)
     assert code == 2
     assert "--fresh" in err
     assert "prompt" in err
 
 
-def test_the_key_never_appears_anywhere(make_job: Callable[..., Path]) -> None:
+def test_the_key_never_appears_anywhere(make_job: Callable[..., Path], emulator_dir: Path) -> None:
     secret = "tok-recognisable-SECRET-7f3a9c"
-    process, url = start_emulator(
-        "--rps-scale", "50", "--fail-rate", "0.3", "--api-key-env", "EMULATOR_KEY", key=secret
-    )
-    env = {**os.environ, "SCIBOX_API_KEY": secret}
-    try:
+    faults = ("--fail-rate", "0.3")
+    with Emulator(emulator_dir, rps_scale=50, options=faults, api_key=secret) as emulator:
         rows = [*news_rows(10), {"id": "empty", "title": "t", "text": ""}]
-        job = make_job(rows, base_url=url, rps=100, run="max_attempts = 2")
-        ran = subprocess.run(
-            [sys.executable, "-m", "batchrun", "run", str(job)],
-            capture_output=True,
-            text=True,
-            env=env,
-        )
-        env["SCIBOX_API_KEY"] = secret + "-wrong"
-        refused = subprocess.run(
-            [sys.executable, "-m", "batchrun", "run", str(job), "--fresh"],
-            capture_output=True,
-            text=True,
-            env=env,
-        )
-    finally:
-        stop_emulator(process)
-    assert ran.returncode in (0, 1), ran.stderr
-    assert refused.returncode == 3
-    seen = ran.stdout + ran.stderr + refused.stdout + refused.stderr
+        job = make_job(rows, base_url=emulator.base_url, rps=100, run="max_attempts = 2")
+        code, out, err = finish(batchrun("run", str(job), env={"SCIBOX_API_KEY": secret}))
+        wrong = {"SCIBOX_API_KEY": secret + "-wrong"}
+        refused, refused_out, refused_err = finish(batchrun("run", str(job), "--fresh", env=wrong))
+    assert code in (0, 1), err
+    assert refused == 3
+    seen = out + err + refused_out + refused_err
     for path in Path(".").rglob("*"):
         if path.is_file():
             seen += path.read_bytes().decode("utf-8", "replace")

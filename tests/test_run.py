@@ -17,7 +17,7 @@ from batchrun.job import load_job
 from batchrun.output.layout import read_json
 from batchrun.output.parts import read_columns
 from batchrun.runner import RunOptions, run_job
-from tests.conftest import news_rows
+from tests.support import news_rows
 
 QUIET = RunOptions(progress=False)
 
@@ -148,7 +148,7 @@ async def test_unknown_model_is_fatal_before_any_row(make_job: Callable[..., Pat
     async with running_emulator(EmulatorConfig(rps_scale=20)) as url:
         path = make_job(base_url=url, rps=40)
         path.write_text(path.read_text().replace("qwen3-32b-awq", "qwen9-nonexistent"))
-        with pytest.raises(FatalError, match="does not serve qwen9-nonexistent"):
+        with pytest.raises(FatalError, match="does not serve model = 'qwen9-nonexistent'"):
             await run_job(load_job(path), QUIET, io.StringIO())
 
 

@@ -24,7 +24,7 @@ from batchrun.sender import Sender
 from batchrun.service.answers import ChatAnswer, EmbeddingAnswer
 from batchrun.stats import RunStats
 from batchrun.tasks import job_schema, task_for
-from tests.conftest import news_rows
+from tests.support import news_rows
 
 Script = Callable[[str, dict[str, Any], int], Any]
 
@@ -163,8 +163,8 @@ async def test_fatal_status_stops_the_run_and_keeps_done_rows(
 
 
 async def test_empty_text_fails_without_a_request(make_job: Callable[..., Path]) -> None:
-    rows = [{"id": "a", "title": "t", "text": "fine text"}, {"id": "b", "title": "t", "text": " "}]
-    rows.append({"id": "c", "title": "t", "text": None})
+    rows: list[dict[str, str | None]] = [{"id": "a", "title": "t", "text": "fine text"}]
+    rows += [{"id": "b", "title": "t", "text": " "}, {"id": "c", "title": "t", "text": None}]
     service = FakeService(ok_chat)
     table = await run_fake(load_job(make_job(rows, rps=1000)), service)
     by_id = {row["id"]: row for row in table.to_pylist()}

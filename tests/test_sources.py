@@ -11,7 +11,7 @@ import pytest
 
 from batchrun.errors import JobError
 from batchrun.input.readers import Record, input_files, read_records
-from tests.conftest import news_rows, write_jsonl
+from tests.support import news_rows, write_jsonl
 
 
 def read_all(

@@ -4,23 +4,19 @@ Real redis-server, real emulator, real CLI processes, all on 127.0.0.1."""
 from __future__ import annotations
 
 import itertools
-import json
-import os
 import signal
 import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from batchrun.bench.processes import Emulator
+from batchrun.bench.redisserver import RedisServer, free_port
 from batchrun.output.parts import read_columns
 from batchrun.service.teampacing import TeamLimiter
-from tests.conftest import RedisServer, free_port, news_rows, write_job, write_jsonl
-from tests.test_cli import KEY, finish, start_emulator, stop_emulator
+from tests.support import batchrun, finish, news_rows, write_job, write_jsonl
 
 MODEL = "qwen3-32b-awq"
 
@@ -52,35 +48,20 @@ def job_file(name: str, url: str, rows: int, rps: float, extra: str = "") -> Pat
 
 
 def start(*args: str, limits: str | None = None) -> subprocess.Popen[str]:
-    env = {**os.environ, "SCIBOX_API_KEY": KEY}
-    if limits:
-        env["BATCHRUN_LIMITS_URL"] = limits
-    return subprocess.Popen(
-        [sys.executable, "-m", "batchrun", "run", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-
-
-def model_stats(url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(url.removesuffix("/v1") + "/stats") as reply:
-        stats: dict[str, Any] = json.load(reply)["models"][MODEL]
-        return stats
+    """``batchrun run ARGS``, drawing its slots from the Redis at ``limits`` if given."""
+    return batchrun("run", *args, env={"BATCHRUN_LIMITS_URL": limits} if limits else None)
 
 
 @pytest.fixture
-def emulator_at_10_rps() -> Iterator[str]:
-    process, url = start_emulator("--rps-scale", "5")  # qwen3-32b-awq: 10 per 1-second window
-    yield url
-    stop_emulator(process)
+def emulator_at_10_rps(emulator_dir: Path) -> Iterator[Emulator]:
+    with Emulator(emulator_dir, rps_scale=5) as emulator:  # qwen3-32b-awq: 10 per 1-s window
+        yield emulator
 
 
 def test_four_processes_of_two_jobs_share_one_limit(
-    redis_server: RedisServer, emulator_at_10_rps: str
+    redis_server: RedisServer, emulator_at_10_rps: Emulator
 ) -> None:
-    url = emulator_at_10_rps
+    url = emulator_at_10_rps.base_url
     jobs = [job_file(name, url, 60, rps=10) for name in ("alpha", "beta")]
     runs = [
         start(str(job), "--shard", shard, "--no-progress", limits=redis_server.url)
@@ -89,22 +70,23 @@ def test_four_processes_of_two_jobs_share_one_limit(
     ]
     outcomes = [finish(run) for run in runs]
     assert [code for code, _, _ in outcomes] == [0, 0, 0, 0], [err for _, _, err in outcomes]
-    stats = model_stats(url)
-    assert stats["max_in_window"] <= 10
-    assert stats["throttled"] <= 0.005 * (stats["accepted"] + stats["throttled"])
-    rate = (stats["accepted"] - 1) / (stats["last_admitted_at"] - stats["first_admitted_at"])
-    assert rate >= 0.95 * 10
+    seen = emulator_at_10_rps.seen(MODEL)
+    assert seen.max_in_window <= 10
+    assert seen.throttled <= 0.005 * (seen.accepted + seen.throttled)
+    assert seen.admitted_rate >= 0.95 * 10
     for job in ("alpha", "beta"):
         ids = read_columns(Path(f"out-{job}"), ["id"]).column("id").to_pylist()
         assert sorted(ids) == [row["id"] for row in news_rows(60)]
 
 
-def test_without_a_shared_limiter_processes_together_earn_429s(emulator_at_10_rps: str) -> None:
-    url = emulator_at_10_rps
+def test_without_a_shared_limiter_processes_together_earn_429s(
+    emulator_at_10_rps: Emulator,
+) -> None:
+    url = emulator_at_10_rps.base_url
     jobs = [job_file(name, url, 30, rps=10) for name in ("alpha", "beta")]
     runs = [start(str(job), "--no-progress") for job in jobs]
     assert [finish(run)[0] for run in runs] == [0, 0]
-    assert model_stats(url)["throttled"] > 0  # what the shared limiter is for
+    assert emulator_at_10_rps.seen(MODEL).throttled > 0  # what the shared limiter is for
 
 
 async def test_slots_are_spaced_one_interval_apart_across_limiters(
@@ -135,26 +117,27 @@ async def test_workspaces_do_not_share_slots(redis_server: RedisServer) -> None:
         await other.close()
 
 
-def test_unreachable_redis_at_start_exits_2_naming_the_url(emulator_at_10_rps: str) -> None:
+def test_unreachable_redis_at_start_exits_2_naming_the_url(emulator_at_10_rps: Emulator) -> None:
     dead = f"redis://:hunter2@127.0.0.1:{free_port()}/0"
-    code, _, err = finish(start(str(job_file("alpha", emulator_at_10_rps, 5, rps=10)), limits=dead))
+    job = job_file("alpha", emulator_at_10_rps.base_url, 5, rps=10)
+    code, _, err = finish(start(str(job), limits=dead))
     assert code == 2
     assert f"cannot reach Redis at redis://:***@127.0.0.1:{dead.rsplit(':', 1)[1]}" in err
     assert "hunter2" not in err
 
 
 def test_lost_redis_pauses_sending_and_the_run_resumes(
-    redis_server: RedisServer, emulator_at_10_rps: str
+    redis_server: RedisServer, emulator_at_10_rps: Emulator
 ) -> None:
-    url = emulator_at_10_rps
-    run = start(str(job_file("alpha", url, 80, rps=10)), limits=redis_server.url)
+    emulator = emulator_at_10_rps
+    run = start(str(job_file("alpha", emulator.base_url, 80, rps=10)), limits=redis_server.url)
     time.sleep(2.5)
     redis_server.stop()
     time.sleep(1.0)  # requests already in flight land
-    paused_at = model_stats(url)["accepted"]
+    paused_at = emulator.seen(MODEL).accepted
     time.sleep(2.0)
-    assert model_stats(url)["accepted"] == paused_at  # no slot, no request: never unlimited
-    redis_server.start()
+    assert emulator.seen(MODEL).accepted == paused_at  # no slot, no request: never unlimited
+    redis_server.restart()
     code, _, err = finish(run)
     assert code == 0, err
     assert "shared limiter unreachable" in err
@@ -162,11 +145,10 @@ def test_lost_redis_pauses_sending_and_the_run_resumes(
 
 
 def test_three_shards_one_killed_and_rerun_give_every_id_once(
-    redis_server: RedisServer,
+    redis_server: RedisServer, emulator_dir: Path
 ) -> None:
-    process, url = start_emulator("--rps-scale", "20")
-    try:
-        job = str(job_file("alpha", url, 150, rps=40))
+    with Emulator(emulator_dir, rps_scale=20) as emulator:
+        job = str(job_file("alpha", emulator.base_url, 150, rps=40))
         shards = {
             shard: start(job, "--shard", shard, "--no-progress") for shard in ("1/3", "2/3", "3/3")
         }
@@ -175,16 +157,14 @@ def test_three_shards_one_killed_and_rerun_give_every_id_once(
         shards["2/3"].communicate()
         assert [finish(shards[s])[0] for s in ("1/3", "3/3")] == [0, 0]
         code, out, err = finish(start(job, "--shard", "2/3", "--no-progress"))
-    finally:
-        stop_emulator(process)
     assert code == 0, err
     assert "150 ok, 0 failed (whole job)" in out
     ids = read_columns(Path("out-alpha"), ["id"]).column("id").to_pylist()
     assert sorted(ids) == [row["id"] for row in news_rows(150)]
 
 
-def test_shards_share_an_output_but_a_shard_runs_once(emulator_at_10_rps: str) -> None:
-    job = str(job_file("alpha", emulator_at_10_rps, 100, rps=10))
+def test_shards_share_an_output_but_a_shard_runs_once(emulator_at_10_rps: Emulator) -> None:
+    job = str(job_file("alpha", emulator_at_10_rps.base_url, 100, rps=10))
     first = start(job, "--shard", "1/2", "--no-progress")
     time.sleep(1.5)
     try:

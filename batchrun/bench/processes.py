@@ -2,6 +2,7 @@
 with ``os.wait4`` (wall time, CPU seconds and peak RSS of that child alone) by ``launcher.py``.
 
 Every process is started by the bench, talks only to 127.0.0.1, and is stopped by its pid.
+The tests start their emulator processes with the same ``Emulator``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -24,6 +25,7 @@ import orjson
 
 TOKEN_ENV = "SCIBOX_API_KEY"
 TOKEN = "bench-token"
+EMULATOR_KEY_ENV = "EMULATOR_KEY"
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
 RUN_TIMEOUT_S = 900.0
@@ -90,7 +92,9 @@ class ServerProcess:
 
 
 class Emulator(ServerProcess):
-    """One ``batchrun emulator`` process on 127.0.0.1 and a free port, for a ``with`` block."""
+    """One ``batchrun emulator`` process on 127.0.0.1 and a free port, for a ``with`` block;
+    its log (stderr) is ``workdir/NAME.log``. ``options`` are more of its command-line options
+    (``--fail-rate 0.1``); with ``api_key`` it accepts only that token."""
 
     def __init__(
         self,
@@ -98,12 +102,18 @@ class Emulator(ServerProcess):
         *,
         rps_scale: float = 1.0,
         latency_s: float = 0.0,
+        options: Sequence[str] = (),
+        api_key: str | None = None,
         name: str = "emulator",
     ) -> None:
         self.log = workdir / f"{name}.log"
         self.command = [sys.executable, "-m", "batchrun", "emulator", "--host", "127.0.0.1"]
         self.command += ["--port", "0", "--rps-scale", f"{rps_scale:g}"]
-        self.command += ["--latency", f"{latency_s:g}"]
+        self.command += ["--latency", f"{latency_s:g}", *options]
+        self.env = child_env()
+        if api_key is not None:
+            self.command += ["--api-key-env", EMULATOR_KEY_ENV]
+            self.env[EMULATOR_KEY_ENV] = api_key
         self.workdir = workdir
         self.base_url = ""
         self.cpu_s = 0.0
@@ -114,7 +124,7 @@ class Emulator(ServerProcess):
             self._process = subprocess.Popen(
                 self.command,
                 cwd=self.workdir,
-                env=child_env(),
+                env=self.env,
                 stdout=subprocess.PIPE,
                 stderr=errors,
             )

@@ -1,6 +1,7 @@
-"""A throwaway ``redis-server`` for the ``team`` section: 127.0.0.1, a free port, no
-persistence (``--save "" --appendonly no``), its own directory; started for a ``with`` block,
-ready once it answers ``PING``, and stopped by its pid (SIGTERM, then SIGKILL if it lingers).
+"""A throwaway ``redis-server`` for the ``team`` section and the tests: 127.0.0.1, a free
+port, no persistence (``--save "" --appendonly no``), its own directory; started for a ``with``
+block, ready once it answers ``PING``, and stopped by its pid (SIGTERM, then SIGKILL if it
+lingers). It can be stopped and restarted on the same port, to test a lost connection.
 """
 
 from __future__ import annotations
@@ -40,15 +41,28 @@ class RedisServer(ServerProcess):
 
     def __enter__(self) -> RedisServer:
         for _ in range(ATTEMPTS):
-            self._start(free_port())
-            if self._wait_ready():
+            self.port = free_port()
+            if self._started():
                 return self
-            self.stop()
         raise BenchError(f"redis-server did not start: {log_tail(self.log)}")
 
-    def _start(self, port: int) -> None:
-        self.port = port
-        command = [self.binary, "--bind", HOST, "--port", str(port), "--save", ""]
+    def restart(self) -> None:
+        """Start the server again on its port, after ``stop()``."""
+        if not self._started():
+            raise BenchError(
+                f"redis-server did not restart on port {self.port}: {log_tail(self.log)}"
+            )
+
+    def _started(self) -> bool:
+        """Start the server on ``self.port``; whether it became ready (if not, it is stopped)."""
+        self._spawn()
+        if self._wait_ready():
+            return True
+        self.stop()
+        return False
+
+    def _spawn(self) -> None:
+        command = [self.binary, "--bind", HOST, "--port", str(self.port), "--save", ""]
         command += ["--appendonly", "no", "--dir", str(self.workdir)]
         with self.log.open("ab") as sink:
             self._process = subprocess.Popen(

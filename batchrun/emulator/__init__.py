@@ -1,15 +1,19 @@
 """The bundled local SciBox emulator: the service's OpenAI-compatible API on 127.0.0.1.
 
-It serves the catalog's models with their rate limits (scaled by ``rps_scale``), answers
-deterministically (an extractive summary for chat, hashed word features for embeddings),
-injects seeded faults (500/503, dropped connections, cut and stalled streams, latency spikes)
-and reports what it saw at ``GET /stats``, so tests and benchmarks measure pacing at the server.
+It serves the catalog's models with their rate limits (scaled by ``rps_scale``; SciBox's
+sliding 1-second window, or fixed wall-clock windows of ``window_s`` as LiteLLM counts),
+answers deterministically (an extractive summary for chat, hashed word features for
+embeddings), shaped as SciBox, vLLM or LiteLLM Proxy answer (``gateway``), injects seeded
+faults (500/503, dropped connections, cut and stalled streams, latency spikes) and reports
+what it saw at ``GET /stats``, so tests and benchmarks measure pacing at the server.
 
 Modules (named for what they are here, apart from the runner's own): ``config``
-(EmulatorConfig), ``limits`` (the sliding window), ``faults`` (the seeded draw), ``summaries``
-and ``vectors`` (deterministic content), ``bodies`` (request checks), ``streaming`` (SSE),
-``counters`` (what ``/stats`` reports), ``server`` (routes), ``serving`` (sockets). It shares
-only the model catalog (``batchrun.service.catalog``) with the runner.
+(EmulatorConfig), ``limits`` (the sliding and the fixed window), ``gateways`` (how SciBox,
+vLLM and LiteLLM shape answers and errors), ``faults`` (the seeded draw), ``summaries`` and
+``vectors`` (deterministic content), ``bodies`` (request checks), ``streaming`` (SSE),
+``replies`` (JSON replies and the error reply), ``counters`` (what ``/stats`` reports),
+``server`` (routes), ``serving`` (sockets). It shares only the model catalog
+(``batchrun.service.catalog``) with the runner.
 """
 
 from batchrun.emulator.config import EmulatorConfig

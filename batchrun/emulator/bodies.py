@@ -26,17 +26,23 @@ class BadRequest(Exception):
 
 
 class UnknownModel(Exception):
-    """The named model is not served (404)."""
+    """The named model is not served (404, or LiteLLM's 400); ``name`` is what was asked for."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"The model '{name}' does not exist; served: {', '.join(MODELS)}")
+        self.name = name
 
 
 @dataclass(frozen=True)
 class ChatRequest:
-    """A checked ``/v1/chat/completions`` body."""
+    """A checked ``/v1/chat/completions`` body; ``include_usage`` is
+    ``stream_options.include_usage`` being true."""
 
     model: ModelInfo
     messages: tuple[Message, ...]
     max_tokens: int | None
     stream: bool
+    include_usage: bool = False
 
 
 @dataclass(frozen=True)
@@ -66,12 +72,13 @@ def find_model(body: dict[str, object]) -> ModelInfo:
         raise BadRequest("'model' is required and must be a string")
     info = MODELS.get(name)
     if info is None:
-        raise UnknownModel(f"The model '{name}' does not exist; served: {', '.join(MODELS)}")
+        raise UnknownModel(name)
     return info
 
 
-def chat_request(body: dict[str, object], model: ModelInfo) -> ChatRequest:
-    """Check a chat body for ``model`` (already found by :func:`find_model`)."""
+def chat_request(body: dict[str, object], model: ModelInfo, typed: bool = False) -> ChatRequest:
+    """Check a chat body for ``model`` (already found by :func:`find_model`); ``typed`` adds
+    the checks of vLLM's typed request (:func:`check_sampling`)."""
     if model.kind != "chat":
         raise BadRequest(f"'{model.name}' is an embedding model: use /v1/embeddings")
     raw = body.get("messages")
@@ -84,7 +91,37 @@ def chat_request(body: dict[str, object], model: ModelInfo) -> ChatRequest:
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise BadRequest(f"'stream' must be true or false, got {stream!r}")
-    return ChatRequest(model, messages, limit, stream)
+    if typed:
+        check_sampling(body)
+    return ChatRequest(model, messages, limit, stream, _include_usage(body))
+
+
+def check_sampling(body: dict[str, object]) -> None:
+    """The sampling parameters have the types (and ranges) vLLM's request model demands:
+    ``temperature`` a number >= 0, ``top_p`` a number in (0, 1], ``stream_options`` an object.
+    """
+    temperature, top_p = _number(body, "temperature"), _number(body, "top_p")
+    if temperature is not None and temperature < 0:
+        raise BadRequest(f"'temperature' must be non-negative, got {temperature!r}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise BadRequest(f"'top_p' must be in (0, 1], got {top_p!r}")
+    options = body.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        raise BadRequest(f"'stream_options' must be an object, got {options!r}")
+
+
+def _number(body: dict[str, object], name: str) -> float | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise BadRequest(f"'{name}' must be a number, got {value!r}")
+    return float(value)
+
+
+def _include_usage(body: dict[str, object]) -> bool:
+    options = body.get("stream_options")
+    return isinstance(options, dict) and options.get("include_usage") is True
 
 
 def _message(index: int, item: object) -> Message:

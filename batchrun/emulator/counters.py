@@ -4,7 +4,8 @@ Pacing is measured at the server: ``accepted`` requests passed the rate window (
 it), ``throttled`` ones got 429, ``rejected`` ones got 400 after being admitted (the service
 counts bad requests against the limit too), ``faults`` were failed on purpose (500/503, drop,
 cut, stall; by kind in ``fault_kinds``), ``spikes`` were delayed on purpose, and
-``max_in_window`` is the most requests admitted in any one window; ``first_admitted_at`` and
+``max_in_window`` is the most requests admitted in any one window (sliding, or one fixed
+window of ``period_s`` seconds with ``EmulatorConfig.window_s``); ``first_admitted_at`` and
 ``last_admitted_at`` are the monotonic clock's time (system-wide on Linux) of the first and the
 latest admission, so a benchmark computes the rate the server really admitted. The times of the
 latest ``THROTTLE_TIMES`` 429s are kept too, and listed as ``throttled_at`` only when asked
@@ -25,7 +26,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from batchrun.emulator.faults import Fault, Verdict
-from batchrun.emulator.limits import SlidingWindow
+from batchrun.emulator.limits import Window
 
 JsonDict = dict[str, object]
 
@@ -46,7 +47,7 @@ class ModelCounters:
     """The rate window of one model and the counts of what happened to its requests."""
 
     rps: float
-    window: SlidingWindow
+    window: Window
     accepted: int = 0
     throttled: int = 0
     rejected: int = 0

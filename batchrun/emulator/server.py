@@ -3,22 +3,23 @@
 Each ``/v1`` request goes through, in order: bearer auth (401), JSON body and model lookup
 (400/404), the model's rate window (429, before anything else costs time), the payload checks
 (400: admitted requests count against the limit even when rejected), the injected faults, the
-latency, and the deterministic answer. ``/stats`` and ``/stats/reset`` need no token. Nothing
-is logged per request, and no response ever echoes the token.
+latency, and the deterministic answer. The configured gateway (:mod:`.gateways`) shapes the
+answers, the unknown-model and 429 errors, and the quota headers. ``/stats`` and
+``/stats/reset`` need no token. Nothing is logged per request, and no response ever echoes
+the token.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
-import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-import orjson
 from aiohttp import web
 
 from batchrun.emulator.bodies import (
@@ -32,7 +33,9 @@ from batchrun.emulator.bodies import (
 from batchrun.emulator.config import EmulatorConfig
 from batchrun.emulator.counters import Counters, ModelCounters
 from batchrun.emulator.faults import Fault, FaultPlan, Verdict
+from batchrun.emulator.gateways import GATEWAYS
 from batchrun.emulator.limits import Clock, window_for
+from batchrun.emulator.replies import HttpError, json_reply
 from batchrun.emulator.streaming import close_connection, event_lines, send_events, usage_json
 from batchrun.emulator.summaries import count_tokens, summarise
 from batchrun.emulator.vectors import embed, embed_base64
@@ -42,41 +45,19 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _Checked = TypeVar("_Checked")
 
 
-class HttpError(Exception):
-    """An error answer with an OpenAI-style body: ``{"error": {message, type, code}}``."""
-
-    def __init__(
-        self, status: int, message: str, kind: str, code: str, headers: dict[str, str] | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status, self.message, self.kind, self.code = status, message, kind, code
-        self.headers = headers
-
-    def response(self) -> web.Response:
-        """The JSON answer of this error."""
-        error = {"message": self.message, "type": self.kind, "code": self.code}
-        return _json({"error": error}, self.status, self.headers)
-
-
 class _Dropped(Exception):
     """The connection was closed on purpose; there is nothing to answer."""
 
 
-def _json(
-    payload: object, status: int = 200, headers: dict[str, str] | None = None
-) -> web.Response:
-    body = orjson.dumps(payload)
-    return web.Response(body=body, status=status, headers=headers, content_type="application/json")
-
-
 @dataclass(frozen=True)
 class Admission:
-    """A request that passed its model's rate window."""
+    """A request that passed its model's rate window; ``headers`` go on its 200."""
 
     raw: bytes
     body: dict[str, object]
     model: ModelInfo
     stats: ModelCounters
+    headers: dict[str, str]
 
     def check(self, parse: Callable[[dict[str, object], ModelInfo], _Checked]) -> _Checked:
         """The typed request ``parse`` makes of the body; a 400 (counted) if it is wrong."""
@@ -90,11 +71,17 @@ class Admission:
 class Emulator:
     """The state behind one app: config, per-model windows and counters, the fault plan."""
 
-    def __init__(self, config: EmulatorConfig, clock: Clock = time.monotonic) -> None:
+    def __init__(
+        self, config: EmulatorConfig, clock: Clock = time.monotonic, wall: Clock = time.time
+    ) -> None:
         self.config = config
-        windows = {name: info.rps * config.rps_scale for name, info in MODELS.items()}
+        self.gateway = GATEWAYS[config.gateway]
+        rates = {name: info.rps * config.rps_scale for name, info in MODELS.items()}
         self.stats = Counters(
-            {name: ModelCounters(rps, window_for(rps, clock)) for name, rps in windows.items()}
+            {
+                name: ModelCounters(rps, window_for(rps, clock, config.window_s, wall))
+                for name, rps in rates.items()
+            }
         )
         self.faults = FaultPlan(config)
         self.stopping = asyncio.Event()
@@ -123,12 +110,12 @@ class Emulator:
             raise _bad_request(exc) from None
         except UnknownModel as exc:
             self.stats.unknown_model += 1
-            raise HttpError(404, str(exc), "invalid_request_error", "model_not_found") from None
+            raise self.gateway.unknown_model(exc) from None
         stats = self.stats.models[model.name]
         wait = stats.admit()
         if wait:
-            raise _throttled(model.name, stats, wait)
-        return Admission(raw, body, model, stats)
+            raise self.gateway.throttled(model.name, stats.window, wait)
+        return Admission(raw, body, model, stats, self.gateway.quota_headers(stats.window))
 
     async def inject(self, request: web.Request, stats: ModelCounters, stream: bool) -> Verdict:
         """Draw this request's faults, fail it now if it should, and sleep its spike."""
@@ -156,16 +143,6 @@ def _bad_request(exc: BadRequest) -> HttpError:
     return HttpError(400, str(exc), "invalid_request_error", "invalid_request")
 
 
-def _throttled(name: str, stats: ModelCounters, wait: float) -> HttpError:
-    limit, period = stats.window.capacity, stats.window.period
-    message = f"Rate limit exceeded for '{name}': {limit} requests per {period:g} s; retry later"
-    retry = {
-        "Retry-After": str(max(1, math.ceil(wait))),
-        "retry-after-ms": str(math.ceil(wait * 1e3)),
-    }
-    return HttpError(429, message, "rate_limit_error", "rate_limit_exceeded", retry)
-
-
 EMULATOR = web.AppKey("emulator", Emulator)
 
 
@@ -191,14 +168,15 @@ async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
 async def list_models(request: web.Request) -> web.Response:
     """``GET /v1/models``: the catalog's models."""
     data = [{"id": name, "object": "model", "owned_by": "scibox"} for name in MODELS]
-    return _json({"object": "list", "data": data})
+    return json_reply({"object": "list", "data": data})
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     """``POST /v1/chat/completions``, plain or streamed."""
     emulator = request.app[EMULATOR]
+    gateway = emulator.gateway
     admitted = await emulator.admit(request)
-    chat = admitted.check(chat_request)
+    chat = admitted.check(functools.partial(chat_request, typed=gateway.typed))
     verdict = await emulator.inject(request, admitted.stats, chat.stream)
     answer = summarise(chat.model, chat.messages, chat.max_tokens)
     head: dict[str, object] = {
@@ -208,20 +186,16 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     }
     latency = emulator.config.latency_s
     if chat.stream:
-        lines = event_lines(head, answer)
-        return await send_events(request, lines, verdict.fault, latency, emulator.stopping)
+        usage = gateway.usage_place(chat.include_usage)
+        lines = event_lines(head, answer, gateway.reasoning_field, usage)
+        fault, stopping = verdict.fault, emulator.stopping
+        return await send_events(request, lines, fault, latency, stopping, admitted.headers)
     if latency:
         await asyncio.sleep(latency)
-    message = {"role": "assistant", "content": answer.content}
-    choice = {
-        "index": 0,
-        "message": message,
-        "logprobs": None,
-        "finish_reason": answer.finish_reason,
-    }
-    return _json(
-        {**head, "object": "chat.completion", "choices": [choice], "usage": usage_json(answer)}
-    )
+    message, finish = gateway.message(answer), answer.finish_reason
+    choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
+    body = {**head, "object": "chat.completion", "choices": [choice], "usage": usage_json(answer)}
+    return json_reply(body, headers=admitted.headers)
 
 
 async def embeddings(request: web.Request) -> web.Response:
@@ -239,28 +213,33 @@ async def embeddings(request: web.Request) -> web.Response:
     ]
     tokens = sum(max(1, count_tokens(text)) for text in job.inputs)
     usage = {"prompt_tokens": tokens, "total_tokens": tokens}
-    return _json({"object": "list", "data": data, "model": job.model.name, "usage": usage})
+    body = {"object": "list", "data": data, "model": job.model.name, "usage": usage}
+    return json_reply(body, headers=admitted.headers)
 
 
 async def get_stats(request: web.Request) -> web.Response:
     """``GET /stats``: what the emulator saw, per model (shape in :mod:`.stats`);
     ``?times=1`` adds the times of the latest 429s."""
     times = request.query.get("times", "0").lower() not in ("", "0", "false", "no")
-    return _json(request.app[EMULATOR].stats.as_json(times))
+    return json_reply(request.app[EMULATOR].stats.as_json(times))
 
 
 async def reset_stats(request: web.Request) -> web.Response:
     """``POST /stats/reset``: zero the counters; answers the zeroed stats."""
     emulator = request.app[EMULATOR]
     emulator.reset()
-    return _json(emulator.stats.as_json())
+    return json_reply(emulator.stats.as_json())
 
 
 def make_app(
-    config: EmulatorConfig | None = None, *, clock: Clock = time.monotonic
+    config: EmulatorConfig | None = None,
+    *,
+    clock: Clock = time.monotonic,
+    wall: Clock = time.time,
 ) -> web.Application:
-    """The emulator as an aiohttp application; ``clock`` drives the rate windows."""
-    emulator = Emulator(config or EmulatorConfig(), clock)
+    """The emulator as an aiohttp application; ``clock`` drives the sliding windows and stamps
+    admissions, ``wall`` places the fixed windows (``EmulatorConfig.window_s`` other than 1)."""
+    emulator = Emulator(config or EmulatorConfig(), clock, wall)
     app = web.Application(middlewares=[_guard], client_max_size=64 * 1024**2)
     app[EMULATOR] = emulator
 

@@ -5,7 +5,8 @@ ending with ``:`` and a blank line, as in ``"Сделай резюме в дву
 The body's sentences are scored by the frequency of their words in the whole body, and the one
 or two best are returned in their original order. A thinking model (``ModelInfo.thinks``)
 starts with a ``<think>`` block, empty when a system or user message holds ``/no_think``, as
-Qwen3 does. Tokens are approximated as whitespace-separated words, for ``max_tokens`` and usage.
+Qwen3 does; :func:`split_think` takes it apart as a reasoning parser does. Tokens are
+approximated as whitespace-separated words, for ``max_tokens`` and usage.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ _ONE_SENTENCE = re.compile(r"\b(одн\w*|one|1)\s+(предложени|sentenc
 _SENTENCE_END = re.compile(r"(?<=[.!?…])\s+|\s*\n\s*")
 _WORD = re.compile(r"\w{4,}")
 _TOKEN = re.compile(r"\S+")
+_THINK_OPEN, _THINK_CLOSE = "<think>", "</think>"
 _FRAMING_TOKENS = 3
 """Tokens a chat template adds per message (role markers), in the usage figures."""
 
@@ -66,6 +68,19 @@ def summarise(model: ModelInfo, messages: tuple[Message, ...], max_tokens: int |
         finish_reason = "length" if cut else "stop"
     prompt_tokens = sum(count_tokens(text) + _FRAMING_TOKENS for _, text in messages)
     return Summary(content, finish_reason, prompt_tokens, count_tokens(content))
+
+
+def split_think(content: str) -> tuple[str | None, str]:
+    """``(reasoning, answer)`` of ``content``, as vLLM's Qwen3 reasoning parser splits it.
+
+    The reasoning is the text of a leading ``<think>`` block, stripped; an empty block gives
+    None. A block cut by ``max_tokens`` before ``</think>`` is all reasoning and no answer.
+    Content without a block is all answer.
+    """
+    if not content.startswith(_THINK_OPEN):
+        return None, content
+    inner, closed, answer = content.removeprefix(_THINK_OPEN).partition(_THINK_CLOSE)
+    return inner.strip() or None, answer.lstrip("\n") if closed else ""
 
 
 def split_instruction(text: str) -> tuple[str, str]:

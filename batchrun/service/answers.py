@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from batchrun.errors import RetryableError
+from batchrun.service.ratelimits import Quota
 
 THINK = re.compile(r"^\s*<think>(.*?)</think>\s*", re.DOTALL)
 
@@ -24,6 +25,8 @@ class ChatAnswer:
     finish_reason: str | None
     prompt_tokens: int | None
     completion_tokens: int | None
+    quota: Quota | None = None
+    """The request budget the service stated with this answer."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +36,7 @@ class EmbeddingAnswer:
     prompt_tokens: int | None
     completion_tokens: int | None = None
     """Embeddings produce no tokens; here so that every answer counts tokens the same way."""
+    quota: Quota | None = None
 
 
 def split_think(content: str, reasoning: str | None = None) -> tuple[str, str | None]:
@@ -55,7 +59,7 @@ def chat_answer(body: dict[str, Any]) -> ChatAnswer:
         choice = body["choices"][0]
         message = choice["message"]
         content = _text(message.get("content"))
-        reasoning = _text(message.get("reasoning_content") or message.get("reasoning")) or None
+        reasoning = _text(_reasoning(message)) or None
         usage = body.get("usage") or {}
         answer, thought = split_think(content, reasoning)
         return ChatAnswer(
@@ -76,6 +80,12 @@ def _text(value: object) -> str:
     if isinstance(value, list):
         return "".join(part["text"] for part in value if part.get("type") == "text")
     raise ValueError(f"content of type {type(value).__name__}")
+
+
+def _reasoning(message: dict[str, Any]) -> object:
+    """A message's or delta's separate reasoning: ``reasoning_content`` (vLLM's reasoning
+    parser, LiteLLM) or ``reasoning`` (newer vLLM, OpenRouter)."""
+    return message.get("reasoning_content") or message.get("reasoning")
 
 
 def _count(value: object) -> int | None:
@@ -142,7 +152,7 @@ class StreamAccumulator:
                 continue  # only the first choice is the row's answer
             delta = choice.get("delta") or {}
             self._content.append(_text(delta.get("content")))
-            self._reasoning.append(_text(delta.get("reasoning_content")))
+            self._reasoning.append(_text(_reasoning(delta)))
             self._finish_reason = choice.get("finish_reason") or self._finish_reason
 
     def finish(self) -> ChatAnswer:

@@ -10,10 +10,9 @@ redaction of what the service echoes back is ``Api._redact``.
 
 from __future__ import annotations
 
-import email.utils
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from types import TracebackType
 from typing import Any
 
@@ -30,6 +29,7 @@ from batchrun.service.answers import (
     chat_answer,
     embedding_answer,
 )
+from batchrun.service.ratelimits import read_quota, read_throttle
 from batchrun.service.statuses import error_class
 
 CONNECT_TIMEOUT_MAX_S = 30.0
@@ -50,7 +50,7 @@ class Api:
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._key = api_key
-        self._key_env = key_env
+        self.key_env = key_env
         self._timeout = aiohttp.ClientTimeout(
             total=timeout_s,
             sock_connect=min(timeout_s, CONNECT_TIMEOUT_MAX_S),
@@ -100,15 +100,19 @@ class Api:
         payload = {**body, "model": model}
         if not stream:
             async with self._call("POST", "/chat/completions", payload, model) as response:
-                return chat_answer(await self._json(response))
+                answer = chat_answer(await self._json(response))
+                return replace(answer, quota=read_quota(response.headers))
         payload["stream"] = True
+        # vLLM, LiteLLM and OpenAI send a usage chunk only when asked.
+        payload.setdefault("stream_options", {"include_usage": True})
         accumulator = StreamAccumulator()
         async with self._call("POST", "/chat/completions", payload, model) as response:
+            quota = read_quota(response.headers)
             async for line in response.content:
                 accumulator.feed(line)
                 if accumulator.done:
                     break
-        return accumulator.finish()
+        return replace(accumulator.finish(), quota=quota)
 
     async def embed(self, model: str, body: dict[str, Any]) -> EmbeddingAnswer:
         """Vectors for ``body["input"]``, in input order. Asks for base64 float32 (a quarter
@@ -116,7 +120,8 @@ class Api:
         job's ``[params]`` say otherwise."""
         payload = {"encoding_format": "base64", **body, "model": model}
         async with self._call("POST", "/embeddings", payload, model) as response:
-            return embedding_answer(await self._json(response), len(body["input"]))
+            answer = embedding_answer(await self._json(response), len(body["input"]))
+            return replace(answer, quota=read_quota(response.headers))
 
     @asynccontextmanager
     async def _call(
@@ -159,11 +164,19 @@ class Api:
         self, response: aiohttp.ClientResponse, url: str, model: str | None
     ) -> ApiError:
         status = response.status
-        detail = self._redact(await _error_detail(response))[:300]
-        kind = error_class(status)
+        try:
+            raw = await response.read()
+        except aiohttp.ClientError:
+            raw = (response.reason or "").encode()
+        message, body = _error_detail(raw)
+        detail = self._redact(message)[:300]
+        kind = error_class(status, detail)
         if kind is RetryableError:
-            retry_after = _retry_after(response.headers)
-            return RetryableError(f"{status} from {url}: {detail}", status, retry_after, model)
+            throttle = read_throttle(response.headers, body)
+            return RetryableError(
+                f"{status} from {url}: {detail}", status, throttle.retry_after, model,
+                window_reset=throttle.window_reset,
+            )  # fmt: skip
         if kind is FatalError:
             return FatalError(self._fatal_advice(status, url, model, detail), status, model)
         return RowError(f"{status} bad request: {detail}", status, model)
@@ -172,16 +185,16 @@ class Api:
         if status == 401:
             return (
                 f"401 from {url}: the service rejected the token ({detail}); "
-                f"set a valid token in the environment variable {self._key_env}"
+                f"set a valid token in the environment variable {self.key_env}"
             )
         if status == 403:
             return (
                 f"403 from {url}: the token has no access to model {model!r} ({detail}); "
                 "ask the service's support for access or use another model"
             )
-        if status == 404:
+        if status in (400, 404):  # 400: a gateway's answer to an unknown model
             return (
-                f"404 from {url}: wrong URL or model {model!r} ({detail}); "
+                f"{status} from {url}: wrong URL or model {model!r} ({detail}); "
                 "check [endpoint].base_url (it ends in /v1) and the model name "
                 "(`batchrun models JOB` lists them)"
             )
@@ -191,34 +204,14 @@ class Api:
         return text.replace(self._key, "<hidden>") if self._key else text
 
 
-async def _error_detail(response: aiohttp.ClientResponse) -> str:
-    """The service's error message (OpenAI-style ``{"error": {"message": ...}}``), short."""
+def _error_detail(raw: bytes) -> tuple[str, Any]:
+    """The service's error message (OpenAI-style ``{"error": {"message": ...}}``) and the
+    parsed body (None when it is not JSON)."""
     try:
-        raw = await response.read()
-    except aiohttp.ClientError:
-        return response.reason or ""
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return raw.decode("utf-8", "replace"), None
     try:
-        return str(orjson.loads(raw)["error"]["message"])
-    except (orjson.JSONDecodeError, KeyError, TypeError):
-        return raw.decode("utf-8", "replace")
-
-
-def _retry_after(headers: Any) -> float | None:
-    """Seconds from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date)."""
-    if (millis := headers.get("retry-after-ms")) is not None:
-        try:
-            return max(float(millis) / 1000, 0.0)
-        except ValueError:
-            pass
-    value = headers.get("Retry-After")
-    if value is None:
-        return None
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(when.timestamp() - time.time(), 0.0)
+        return str(body["error"]["message"]), body
+    except (KeyError, TypeError):
+        return raw.decode("utf-8", "replace"), body

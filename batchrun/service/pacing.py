@@ -16,21 +16,32 @@ second without one gives back ``RECOVERY_PER_S`` of the ceiling, so a rate cut b
 back over about two minutes and a settled run meets about one 429 a minute. A teammate sharing
 the quota, or a limit lower than configured, makes the runner settle on the share it can have.
 
-``InFlight`` bounds the requests in flight by Little's law: in flight = rate × latency. It keeps
-``HEADROOM_IN_FLIGHT`` × (total rate × latency) + 2 slots open, where latency is the larger of a
-moving average of answers and the age of the oldest request still out (so a slow first answer
-already widens the window), up to ``max_in_flight``. A fixed number overrides it.
+Behind a gateway (LiteLLM Proxy) the limit is a budget per window, usually a minute, and the
+service states it (``batchrun.service.ratelimits``). Then:
+
+- a stated limit of L requests per minute caps the rate at ``HEADROOM`` × L / 60, whatever
+  the job file says (a job set to 6 RPS on a 2 RPS key paces at 1.96 from its first answer);
+- the requests remaining in the window are spread over the time left in it (``WindowBudget``):
+  processes sharing a key without a shared limiter slow down together as the budget runs
+  low, instead of exhausting it early and waiting out the window; with 0 left the model
+  holds until the window ends;
+- a 429 that names a window (it ran out) holds the model until the window's end as estimated
+  from the answers, or for at most ``PROBE_S`` when that is unknown (a gateway's
+  ``retry-after: 60`` is often a whole window, not the time left), and keeps the rate: no
+  multiplicative cut for a window that simply ran out.
+
+With no such headers (a bare vLLM, the local emulator), the AIMD rule above is the whole story.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import itertools
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Protocol
+
+from batchrun.service.ratelimits import WINDOW_S, Quota, WindowBudget
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
@@ -40,9 +51,7 @@ DECREASE = 0.7
 RECOVERY_PER_S = 0.0025
 COOLDOWN_S = 0.5
 FLOOR = 0.02
-HEADROOM_IN_FLIGHT = 1.5
-FIRST_LATENCY_S = 1.0
-RECHECK_S = 0.1
+PROBE_S = 5.0
 
 
 class SlotSource(Protocol):
@@ -87,115 +96,77 @@ class Pacer:
     ) -> None:
         if rps <= 0:
             raise ValueError(f"a model's rate must be positive, got {rps}")
-        self.ceiling = rps * headroom
+        self._headroom = headroom
+        self._configured = rps * headroom
+        self.ceiling = self._configured
         self.rate = self.ceiling
         self.decreases = 0
         self._slots = slots or LocalSlots(clock=clock, sleep=sleep)
         self._clock = clock
+        self._sleep = sleep
         self._lock = asyncio.Lock()
         self._waiting = 0
         self._decreased_at = -math.inf
         self._adjusted_at = clock()
+        self._budget = WindowBudget()
+        self._held_until = -math.inf
 
     async def slot(self) -> None:
         """Wait for this model's next send slot."""
         self._waiting += 1
         try:
             async with self._lock:
-                await self._slots.take(1 / self.rate)
+                if (hold := self._hold()) > 0:
+                    await self._sleep(hold)
+                await self._slots.take(1 / self._pace())
         finally:
             self._waiting -= 1
 
     def expected_wait(self) -> float:
         """Seconds until a new request would leave: for choosing among a pool's models."""
-        return self._slots.expected_wait() + self._waiting / self.rate
+        return self._hold() + self._slots.expected_wait() + self._waiting / self._pace()
 
-    def throttled(self) -> None:
-        """A 429 came back: slow down (once per cooldown)."""
+    def _hold(self) -> float:
+        """Seconds the model must not send: a window ran out, or its budget is spent."""
         now = self._clock()
+        hold = self._held_until - now
+        if self._budget.rate(now) == 0:
+            hold = max(hold, self._budget.reset_in(now) or 0.0)
+        return max(hold, 0.0)
+
+    def _pace(self) -> float:
+        """The rate slots are spaced at: the adaptive rate, or less if the window's budget
+        allows less."""
+        return max(min(self.rate, self._budget.rate(self._clock())), self.ceiling * FLOOR)
+
+    def throttled(self, window_reset: float | None = None) -> None:
+        """A 429 came back. One that names a window (``window_reset``, seconds) holds the model
+        until the window ends and keeps the rate; any other slows down (once per cooldown)."""
+        now = self._clock()
+        if window_reset is not None:
+            known = self._budget.reset_in(now)
+            wait = known if known is not None else min(window_reset, PROBE_S)
+            self._held_until = max(self._held_until, now + wait)
+            return
         if now - self._decreased_at < COOLDOWN_S:
             return
         self.rate = max(self.rate * DECREASE, self.ceiling * FLOOR)
         self.decreases += 1
         self._decreased_at = self._adjusted_at = now
 
-    def answered(self) -> None:
-        """A request was answered: probe back toward the ceiling, additively."""
+    def answered(self, quota: Quota | None = None) -> None:
+        """A request was answered: probe back toward the ceiling, additively; learn the
+        limit and the window's budget the service stated, if it did."""
         now = self._clock()
+        if quota is not None:
+            self._learn(quota, now)
         self.rate = min(
             self.ceiling, self.rate + RECOVERY_PER_S * self.ceiling * (now - self._adjusted_at)
         )
         self._adjusted_at = now
 
-
-class InFlight:
-    """A gate on the requests in flight, sized by Little's law or fixed."""
-
-    def __init__(
-        self,
-        pacers: Sequence[Pacer],
-        max_in_flight: int,
-        fixed: int | None = None,
-        clock: Clock = time.monotonic,
-    ) -> None:
-        self._pacers = pacers
-        self._max = max_in_flight
-        self._fixed = fixed
-        self._clock = clock
-        self._latency: float | None = None
-        self._holders = 0
-        self._started: dict[int, float] = {}
-        """When each request still out was sent, oldest first."""
-        self._tickets = itertools.count()
-        self._freed = asyncio.Event()
-        """Set when a place is given back. (Not a Condition under ``wait_for``: on Python 3.11
-        a cancellation during ``wait_for``'s own cleanup leaves its inner task re-acquiring
-        the Condition's lock forever, which hung the shutdown after a Ctrl-C.)"""
-
-    @property
-    def in_flight(self) -> int:
-        """Places held: requests sent and not yet answered, and those waiting for a slot."""
-        return self._holders
-
-    def limit(self) -> int:
-        """Requests allowed in flight now."""
-        if self._fixed is not None:
-            return self._fixed
-        rate = sum(pacer.rate for pacer in self._pacers)
-        wanted = HEADROOM_IN_FLIGHT * rate * self.latency() + 2
-        return max(1, min(self._max, math.ceil(wanted)))
-
-    def latency(self) -> float:
-        """Seconds an answer takes: the moving average, or the oldest request's age if longer."""
-        oldest = next(iter(self._started.values()), None)
-        age = self._clock() - oldest if oldest is not None else 0.0
-        return max(self._latency if self._latency is not None else FIRST_LATENCY_S, age)
-
-    def observe(self, latency_s: float) -> None:
-        """Feed one answer's latency into the moving average."""
-        if self._latency is None:
-            self._latency = latency_s
-        else:
-            self._latency += 0.2 * (latency_s - self._latency)
-
-    @contextlib.asynccontextmanager
-    async def permit(self) -> AsyncIterator[Callable[[], None]]:
-        """Hold one of the in-flight places; call the yielded function when the request is
-        really sent (after its pacing slot), so waiting for a slot is not taken for latency."""
-        while self.in_flight >= self.limit():
-            self._freed.clear()
-            with contextlib.suppress(TimeoutError):  # the limit grows as time passes
-                async with asyncio.timeout(RECHECK_S):
-                    await self._freed.wait()
-        self._holders += 1
-        ticket = next(self._tickets)
-
-        def sent() -> None:
-            self._started[ticket] = self._clock()
-
-        try:
-            yield sent
-        finally:
-            self._holders -= 1
-            self._started.pop(ticket, None)
-            self._freed.set()
+    def _learn(self, quota: Quota, now: float) -> None:
+        if quota.limit:
+            self.ceiling = min(self._configured, quota.limit / WINDOW_S * self._headroom)
+            self.rate = min(self.rate, self.ceiling)
+        self._budget.observe(quota, now)

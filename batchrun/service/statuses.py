@@ -2,7 +2,8 @@
 
 ==========================  ======================================================
 ``RETRYABLE``               try again later (``RetryableError``); any other 5xx too
-``REJECTED``                the request is wrong: its rows fail (``RowError``)
+``REJECTED``                the request is wrong: its rows fail (``RowError``), unless
+                            the message names an unknown model (a gateway's 400)
 anything else (401/403/404) no request can succeed: stop the run (``FatalError``)
 ``SERVER_BUSY``             the SciBox guide asks to wait 5–15 s before retrying
 ``FALLS_BACK``              a row its model keeps failing with these moves to the fallback
@@ -13,6 +14,8 @@ A new status rule is a line here; the client, the retry decision and the sender 
 
 from __future__ import annotations
 
+import re
+
 from batchrun.errors import ApiError, FatalError, RetryableError, RowError
 
 THROTTLED = 429
@@ -20,13 +23,15 @@ SERVER_BUSY = frozenset({500, 502, 503})
 RETRYABLE = frozenset({408, 409, 425, THROTTLED, 504}) | SERVER_BUSY
 REJECTED = frozenset({400, 413, 422})
 FALLS_BACK = SERVER_BUSY | {THROTTLED, 504}
+UNKNOWN_MODEL = re.compile(r"invalid model name|model\b.{0,200}\b(does not exist|not found)", re.I)
+"""LiteLLM Proxy answers an unknown model with 400 "Invalid model name passed in model=…"."""
 
 
-def error_class(status: int) -> type[ApiError]:
-    """The error a response with ``status`` (>= 300) becomes."""
+def error_class(status: int, message: str = "") -> type[ApiError]:
+    """The error a response with ``status`` (>= 300) and ``message`` becomes."""
     if status in RETRYABLE or status >= 500:
         return RetryableError
-    if status in REJECTED:
+    if status in REJECTED and not UNKNOWN_MODEL.search(message):
         return RowError
     return FatalError
 

@@ -18,6 +18,7 @@ import pyarrow as pa
 from batchrun.input.readers import Record
 from batchrun.output.rows import Row, failed_row
 from batchrun.service.answers import ChatAnswer, EmbeddingAnswer
+from batchrun.service.ratelimits import Quota
 
 
 @dataclass(slots=True, eq=False)
@@ -56,6 +57,9 @@ class Answer(Protocol):
 
     @property
     def completion_tokens(self) -> int | None: ...
+
+    @property
+    def quota(self) -> Quota | None: ...
 
 
 AnswerT = TypeVar("AnswerT", bound=Answer)

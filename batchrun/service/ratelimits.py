@@ -1,0 +1,199 @@
+"""What the service says of its limits, read from its headers and 429 bodies, and the budget of
+the current window that follows from it.
+
+Read on every answer (``Quota``): ``x-ratelimit-limit-requests``,
+``x-ratelimit-remaining-requests`` and ``x-ratelimit-reset-requests`` (OpenAI's durations:
+``1s``, ``6m0s``, ``250ms``), and LiteLLM's per-key / per-team variants
+(``x-ratelimit-model_per_key-remaining-requests``, ...): the one with the fewest requests left
+binds. Request limits are per minute (OpenAI's RPM, LiteLLM's ``rpm``) unless a reset says when
+the window ends.
+
+Read on a 429 (``Throttle``): ``retry-after-ms`` and ``Retry-After`` (seconds or an HTTP
+date), LiteLLM's ``llm_provider-retry-after(-ms)`` (its deployment limit, and an upstream 429
+renamed), a ``reset_at`` header or body field (its team limiter), and the reset headers above.
+A 429 that carries any of LiteLLM's or the reset fields, or says 0 requests remain, *names a
+window*: the window ran out, which is not a sign of sending too fast.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import math
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+WINDOW_S = 60.0
+"""The window of a stated request limit when no reset says otherwise: a minute (RPM)."""
+_QUOTA_HEADER = re.compile(r"x-ratelimit-(?:(.+)-)?(limit|remaining|reset)-requests")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_RESET_AT = re.compile(r"(\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(?:\.\d+)?)\s*(?:UTC|Z)?")
+
+
+@dataclass(frozen=True, slots=True)
+class Quota:
+    """A model's request budget as one answer stated it."""
+
+    limit: int | None = None
+    remaining: int | None = None
+    reset_s: float | None = None
+    """Seconds until the window resets, when the service says."""
+
+
+@dataclass(frozen=True, slots=True)
+class Throttle:
+    """What a 429 says: when to come back, and whether a window ran out."""
+
+    retry_after: float | None
+    """How long this request waits before it is tried again (None: its backoff)."""
+    window_reset: float | None
+    """Seconds until the window that ran out resets (None: not a window 429)."""
+
+
+def read_quota(headers: Mapping[str, str]) -> Quota | None:
+    """The binding request budget among the ``x-ratelimit-*-requests`` headers, if any."""
+    found: dict[str, dict[str, str]] = {}
+    for name, value in headers.items():
+        if match := _QUOTA_HEADER.fullmatch(name.lower()):
+            found.setdefault(match[1] or "", {})[match[2]] = value
+    quotas = [_quota(fields) for fields in found.values()]
+    known = [q for q in quotas if q.remaining is not None or q.limit is not None]
+    if not known:
+        return None
+    return min(known, key=lambda q: q.remaining if q.remaining is not None else math.inf)
+
+
+def _quota(fields: dict[str, str]) -> Quota:
+    reset = fields.get("reset")
+    return Quota(_int(fields.get("limit")), _int(fields.get("remaining")), _duration(reset))
+
+
+def read_throttle(headers: Mapping[str, str], body: Any, now: float | None = None) -> Throttle:
+    """When a 429 asks us back, and whether it names a window reset."""
+    now = time.time() if now is None else now
+    headers = {name.lower(): value for name, value in headers.items()}
+    plain = _seconds(headers.get("retry-after-ms"), 0.001) or _http_seconds(
+        headers.get("retry-after"), now
+    )
+    gateway = _seconds(headers.get("llm_provider-retry-after-ms"), 0.001) or _seconds(
+        headers.get("llm_provider-retry-after"), 1.0
+    )
+    reset_at = _reset_at(headers.get("reset_at") or _body_reset(body), now)
+    quota = read_quota(headers)
+    stated = quota.reset_s if quota else None
+    resets = [t for t in (reset_at, gateway, stated) if t is not None]
+    ran_out = bool(resets) or (quota is not None and quota.remaining == 0)
+    if not ran_out:
+        return Throttle(plain, None)
+    window = min(resets) if resets else (plain if plain is not None else WINDOW_S)
+    return Throttle(None, window)  # the model's pacer holds; the request need not wait more
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _seconds(value: str | None, unit: float) -> float | None:
+    try:
+        return max(float(value) * unit, 0.0) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _http_seconds(value: str | None, now: float) -> float | None:
+    """``Retry-After``: seconds, or an HTTP date."""
+    if value is None:
+        return None
+    if (seconds := _seconds(value, 1.0)) is not None:
+        return seconds
+    try:
+        return max(email.utils.parsedate_to_datetime(value).timestamp() - now, 0.0)
+    except (TypeError, ValueError):
+        return None
+
+
+def _duration(value: str | None) -> float | None:
+    """OpenAI's reset durations (``6m0s``, ``1.5s``, ``250ms``) or plain seconds."""
+    if value is None:
+        return None
+    if (seconds := _seconds(value, 1.0)) is not None:
+        return seconds
+    parts = _DURATION_PART.findall(value.strip())
+    if not parts or "".join(amount + unit for amount, unit in parts) != value.strip():
+        return None
+    return sum(float(amount) * _UNIT_S[unit] for amount, unit in parts)
+
+
+def _body_reset(body: Any) -> str | None:
+    """LiteLLM's team limiter: ``reset_at`` in the error, or "Limit resets at: …" in its text."""
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict):
+        if isinstance(reset := error.get("reset_at"), str):
+            return reset
+        body = error.get("message")
+    if isinstance(body, dict) and isinstance(reset := body.get("reset_at"), str):
+        return reset
+    text = str(body) if body is not None else ""
+    match = re.search(r"resets? at:?\s*(" + _RESET_AT.pattern + ")", text, re.IGNORECASE)
+    return match[1] if match else None
+
+
+def _reset_at(value: str | None, now: float) -> float | None:
+    """Seconds until a ``2026-11-25 14:31:00 UTC`` (or ISO 8601) time."""
+    if value is None or not (match := _RESET_AT.search(value)):
+        return None
+    try:
+        when = datetime.fromisoformat(match[1].replace(" ", "T")).replace(tzinfo=UTC)
+    except ValueError:
+        return None
+    return max(when.timestamp() - now, 0.0)
+
+
+class WindowBudget:
+    """The requests left in a model's current window, spread over the time left in it.
+
+    Each answer's ``Quota`` tells how many requests remain. The window's end is the stated
+    reset when there is one; otherwise it is estimated: a window is taken to start when the
+    remaining count jumps up (or at the first answer), and to last ``WINDOW_S``. ``rate()`` is
+    the remaining requests over the seconds left, so processes sharing one key slow down
+    together as their common budget runs low, instead of exhausting it early and waiting out
+    the rest of the window; with 0 left it is 0 until the window ends.
+    """
+
+    def __init__(self, window_s: float = WINDOW_S) -> None:
+        self._window_s = window_s
+        self._end: float | None = None
+        self._remaining: int | None = None
+
+    def observe(self, quota: Quota, now: float) -> None:
+        if quota.remaining is None:
+            return
+        if quota.reset_s is not None:
+            self._end = now + quota.reset_s
+        elif self._new_window(quota, now):
+            self._end = now + self._window_s
+        self._remaining = quota.remaining
+
+    def _new_window(self, quota: Quota, now: float) -> bool:
+        if self._end is None or self._remaining is None or now >= self._end:
+            return True
+        assert quota.remaining is not None
+        jump = max(4, (quota.limit or 0) // 10)  # answers arrive a little out of order
+        return quota.remaining > self._remaining + jump
+
+    def rate(self, now: float) -> float:
+        """Requests per second the window still allows; inf when nothing is known."""
+        if self._end is None or self._remaining is None or now >= self._end:
+            return math.inf
+        return self._remaining / (self._end - now)
+
+    def reset_in(self, now: float) -> float | None:
+        """Seconds until the current window ends, when known."""
+        return self._end - now if self._end is not None and now < self._end else None

@@ -1,0 +1,1 @@
+"""Tests through a real LiteLLM Proxy (``make test-gateway``); skipped in a plain run."""

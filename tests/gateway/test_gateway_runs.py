@@ -1,0 +1,169 @@
+"""``batchrun run`` behind a real LiteLLM Proxy with per-minute limits (rpm 120 = SciBox's 2 RPS):
+the issue's acceptance figures, measured.
+
+The scenarios that need whole windows (minutes) run at the same time, each on its own
+deployment (its own per-minute counter): one job alone at the built-in rate, a job set to 6 RPS
+by mistake, and two processes sharing one key with and without the shared Redis limiter.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from batchrun.bench.redisserver import RedisServer
+from batchrun.output.layout import OutputLayout, read_json
+from batchrun.output.parts import read_columns
+from tests.gateway.litellm_proxy import Gateway
+from tests.support import batchrun, finish, news_rows, write_job, write_jsonl
+
+QUOTA_RPS = 2.0
+"""rpm 120 of every chat deployment here."""
+
+
+@dataclass
+class Scenario:
+    """One job file of a scenario and the processes running it."""
+
+    directory: Path
+    model: str
+    rows: int
+    run: str = ""
+    models: str = ""
+
+    def write(self, gateway: Gateway, extra: str = "") -> Path:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        write_jsonl(self.directory / "news.jsonl", news_rows(self.rows))
+        return write_job(
+            self.directory / "job.toml",
+            f"""
+            kind = "chat"
+            model = "{self.model}"
+            {extra}
+            [endpoint]
+            base_url = "{gateway.base_url}"
+            [input]
+            path = "{self.directory / "news.jsonl"}"
+            [prompt]
+            system = "/no_think Be brief."
+            user = "Summarise:\\n\\n{{text}}"
+            [output]
+            path = "{self.directory / "out"}"
+            [run]
+            {self.run}
+            {self.models}
+            """,
+        )
+
+
+def start(job: Path, gateway: Gateway, *args: str) -> subprocess.Popen[str]:
+    return batchrun("run", str(job), "--no-progress", *args, env=key(gateway))
+
+
+def key(gateway: Gateway) -> dict[str, str]:
+    return {"SCIBOX_API_KEY": gateway.master_key}
+
+
+def summary(directory: Path, shard: str | None = None) -> dict[str, Any]:
+    data = read_json(OutputLayout(directory / "out").summary(shard))
+    assert data is not None, f"no summary in {directory}"
+    return data
+
+
+def throttled(data: dict[str, Any]) -> int:
+    return sum(int(model["throttled_429"]) for model in data["models"].values())
+
+
+def test_pacing_behind_per_minute_windows(
+    gateway: Gateway, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    alone = Scenario(tmp_path / "alone", "qwen3-32b-awq", rows=150)
+    mistaken = Scenario(
+        tmp_path / "rps6", "qwen3-coder-30b-a3b-instruct-fp8", rows=300,
+        models='[models."qwen3-coder-30b-a3b-instruct-fp8"]\nrps = 6',
+    )  # fmt: skip
+    rps = '[models."{}"]\nrps = 2'
+    shared = Scenario(tmp_path / "shared", "shared-alone", 300, models=rps.format("shared-alone"))
+    redis = Scenario(tmp_path / "redis", "shared-redis", 300, models=rps.format("shared-redis"))
+    limits = f'[limits]\nshared = "{redis_server.url}"'
+    runs = [
+        start(alone.write(gateway), gateway),
+        start(mistaken.write(gateway), gateway),
+        *(start(shared.write(gateway), gateway, "--shard", f"{i}/2") for i in (1, 2)),
+        *(start(redis.write(gateway, limits), gateway, "--shard", f"{i}/2") for i in (1, 2)),
+    ]
+    results = [finish(run) for run in runs]
+    assert all(code == 0 for code, _, _ in results), [err for _, _, err in results]
+
+    assert throttled(summary(alone.directory)) == 0
+    assert summary(mistaken.directory)["wall_s"] <= 1.15 * 300 / QUOTA_RPS
+    for scenario, least in ((shared, 0.90), (redis, 0.95)):
+        halves = [summary(scenario.directory, f"s{i}of2") for i in (1, 2)]
+        rate = sum(h["rows_ok"] for h in halves) / max(h["wall_s"] for h in halves)
+        assert rate >= least * QUOTA_RPS, (scenario.model, rate, halves)
+
+
+def test_streaming_runs_record_prompt_and_completion_tokens(
+    gateway: Gateway, tmp_path: Path
+) -> None:
+    job = Scenario(tmp_path, "qwen3-32b-awq", rows=4, run="stream = true").write(gateway)
+
+    code, _, err = finish(start(job, gateway))
+
+    assert code == 0, err
+    rows = read_columns(tmp_path / "out", ["prompt_tokens", "completion_tokens"]).to_pylist()
+    assert all(row["prompt_tokens"] and row["completion_tokens"] for row in rows)
+
+
+def test_a_misspelt_fallback_model_exits_3_before_any_row(gateway: Gateway, tmp_path: Path) -> None:
+    run = 'fallback_model = "qwen3-coder"'
+    job = Scenario(tmp_path, "qwen3-32b-awq", rows=4, run=run).write(gateway)
+
+    code, _, err = finish(start(job, gateway))
+    checked, out, _ = finish(batchrun("validate", str(job), env=key(gateway)))
+
+    assert code == 3, err
+    assert "[run].fallback_model = 'qwen3-coder'" in err
+    assert not list((tmp_path / "out").glob("part-*"))
+    assert checked == 2
+    assert "does not serve [run].fallback_model" in out
+
+
+def test_a_rejected_param_stops_the_job_after_a_few_requests(
+    gateway: Gateway, tmp_path: Path
+) -> None:
+    job = Scenario(tmp_path, "qwen3-32b-awq", rows=40).write(gateway, "[params]\nmax_tokens = -5")
+    before = _upstream_requests(gateway)
+
+    code, _, err = finish(start(job, gateway))
+
+    assert code == 2, err
+    assert "'max_tokens' must be a positive integer, got -5" in err  # the service's words
+    assert "[params].max_tokens = -5" in err
+    assert _upstream_requests(gateway) - before <= 10
+
+
+def test_a_wrong_key_exits_3_pointing_at_the_key(gateway: Gateway, tmp_path: Path) -> None:
+    job = Scenario(tmp_path, "qwen3-32b-awq", rows=4).write(gateway)
+
+    code, _, err = finish(batchrun("run", str(job), env={"SCIBOX_API_KEY": "sk-wrong-key"}))
+
+    assert code == 3, err
+    assert "SCIBOX_API_KEY" in err and "sk-wrong-key" not in err
+
+
+def _upstream_requests(gateway: Gateway) -> int:
+    with urllib.request.urlopen(gateway.upstream_urls["main"] + "/../stats") as reply:
+        stats = orjson.loads(reply.read())
+    return sum(int(m["accepted"]) for m in stats["models"].values())  # 400s included
+
+
+@pytest.fixture(autouse=True)
+def _not_in_the_tests_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)

@@ -1,0 +1,61 @@
+"""What the tests share besides fixtures: news rows and the files that hold them, job files,
+and the ``batchrun`` command run as a child process with the tests' token. The emulator and
+redis-server processes come from the bench: ``batchrun.bench.processes.Emulator`` and
+``batchrun.bench.redisserver.RedisServer``."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+JOBS = Path(__file__).resolve().parent.parent / "jobs"
+KEY = "tok-test-cli-key-4242"
+"""The token the ``batchrun`` children get in SCIBOX_API_KEY."""
+FINISH_TIMEOUT_S = 120
+
+
+def news_rows(count: int, start: int = 0) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": f"n{i:05d}",
+            "title": f"Title {i}",
+            "text": f"Item {i} happened today. The city council met about item {i}. "
+            f"It was sunny. Experts expect more news on {i}.",
+        }
+        for i in range(start, start + count)
+    ]
+
+
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
+    path.write_bytes(b"".join(orjson.dumps(row) + b"\n" for row in rows))
+    return path
+
+
+def write_job(path: Path, body: str) -> Path:
+    path.write_text(textwrap.dedent(body).lstrip(), encoding="utf-8")
+    return path
+
+
+def batchrun(*args: str, env: Mapping[str, str] | None = None) -> subprocess.Popen[str]:
+    """``python -m batchrun ARGS`` in a child process, with ``KEY`` as its token and ``env``
+    on top of this process's environment; its output is piped."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "batchrun", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "SCIBOX_API_KEY": KEY, **(env or {})},
+    )
+
+
+def finish(process: subprocess.Popen[str]) -> tuple[int, str, str]:
+    """Wait for a ``batchrun`` child: its exit code, stdout and stderr."""
+    out, err = process.communicate(timeout=FINISH_TIMEOUT_S)
+    return process.returncode, out, err

@@ -1,0 +1,116 @@
+"""Reading the limits a service states: quota headers on answers, 429 headers and bodies, and
+the window budget that spreads what is left over the time left."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from batchrun.service.ratelimits import (
+    WINDOW_S,
+    Quota,
+    Throttle,
+    WindowBudget,
+    read_quota,
+    read_throttle,
+)
+
+NOW = 1_800_000_000.0  # 2027-01-15 08:00:00 UTC
+
+
+def test_no_quota_headers_is_no_quota() -> None:
+    assert read_quota({"content-type": "application/json"}) is None
+
+
+def test_openai_style_quota_with_a_duration_reset() -> None:
+    headers = {
+        "x-ratelimit-limit-requests": "120",
+        "x-ratelimit-remaining-requests": "87",
+        "x-ratelimit-reset-requests": "6m0.5s",
+    }
+    assert read_quota(headers) == Quota(120, 87, 360.5)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("1s", 1.0), ("250ms", 0.25), ("1m30s", 90.0), ("12", 12.0)]
+)
+def test_reset_durations(text: str, seconds: float) -> None:
+    quota = read_quota({"x-ratelimit-remaining-requests": "1", "x-ratelimit-reset-requests": text})
+    assert quota is not None and quota.reset_s == pytest.approx(seconds)
+
+
+def test_the_litellm_variant_with_the_fewest_requests_left_binds() -> None:
+    headers = {
+        "X-RateLimit-Limit-Requests": "420",
+        "X-RateLimit-Remaining-Requests": "400",
+        "x-ratelimit-model_per_team-limit-requests": "120",
+        "x-ratelimit-model_per_team-remaining-requests": "7",
+        "x-ratelimit-model_per_key-remaining-tokens": "5",  # tokens: not a request budget
+    }
+    assert read_quota(headers) == Quota(120, 7, None)
+
+
+def test_a_plain_retry_after_is_not_a_window() -> None:
+    assert read_throttle({"Retry-After": "2"}, None, NOW) == Throttle(2.0, None)
+    assert read_throttle({"retry-after-ms": "1500"}, None, NOW) == Throttle(1.5, None)
+
+
+def test_retry_after_as_an_http_date() -> None:
+    throttle = read_throttle({"Retry-After": "Fri, 15 Jan 2027 08:00:30 GMT"}, None, NOW)
+    assert throttle.retry_after == pytest.approx(30.0)
+
+
+def test_litellm_deployment_limit_names_a_window() -> None:
+    throttle = read_throttle({"llm_provider-retry-after": "60"}, {"error": {}}, NOW)
+    assert throttle == Throttle(None, 60.0)
+
+
+def test_litellm_team_limit_names_a_window_by_its_reset_at() -> None:
+    body = {
+        "error": {
+            "message": "Rate limit exceeded for team: t1. Limit type: requests. Current limit: "
+            "120, Remaining: 0. Limit resets at: 2027-01-15 08:00:45 UTC",
+            "type": "throttling_error",
+        }
+    }
+    throttle = read_throttle({"retry-after": "60"}, body, NOW)
+    assert throttle.window_reset == pytest.approx(45.0)
+    header = read_throttle({"reset_at": "2027-01-15 08:00:20 UTC"}, None, NOW)
+    assert header.window_reset == pytest.approx(20.0)
+
+
+def test_a_429_saying_nothing_remains_names_a_window() -> None:
+    throttle = read_throttle({"x-ratelimit-remaining-requests": "0"}, None, NOW)
+    assert throttle == Throttle(None, WINDOW_S)
+
+
+def test_the_budget_is_what_remains_over_the_time_left() -> None:
+    budget = WindowBudget()
+    assert budget.rate(0.0) == math.inf  # nothing known
+
+    budget.observe(Quota(120, 119, None), now=0.0)  # the first answer starts a window
+    budget.observe(Quota(120, 60, None), now=40.0)
+
+    assert budget.rate(40.0) == pytest.approx(60 / 20)
+    assert budget.reset_in(40.0) == pytest.approx(20.0)
+
+
+def test_a_jump_in_what_remains_starts_a_new_window() -> None:
+    budget = WindowBudget()
+    budget.observe(Quota(120, 3, None), now=0.0)
+    budget.observe(Quota(120, 2, None), now=10.0)
+    budget.observe(Quota(120, 4, None), now=11.0)  # an older answer, out of order: same window
+
+    assert budget.reset_in(11.0) == pytest.approx(49.0)
+    budget.observe(Quota(120, 118, None), now=12.0)  # the window reset
+    assert budget.reset_in(12.0) == pytest.approx(WINDOW_S)
+
+
+def test_a_spent_budget_is_zero_until_the_window_ends() -> None:
+    budget = WindowBudget()
+    budget.observe(Quota(120, 0, 15.0), now=100.0)
+
+    assert budget.rate(105.0) == 0.0
+    assert budget.reset_in(105.0) == pytest.approx(10.0)
+    assert budget.rate(115.0) == math.inf
