@@ -21,6 +21,7 @@ import sys
 from collections.abc import Sequence
 
 from batchrun.emulator import EmulatorConfig, serve
+from batchrun.emulator.config import GATEWAYS
 from batchrun.endpoint import check_endpoint, open_endpoint
 from batchrun.errors import BatchrunError, FatalError, JobError, OutputError
 from batchrun.job import EndpointSpec, RunSpec, load_job
@@ -89,6 +90,18 @@ def _parser() -> argparse.ArgumentParser:
     emulator.add_argument("--host", default="127.0.0.1")
     emulator.add_argument("--port", type=int, default=8000)
     emulator.add_argument("--rps-scale", type=float, default=1.0, help="multiply every limit")
+    emulator.add_argument(
+        "--window-s",
+        type=float,
+        default=1.0,
+        help="rate window in seconds: 1 = sliding (SciBox); other = fixed, on the wall clock",
+    )
+    emulator.add_argument(
+        "--gateway",
+        choices=GATEWAYS,
+        default="none",
+        help="answer as SciBox (none), vLLM with a reasoning parser, or LiteLLM Proxy",
+    )
     emulator.add_argument("--latency", type=float, default=0.0, help="seconds per answer")
     emulator.add_argument("--fail-rate", type=float, default=0.0, help="share of 500/503")
     emulator.add_argument("--drop-rate", type=float, default=0.0, help="share of dropped conns")
@@ -156,6 +169,8 @@ def _emulator(args: argparse.Namespace) -> int:
     try:
         config = EmulatorConfig(
             rps_scale=args.rps_scale,
+            window_s=args.window_s,
+            gateway=args.gateway,
             latency_s=args.latency,
             fail_rate=args.fail_rate,
             drop_rate=args.drop_rate,

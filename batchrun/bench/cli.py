@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from batchrun.bench import baseline, paced, scale, team
+from batchrun.bench import baseline, paced, scale, team, window
 from batchrun.bench.table import Figure, Spec, failed, render
 from batchrun.bench.workspace import QUICK, Sizes, Workspace
 
@@ -41,6 +41,7 @@ SECTIONS = (
     Section("baseline", baseline.SPECS, baseline.baseline, paced=True),
     Section("adaptive", paced.ADAPTIVE_SPECS, paced.adaptive, paced=True),
     Section("team", team.SPECS, team.team, paced=True),
+    Section("window", window.SPECS, window.window, paced=True),
 )
 NAMES = tuple(section.name for section in SECTIONS)
 
@@ -128,6 +129,8 @@ def notes(args: argparse.Namespace, elapsed_s: float) -> list[str]:
         f"of 429s (the first 429 after which no other 429 comes within {paced.QUIET_S:g} s).",
         "[4] team: job alpha in 1 process + job beta in 2 shards, each at the full 2 RPS, one "
         "emulator; one limit in a throwaway redis-server (BATCHRUN_LIMITS_URL), then without it.",
+        "[5] window: emulator --window-s 60 --gateway litellm (LiteLLM's per-minute counting "
+        "and headers); ideal = rows ÷ 2 RPS; rate = rows ok ÷ the slower shard's wall time.",
         f"sizes: {'--quick' if args.quick else 'default'}; bench wall time {elapsed_s:.0f} s "
         f"on {_cores()} cores",
         f"printed by: {command}",

@@ -98,9 +98,9 @@ def output_of(job: Path) -> Path:
     return job.parent / f"out-{job.stem}"
 
 
-def run_summary(job: Path) -> dict[str, Any]:
-    """The ``_summary.json`` the last run of ``job`` left in its output."""
-    path = output_of(job) / "_summary.json"
+def run_summary(job: Path, shard: str | None = None) -> dict[str, Any]:
+    """The ``_summary.json`` the last run of ``job`` (or of its ``shard``) left in its output."""
+    path = OutputLayout(output_of(job)).summary(shard)
     try:
         data: dict[str, Any] = orjson.loads(path.read_bytes())
     except (OSError, orjson.JSONDecodeError) as exc:

@@ -23,6 +23,7 @@ class Sizes:
     big_limit: int = 2_000
     adaptive_rows: int = 100
     team_rows: int = 60
+    window_rows: int = 300
 
 
 QUICK = Sizes(
@@ -36,6 +37,7 @@ QUICK = Sizes(
     big_limit=500,
     adaptive_rows=30,
     team_rows=12,
+    window_rows=20,
 )
 
 

@@ -101,12 +101,20 @@ def test_pacing_behind_per_minute_windows(
     results = [finish(run) for run in runs]
     assert all(code == 0 for code, _, _ in results), [err for _, _, err in results]
 
-    assert throttled(summary(alone.directory)) == 0
-    assert summary(mistaken.directory)["wall_s"] <= 1.15 * 300 / QUOTA_RPS
-    for scenario, least in ((shared, 0.90), (redis, 0.95)):
-        halves = [summary(scenario.directory, f"s{i}of2") for i in (1, 2)]
-        rate = sum(h["rows_ok"] for h in halves) / max(h["wall_s"] for h in halves)
-        assert rate >= least * QUOTA_RPS, (scenario.model, rate, halves)
+    alone_429s = throttled(summary(alone.directory))
+    mistaken_ratio = summary(mistaken.directory)["wall_s"] / (300 / QUOTA_RPS)
+    shares = {s.model: shared_rate(s) / QUOTA_RPS for s in (shared, redis)}
+    print(f"alone: {alone_429s} 429s; rps 6: {mistaken_ratio:.3f} x ideal; quota used: {shares}")
+    assert alone_429s == 0
+    assert mistaken_ratio <= 1.15
+    assert shares[shared.model] >= 0.90
+    assert shares[redis.model] >= 0.95
+
+
+def shared_rate(scenario: Scenario) -> float:
+    """Rows per second of the two shards together, over the slower one's wall time."""
+    halves = [summary(scenario.directory, f"s{i}of2") for i in (1, 2)]
+    return sum(int(h["rows_ok"]) for h in halves) / max(float(h["wall_s"]) for h in halves)
 
 
 def test_streaming_runs_record_prompt_and_completion_tokens(
@@ -159,7 +167,8 @@ def test_a_wrong_key_exits_3_pointing_at_the_key(gateway: Gateway, tmp_path: Pat
 
 
 def _upstream_requests(gateway: Gateway) -> int:
-    with urllib.request.urlopen(gateway.upstream_urls["main"] + "/../stats") as reply:
+    stats_url = gateway.upstream_urls["main"].removesuffix("/v1") + "/stats"
+    with urllib.request.urlopen(stats_url) as reply:
         stats = orjson.loads(reply.read())
     return sum(int(m["accepted"]) for m in stats["models"].values())  # 400s included
 
