@@ -6,8 +6,9 @@ Where things go (data flows one way, each stage its own room)::
     the job   read rows   build       pace, call,    client, statuses,
     file      + checks    requests    retry, split   answers, retry,
                           answers ──▶ rows ──▶ output/ (writer, store, parts, compaction)
-              scheduler.py wires the stages with bounded queues; runner.py does one run;
-              report.py validate/status; cli.py argv → exit code
+              scheduler.py wires the stages with bounded queues; indexing.py and diff.py
+              say what is left to do; runner.py does one run; report.py validate/status;
+              cli.py argv → exit code
 
 - a new request kind: a module in ``tasks/`` registered in ``tasks.TASKS``
 - a new input format: ``input/`` (readers, whole-input checks)
@@ -16,11 +17,12 @@ Where things go (data flows one way, each stage its own room)::
   output's format: a step in ``output/identity.MIGRATIONS``
 - a new job-file key: ``job.py`` (validated once, frozen)
 
-Imports run one way: ``errors``, ``job``, ``shards``, ``stats`` and ``progress`` are the
-foundation every package may use; ``input/`` and ``output/`` never import each other;
-``tasks/`` uses input, output and service; ``sender``, ``scheduler``, ``runner``, ``report``
-and ``cli`` sit on top and nothing below imports them. ``emulator/`` is a separate service
-sharing only ``service.catalog``; ``bench/`` is ``make bench`` and not in the wheel.
+Imports run one way: ``errors``, ``job``, ``shards``, ``hashing``, ``stats`` and ``progress``
+are the foundation every package may use; ``input/`` and ``output/`` never import each other;
+``tasks/`` uses input, output and service; ``sender``, ``scheduler``, ``indexing``, ``diff``,
+``endpoint``, ``runner``, ``report`` and ``cli`` sit on top and nothing below imports them.
+``emulator/`` is a separate service sharing only ``service.catalog``; ``bench/`` is
+``make bench`` and not in the wheel.
 """
 
 from batchrun.errors import (

@@ -64,8 +64,21 @@ def _parser() -> argparse.ArgumentParser:
         prog="batchrun", description="Run large batch LLM jobs on SciBox within its rate limits."
     )
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
+    _run_command(commands.add_parser("run", help="run or resume a job"))
+    validate = commands.add_parser("validate", help="check a job and its input, print the plan")
+    validate.add_argument("job")
+    validate.set_defaults(handler=_validate)
+    status = commands.add_parser("status", help="rows done / failed / left, from the output")
+    status.add_argument("job")
+    status.set_defaults(handler=_status)
+    _emulator_command(commands.add_parser("emulator", help="serve the local SciBox emulator"))
+    models = commands.add_parser("models", help="list the models the endpoint serves")
+    models.add_argument("job", nargs="?", help="job file whose endpoint to ask (default: local)")
+    models.set_defaults(handler=_models)
+    return parser
 
-    run = commands.add_parser("run", help="run or resume a job")
+
+def _run_command(run: argparse.ArgumentParser) -> None:
     run.add_argument("job", help="job file (.toml)")
     run.add_argument("--limit", type=_positive, help="do at most N rows of what is left")
     run.add_argument("--fresh", action="store_true", help="move the old output aside, start over")
@@ -73,20 +86,19 @@ def _parser() -> argparse.ArgumentParser:
         "--retry-failed", action="store_true", help="send the rows written as failed again"
     )
     run.add_argument(
+        "--redo",
+        action="store_true",
+        help="the prompt, model or params changed: redo every row in this output",
+    )
+    run.add_argument("--prune", action="store_true", help="remove the rows no longer in the input")
+    run.add_argument(
         "--shard", metavar="I/N", help="do only the rows of shard I of N (one job, N processes)"
     )
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.set_defaults(handler=_run)
 
-    validate = commands.add_parser("validate", help="check a job and its input, print the plan")
-    validate.add_argument("job")
-    validate.set_defaults(handler=_validate)
 
-    status = commands.add_parser("status", help="rows done / failed / left, from the output")
-    status.add_argument("job")
-    status.set_defaults(handler=_status)
-
-    emulator = commands.add_parser("emulator", help="serve the local SciBox emulator")
+def _emulator_command(emulator: argparse.ArgumentParser) -> None:
     emulator.add_argument("--host", default="127.0.0.1")
     emulator.add_argument("--port", type=int, default=8000)
     emulator.add_argument("--rps-scale", type=float, default=1.0, help="multiply every limit")
@@ -115,11 +127,6 @@ def _parser() -> argparse.ArgumentParser:
     )
     emulator.set_defaults(handler=_emulator)
 
-    models = commands.add_parser("models", help="list the models the endpoint serves")
-    models.add_argument("job", nargs="?", help="job file whose endpoint to ask (default: local)")
-    models.set_defaults(handler=_models)
-    return parser
-
 
 def _positive(text: str) -> int:
     value = int(text)
@@ -130,6 +137,8 @@ def _positive(text: str) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     shard = Shard.parse(args.shard) if args.shard else None
+    if shard and args.prune:
+        raise JobError("--prune needs the whole input: run it without --shard")
     job = load_job(args.job)
     # A run makes millions of short-lived, acyclic objects (rows, requests); the default
     # collector thresholds spend a sixth of a big embedding run scanning them (measured).
@@ -139,6 +148,8 @@ def _run(args: argparse.Namespace) -> int:
         limit=args.limit,
         fresh=args.fresh,
         retry_failed=args.retry_failed,
+        redo=args.redo,
+        prune=args.prune,
         shard=shard,
         progress=not args.no_progress,
     )
@@ -146,6 +157,9 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def exit_code(outcome: RunOutcome) -> int:
+    if outcome.stdout_closed:
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
     if outcome.interrupted:
         print("interrupted: run the same command again to resume")
         return EXIT_INTERRUPTED

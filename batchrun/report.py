@@ -4,48 +4,57 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
-import polars as pl
-
+from batchrun.diff import Changes, diff
 from batchrun.endpoint import check_endpoint, open_endpoint
 from batchrun.errors import FatalError, JobError
-from batchrun.input.checks import check_input, duplicate_lines, open_input, rows_without_text
+from batchrun.indexing import input_index
+from batchrun.input.checks import open_input
+from batchrun.input.index import InputCheck, duplicate_lines
 from batchrun.job import Job
-from batchrun.output.parts import read_columns
-from batchrun.output.rows import OK
+from batchrun.output.parts import output_counts
 from batchrun.tasks import job_schema, task_for
+from batchrun.tasks.base import Task
 
 
 def validate_lines(job: Job) -> tuple[list[str], bool]:
-    """The plan of a job, and whether the input is fit to run (no duplicate ids)."""
-    files, kept = open_input(job)
-    task = task_for(job, job_schema(job, kept))
-    check = check_input(job, files)
-    output = Path(job.spec.output.path)
-    done = set(read_columns(output, ["id"]).column("id").to_pylist())
-    todo = check.rows - len(done)
-    requests = task.requests_for(todo)
+    """The plan of a job, and whether the input is fit to run (no duplicate ids, no row
+    without text, at least one row)."""
+    files, check, changes, task = _against_output(job)
+    requests = task.requests_for(changes.todo_count)
     rate = sum(job.rps[model] for model in job.models)
     models = ", ".join(f"{m} at {job.rps[m]:g} RPS" for m in job.models)
     lines = [
         f"job {job.name}: {job.kind}, {models}",
         f"input: {len(files)} file(s), {check.rows} rows, columns "
         f"{', '.join(job.input_columns)} present",
-        f"output: {output}: {len(done)} rows already there",
-        f"to do: {todo} rows in {requests} requests; the rate limit allows that in no less "
-        f"than {_duration(requests / rate)}",
+        f"output: {job.spec.output.path}: {changes.summary()}",
+        f"to do: {changes.todo_count} rows in {requests} requests; the rate limit allows that "
+        f"in no less than {_duration(requests / rate)}",
     ]
     if check.duplicate_count:
         lines += duplicate_lines(check)
-    missing, places = rows_without_text(job, files)
-    if missing:
+    if check.without_text:
         lines.append(
-            f"{missing} rows have no text to send ({', '.join(job.text_columns)} null, empty or "
-            f"not text), e.g. at {', '.join(places)}; `run` writes them as failed"
+            f"{check.without_text} rows have no text to send ({', '.join(job.text_columns)} "
+            f"null, empty or not text), e.g. at {', '.join(check.without_text_at)}; "
+            "`run` writes them as failed"
         )
     if not check.rows:
         lines.append("the input holds no rows: point [input].path at your data")
-    return lines, not check.duplicate_count and not missing and check.rows > 0
+    fit = not check.duplicate_count and not check.without_text and check.rows > 0
+    return lines, fit
+
+
+def _against_output(job: Job) -> tuple[list[Path], InputCheck, Changes, Task[Any]]:
+    """The input's whole-input check and its diff against the output (no request sent)."""
+    files, kept = open_input(job)
+    task = task_for(job, job_schema(job, kept))
+    output = Path(job.spec.output.path)
+    with input_index(job, files, output, task) as (index, check):
+        changes = diff(index, output) if not check.duplicate_count else Changes()
+    return files, check, changes, task
 
 
 async def model_lines(job: Job) -> tuple[list[str], bool]:
@@ -67,18 +76,16 @@ async def model_lines(job: Job) -> tuple[list[str], bool]:
 
 
 def status_lines(job: Job) -> list[str]:
-    """Rows done / failed / left, read from the output alone."""
+    """Rows ok / failed in the output, and new / changed / unchanged / removed against the
+    current input."""
     output = Path(job.spec.output.path)
-    rows = pl.from_arrow(read_columns(output, ["id", "status"]))
-    assert isinstance(rows, pl.DataFrame)
-    answered = rows.group_by("id").agg(ok=(pl.col("status") == OK).any())
-    ok = int(answered["ok"].sum())
-    failed = len(answered) - ok
-    files, _ = open_input(job)
-    total = check_input(job, files).rows
+    counts = output_counts(output)
+    _, _, changes, _ = _against_output(job)
     return [
         f"job {job.name}: output {output}",
-        f"{ok} ok, {failed} failed, {max(total - ok - failed, 0)} left of {total} rows",
+        f"{counts['ok']} ok, {counts['failed']} failed, {changes.todo_count} left of "
+        f"{changes.total} rows",
+        f"input: {changes.summary()}",
     ]
 
 

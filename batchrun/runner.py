@@ -15,15 +15,20 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
+from batchrun.diff import Changes, diff, index_ids
 from batchrun.endpoint import check_endpoint, open_endpoint
-from batchrun.errors import JobError
-from batchrun.input.checks import check_input, duplicate_lines, input_signature, open_input
+from batchrun.errors import JobError, OutputError
+from batchrun.indexing import input_index
+from batchrun.input.checks import open_input
+from batchrun.input.index import InputCheck, duplicate_lines
 from batchrun.job import Job
-from batchrun.output.identity import check_identity
-from batchrun.output.layout import OutputLayout, read_json, write_json
-from batchrun.output.parts import done_ids, output_counts
+from batchrun.output.archive import Archive
+from batchrun.output.compaction import prune
+from batchrun.output.identity import Identity
+from batchrun.output.layout import OutputLayout, write_json
+from batchrun.output.parts import output_counts
 from batchrun.output.store import Store, move_aside
 from batchrun.output.writer import Writer
 from batchrun.progress import Progress
@@ -34,6 +39,7 @@ from batchrun.service.teampacing import TeamLimiter, TeamSlots, default_workspac
 from batchrun.shards import Shard
 from batchrun.stats import RunStats
 from batchrun.tasks import job_schema, task_for
+from batchrun.tasks.base import Task
 
 LIMITS_URL_ENV = "BATCHRUN_LIMITS_URL"
 PART_SECONDS = 300.0
@@ -45,6 +51,8 @@ class RunOptions:
     limit: int | None = None
     fresh: bool = False
     retry_failed: bool = False
+    redo: bool = False
+    prune: bool = False
     shard: Shard | None = None
     progress: bool = True
 
@@ -56,52 +64,105 @@ class RunOutcome:
 
     interrupted: bool
     failed_rows: int
+    stdout_closed: bool = False
 
     @property
     def ok(self) -> bool:
         return not self.interrupted and not self.failed_rows
 
 
+class Console:
+    """The run's printed lines. A closed stdout (``batchrun run ... | head``) does not stop
+    the work: the lines are dropped, and the outcome says so (exit 141 once all is saved)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self.closed = False
+
+    def say(self, text: str) -> None:
+        if self.closed:
+            return
+        try:
+            print(text, file=self._stream, flush=True)
+        except BrokenPipeError:
+            self.closed = True
+
+
 async def run_job(job: Job, options: RunOptions, out: TextIO = sys.stdout) -> RunOutcome:
-    """``batchrun run``: do or resume the job."""
+    """``batchrun run``: do what the input holds and the output does not (yet, or any more)."""
+    console = Console(out)
     files, kept = open_input(job)
     schema = job_schema(job, kept)
+    task = task_for(job, schema)
     output = Path(job.spec.output.path)
     if options.fresh and (aside := move_aside(output)):
-        print(f"moved the old output aside to {aside}", file=out)
-    rows = input_rows(job, files, output)
-    stats = RunStats()
-    progress = Progress(stats, enabled=options.progress)
-    async with (
-        open_endpoint(job.spec.endpoint, job.spec.run) as api,
-        team_pacing(job, progress) as make_pacer,
-    ):
-        await check_endpoint(api, job.model_keys)
-        store = Store(output, schema, options.shard).open()  # lock, then seal what was left
-        try:
-            check_identity(output, job.name, job.kind, job.fingerprint())
-            done = done_ids(output, include_failed=not options.retry_failed)
-            plan = Plan(job, files, done, options.limit, options.shard)
-            progress.start(_rows_to_do(rows, len(done), options))
-            task = task_for(job, schema)
-            sender = Sender.for_job(job, task, api, stats, make_pacer=make_pacer)
-            part_rows = job.spec.output.part_rows
-            writer = Writer(store, schema, stats, progress, part_rows, PART_SECONDS)
-            scheduler = Scheduler(plan, task, sender, writer, stats)
-            await _run_with_signals(scheduler)
-        finally:
-            progress.close()
-            stats.finished = time.monotonic()
-            store.close()
-            _report(job, output, stats, options.shard, out)
-    return RunOutcome(scheduler.stopped, output_counts(output)["failed"])
+        console.say(f"moved the old output aside to {aside}")
+    _create(output)
+    with input_index(job, files, output, task) as (index, check):
+        refuse_unfit(job, check)
+        stats = RunStats()
+        progress = Progress(stats, enabled=options.progress)
+        async with (
+            open_endpoint(job.spec.endpoint, job.spec.run) as api,
+            team_pacing(job, progress) as make_pacer,
+        ):
+            await check_endpoint(api, job.model_keys)
+            identity = Identity(
+                job.name, job.kind, job.fingerprint(), schema.names, redo=options.redo
+            )
+            store = Store(output, schema, options.shard).open(identity)
+            try:
+                changes = _changes(job, task, index, options, console)
+                stats.rows_skipped = changes.unchanged - changes.retried
+                progress.start(changes.todo_count)
+                sender = Sender.for_job(job, task, api, stats, make_pacer=make_pacer)
+                part_rows = job.spec.output.part_rows
+                writer = Writer(store, schema, stats, progress, part_rows, PART_SECONDS)
+                plan = Plan(job, files, changes.todo, options.limit)
+                scheduler = Scheduler(plan, task, sender, writer, stats)
+                await _run_with_signals(scheduler)
+            finally:
+                progress.close()
+                stats.finished = time.monotonic()
+                store.close()
+                whole = _report(job, output, stats, options.shard, console)
+    return RunOutcome(scheduler.stopped, whole["failed"], console.closed)
 
 
-def _rows_to_do(rows: int, done: int, options: RunOptions) -> int:
-    left = max(rows - done, 0)
-    if options.shard is not None:
-        left = -(-left // options.shard.count)  # about a shard's share
-    return min(left, options.limit) if options.limit is not None else left
+def _create(output: Path) -> None:
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{output}: cannot create the output directory ({exc})") from None
+
+
+def refuse_unfit(job: Job, check: InputCheck) -> None:
+    """JobError for an input a run cannot take: duplicate ids, or no rows at all."""
+    if check.duplicate_count:
+        raise JobError("\n".join(duplicate_lines(check)))
+    if not check.rows:
+        raise JobError(f"[input].path: {job.spec.input.path} holds no rows")
+
+
+def _changes(job: Job, task: Task[Any], index: Path, options: RunOptions, out: Console) -> Changes:
+    """``--prune``, then what is left to do; say it in the run's first line."""
+    output = Path(job.spec.output.path)
+    if options.prune:
+        pruned = prune(output, index_ids(index))
+        out.say(f"--prune: removed {pruned} rows no longer in the input")
+    changes = diff(
+        index, output, retry_failed=options.retry_failed, shard=options.shard,
+        limit=options.limit, reuse=task.reuses_answers, redo=options.redo,
+    )  # fmt: skip
+    if changes.reusable:
+        task.reuse_answers(Archive(output), changes.reusable)
+    out.say(changes.summary())
+    if changes.legacy:
+        out.say(
+            f"note: {changes.legacy} rows were written before batchrun recorded request "
+            "hashes; they count as done for their ids (--redo sends them again)"
+        )
+    return changes
 
 
 @asynccontextmanager
@@ -125,25 +186,6 @@ async def team_pacing(job: Job, progress: Progress) -> AsyncIterator[PacerFactor
         await limiter.close()
 
 
-def input_rows(job: Job, files: list[Path], output: Path) -> int:
-    """The input's row count, after checking it has rows and no duplicate ids. The result is
-    remembered beside the output (``_input.json``) for as long as the files do not change,
-    so a resumed run does not read the whole input twice."""
-    signature = input_signature(files)
-    layout = OutputLayout(output)
-    remembered = read_json(layout.input_file)
-    if remembered and remembered.get("files") == signature:
-        return int(remembered["rows"])
-    check = check_input(job, files)
-    if check.duplicate_count:
-        raise JobError("\n".join(duplicate_lines(check)))
-    if not check.rows:
-        raise JobError(f"[input].path: {job.spec.input.path} holds no rows")
-    if output.is_dir():
-        write_json(layout.input_file, {"files": signature, "rows": check.rows})
-    return check.rows
-
-
 async def _run_with_signals(scheduler: Scheduler) -> None:
     """Run the scheduler; SIGINT/SIGTERM ask it to stop (a second one: at once)."""
     loop = asyncio.get_running_loop()
@@ -156,7 +198,9 @@ async def _run_with_signals(scheduler: Scheduler) -> None:
             loop.remove_signal_handler(sig)
 
 
-def _report(job: Job, output: Path, stats: RunStats, shard: Shard | None, out: TextIO) -> None:
+def _report(
+    job: Job, output: Path, stats: RunStats, shard: Shard | None, out: Console
+) -> dict[str, int]:
     """Save the run's summary beside the parts, then print it with the whole output's counts
     (saved first: a closed stdout, ``| head``, must not cost the file)."""
     whole = output_counts(output)
@@ -167,4 +211,5 @@ def _report(job: Job, output: Path, stats: RunStats, shard: Shard | None, out: T
         write_json(OutputLayout(output).summary(shard.name if shard else None), summary)
     except OSError as exc:
         lines.append(f"could not save the summary in {output}: {exc}")
-    print("\n".join(lines), file=out, flush=True)
+    out.say("\n".join(lines))
+    return whole

@@ -23,13 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from batchrun.diff import Rows
 from batchrun.errors import fatal_first
 from batchrun.input.readers import RecordReader
 from batchrun.job import Job
 from batchrun.output.rows import Row
 from batchrun.output.writer import Writer
 from batchrun.sender import Sender
-from batchrun.shards import Shard
 from batchrun.stats import RunStats
 from batchrun.tasks.base import Built, Request, Task
 
@@ -39,13 +39,13 @@ DONE_QUEUE = 64
 
 @dataclass(frozen=True)
 class Plan:
-    """Which rows one run reads: the job's input files, less the done ids and other shards."""
+    """Which rows one run reads: the job's input files, and of them only ``rows`` (the rows
+    left to do, as ``batchrun.diff`` lists them; None: every row), up to ``limit``."""
 
     job: Job
     files: list[Path]
-    done_ids: frozenset[str] | set[str] = frozenset()
+    rows: Rows | None = None
     limit: int | None = None
-    shard: Shard | None = None
 
 
 class Scheduler:
@@ -128,11 +128,7 @@ class Scheduler:
     async def _feed(self) -> None:
         self._feeding = True
         try:
-            for built in self._built():
-                if built.rows:
-                    await self._done.put(built.rows)
-                for request in built.requests:
-                    await self._todo.put(request)
+            await self._feed_requests()
         except asyncio.CancelledError:
             if not self._stopping:
                 raise
@@ -140,22 +136,27 @@ class Scheduler:
         for _ in range(self._workers_wanted):
             await self._todo.put(None)
 
+    async def _feed_requests(self) -> None:
+        for built in self._built():
+            if built.rows:
+                await self._done.put(built.rows)
+            for request in built.requests:
+                if self._stopping:  # a stop that came before the feed could be cancelled
+                    return
+                await self._todo.put(request)
+
     def _built(self) -> Iterator[Built]:
         """Requests for the rows not yet done, up to the plan's limit."""
         plan, job = self._plan, self._plan.job
         left = plan.limit if plan.limit is not None else -1
-        reader = RecordReader(
-            plan.files, job.spec.input.id, job.input_columns, skip=plan.done_ids, shard=plan.shard
-        )
+        reader = RecordReader(plan.files, job.spec.input.id, job.input_columns, only=plan.rows)
         for todo in reader:
-            self._stats.rows_skipped = reader.skipped
             if left >= 0:
                 todo, left = todo[:left], left - min(left, len(todo))
             if todo:
                 yield self._task.build(todo)
             if left == 0:
                 break
-        self._stats.rows_skipped = reader.skipped
         yield self._task.finish()
 
     async def _work(self) -> None:

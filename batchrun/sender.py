@@ -13,21 +13,20 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Generic
 
-from batchrun.errors import ApiError, RetryableError, RowError
+from batchrun.errors import ApiError, FatalError, RetryableError, RowError
 from batchrun.job import Job
 from batchrun.output.rows import Row
 from batchrun.service.inflight import InFlight
-from batchrun.service.pacing import Pacer
+from batchrun.service.pacing import Pacer, Sleep
 from batchrun.service.rejections import RejectionWatch
 from batchrun.service.retry import Action, RetryPolicy, decide
 from batchrun.service.statuses import THROTTLED, falls_back
 from batchrun.stats import RunStats
 from batchrun.tasks.base import AnswerT, Request, Service, Task
 
-Sleep = Callable[[float], Awaitable[None]]
 PacerFactory = Callable[[str, float], Pacer]
 
 
@@ -90,6 +89,9 @@ class Sender(Generic[AnswerT]):
             except (RetryableError, RowError) as error:
                 failure = error
             model = failure.model or self._models[0]  # _attempt names the model it tried
+            if isinstance(failure, RetryableError) and failure.window_reset is not None:
+                _check_quota_left(model, failure.window_reset)
+                request.attempts -= 1  # a window ran out: not this request's fault
             streak = streak + 1 if falls_back(failure) else 0
             halves = self._task.split(request) if isinstance(failure, RowError) else []
             decision = decide(
@@ -153,3 +155,17 @@ class Sender(Generic[AnswerT]):
     def settled_rates(self) -> dict[str, float]:
         """The pacing rate each model settled on."""
         return {name: pacer.rate for name, pacer in self._pacers.items()}
+
+
+QUOTA_SPENT_S = 600.0
+"""A window that resets further out than this is a spent quota (a day's, say), not a pause."""
+
+
+def _check_quota_left(model: str, reset_s: float) -> None:
+    """Stop the run (nothing is lost) when the service says the quota is spent for long."""
+    if reset_s > QUOTA_SPENT_S:
+        until = time.strftime("%Y-%m-%d %H:%M", time.localtime(time.time() + reset_s))
+        raise FatalError(
+            f"the service's quota for {model} is spent until about {until}; run the same "
+            "command again then (what is done is kept)"
+        )

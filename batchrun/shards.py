@@ -8,6 +8,8 @@ import re
 import zlib
 from dataclasses import dataclass
 
+import polars as pl
+
 from batchrun.errors import JobError
 
 
@@ -31,4 +33,12 @@ class Shard:
         return f"s{self.index}of{self.count}"
 
     def holds(self, row_id: str) -> bool:
-        return zlib.crc32(row_id.encode()) % self.count == self.index - 1
+        return self.holds_key(zlib.crc32(row_id.encode()))
+
+    def holds_key(self, key: int) -> bool:
+        """Whether the row whose id has CRC-32 ``key`` is this shard's."""
+        return key % self.count == self.index - 1
+
+    def holds_keys(self, keys: pl.Series) -> pl.Series:
+        """``holds_key`` for a column of CRC-32 keys (the input index's ``shard_key``)."""
+        return keys % self.count == self.index - 1

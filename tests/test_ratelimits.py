@@ -114,3 +114,33 @@ def test_a_spent_budget_is_zero_until_the_window_ends() -> None:
     assert budget.rate(105.0) == 0.0
     assert budget.reset_in(105.0) == pytest.approx(10.0)
     assert budget.rate(115.0) == math.inf
+
+
+def test_a_short_gateway_retry_after_is_an_upstream_429_renamed_not_a_window() -> None:
+    headers = {"llm_provider-retry-after": "1", "llm_provider-retry-after-ms": "999"}
+    assert read_throttle(headers, None, NOW) == Throttle(0.999, None)
+
+
+def test_header_values_that_are_not_finite_numbers_are_ignored() -> None:
+    assert read_throttle({"Retry-After": "nan"}, None, NOW) == Throttle(None, None)
+    assert read_throttle({"retry-after-ms": "inf"}, None, NOW) == Throttle(None, None)
+    assert read_quota({"x-ratelimit-remaining-requests": "inf"}) is None
+
+
+def test_the_smallest_limit_and_the_fewest_left_bind_and_negative_counts_are_zero() -> None:
+    headers = {
+        "x-ratelimit-limit-requests": "600",
+        "x-ratelimit-remaining-requests": "-10",  # LiteLLM not enforcing: it went below 0
+        "x-ratelimit-api_key-limit-requests": "120",
+        "x-ratelimit-api_key-remaining-requests": "100",
+    }
+    assert read_quota(headers) == Quota(120, 0, None)
+
+
+def test_a_late_answer_does_not_raise_what_remains_in_the_window() -> None:
+    budget = WindowBudget()
+    budget.observe(Quota(120, 50, None), now=0.0)
+    budget.observe(Quota(120, 40, None), now=5.0)
+    budget.observe(Quota(120, 43, None), now=6.0)  # sent earlier, answered later
+
+    assert budget.rate(6.0) == pytest.approx(40 / 54)

@@ -13,7 +13,7 @@ from batchrun.emulator import EmulatorConfig, running_emulator
 from batchrun.errors import RowError
 from batchrun.job import load_job
 from batchrun.runner import RunOptions, run_job
-from batchrun.service.rejections import FIRST_REJECTIONS, JobRejected, RejectionWatch
+from batchrun.service.rejections import REJECTIONS_IN_A_ROW, JobRejected, RejectionWatch
 from tests.support import news_rows
 
 QUIET = RunOptions(progress=False)
@@ -34,7 +34,7 @@ async def accepted(base_url: str, model: str) -> int:
 
 def test_the_same_rejection_of_a_models_first_requests_stops_the_job() -> None:
     watch = RejectionWatch({"max_tokens": -5, "temperature": 0.3})
-    for _ in range(FIRST_REJECTIONS - 1):
+    for _ in range(REJECTIONS_IN_A_ROW - 1):
         watch.rejected("qwen3-32b-awq", BAD_MAX_TOKENS)
 
     with pytest.raises(JobRejected) as stopped:
@@ -46,17 +46,37 @@ def test_the_same_rejection_of_a_models_first_requests_stops_the_job() -> None:
     assert "--retry-failed" in message
 
 
-def test_rejections_after_an_answer_are_the_rows_own() -> None:
+def test_an_answer_between_rejections_starts_the_count_again() -> None:
     watch = RejectionWatch({"max_tokens": 100})
-    watch.answered("qwen3-32b-awq")
-    for _ in range(3 * FIRST_REJECTIONS):
-        watch.rejected("qwen3-32b-awq", BAD_MAX_TOKENS)  # never raises
+    stopped = 0
+    for _ in range(3):
+        for _ in range(REJECTIONS_IN_A_ROW - 1):
+            watch.rejected("qwen3-32b-awq", BAD_MAX_TOKENS)
+        watch.answered("qwen3-32b-awq")
+    with pytest.raises(JobRejected):
+        for _ in range(REJECTIONS_IN_A_ROW):
+            stopped += 1
+            watch.rejected("qwen3-32b-awq", BAD_MAX_TOKENS)
+    assert stopped == REJECTIONS_IN_A_ROW
 
 
 def test_different_rejections_do_not_add_up() -> None:
     watch = RejectionWatch({})
-    for number in range(3 * FIRST_REJECTIONS):
+    for number in range(3 * REJECTIONS_IN_A_ROW):  # a JobRejected here fails the test
         watch.rejected("m", RowError(f"400 bad request: text {number} is too long", 400))
+
+    with pytest.raises(JobRejected):  # while the same message does add up
+        for _ in range(REJECTIONS_IN_A_ROW):
+            watch.rejected("m", BAD_MAX_TOKENS)
+
+
+def test_a_param_is_named_only_as_a_whole_word() -> None:
+    watch = RejectionWatch({"n": 2, "stop": ["x"], "max_tokens": -5})
+    with pytest.raises(JobRejected) as stopped:
+        for _ in range(REJECTIONS_IN_A_ROW):
+            watch.rejected("m", BAD_MAX_TOKENS)
+    assert "[params].max_tokens = -5" in str(stopped.value)
+    assert "[params].n " not in str(stopped.value) and "[params].stop" not in str(stopped.value)
 
 
 async def test_a_params_error_stops_a_chat_job_after_a_few_requests(

@@ -250,7 +250,8 @@ def test_check_identity_refuses_other_requests_when_parts_exist(tmp_path: Path) 
     with pytest.raises(OutputError) as caught:
         check_identity(out, "digest", "chat", "def456")
 
-    assert "holds rows of job 'digest' made with other requests" in str(caught.value)
+    assert "holds 1 rows of job 'digest' made with other requests" in str(caught.value)
+    assert "--redo" in str(caught.value) and "--fresh" in str(caught.value)
     assert "--fresh" in str(caught.value)
 
 

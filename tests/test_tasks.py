@@ -77,21 +77,21 @@ def test_identical_texts_are_sent_once_and_follow_the_first(
 
 def test_a_text_answered_before_is_reused_without_a_request() -> None:
     duplicates = Duplicates()
-    leader = Item("a", {}, "text")
+    leader = Item("a", {}, 0, "text")
     assert duplicates.route(leader) == "send"
     duplicates.settled(leader, Reuse("bge-m3", b"\x00\x00\x00\x3f"))
 
-    assert duplicates.route(Item("b", {}, "text")) == Reuse("bge-m3", b"\x00\x00\x00\x3f")
+    assert duplicates.route(Item("b", {}, 0, "text")) == Reuse("bge-m3", b"\x00\x00\x00\x3f")
     assert duplicates.saved == 1
 
 
 def test_a_failed_leader_releases_its_followers() -> None:
     duplicates = Duplicates()
-    leader, follower = Item("a", {}, "text"), Item("b", {}, "text")
+    leader, follower = Item("a", {}, 0, "text"), Item("b", {}, 0, "text")
     duplicates.route(leader)
     assert duplicates.route(follower) == "follow"
     assert duplicates.settled(leader, None) == [follower]
-    assert duplicates.route(Item("c", {}, "text")) == "send"  # sent again, not reused
+    assert duplicates.route(Item("c", {}, 0, "text")) == "send"  # sent again, not reused
 
 
 def test_empty_texts_fail_without_a_request(make_job: Callable[..., Path]) -> None:

@@ -16,13 +16,14 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from batchrun.indexing import input_index
 from batchrun.input.checks import open_input
 from batchrun.job import load_job
 from batchrun.output.identity import check_identity
 from batchrun.output.layout import OutputLayout
 from batchrun.output.rows import OK
 from batchrun.service.catalog import Kind
-from batchrun.tasks import job_schema
+from batchrun.tasks import job_schema, task_for
 
 CHAT_MODEL = "qwen3-32b-awq"
 EMBED_MODEL = "bge-m3"
@@ -115,11 +116,15 @@ def _toml(value: object) -> str:
 
 def write_done_part(job_path: Path, count: int) -> Path:
     """Rows ``0 .. count-1`` as done (status ok) in one part of the job's output, with the
-    job's identity beside it, as a finished earlier run would have left them."""
+    job's identity and input index beside it, as a finished earlier run would have left them
+    (the index is made here by batchrun's own code; the rows take its request hashes)."""
     job = load_job(job_path)
-    _, kept = open_input(job)
+    files, kept = open_input(job)
     schema = job_schema(job, kept)
-    ids = pa.array([row_id(i) for i in range(count)], pa.string())
+    output = Path(job.spec.output.path)
+    output.mkdir(parents=True, exist_ok=True)
+    with input_index(job, files, output, task_for(job, schema)) as (index, _):
+        hashes = _first_request_hashes(index, count)
     values: dict[str, object] = {
         "model": job.models[0],
         "status": OK,
@@ -127,15 +132,24 @@ def write_done_part(job_path: Path, count: int) -> Path:
         "finish_reason": "stop",
         "attempts": 1,
     }
-    columns = [
-        ids if f.name == "id" else _constant(values.get(f.name), f.type, count) for f in schema
-    ]
-    output = Path(job.spec.output.path)
-    output.mkdir(parents=True, exist_ok=True)
+    given = {"id": pa.array([row_id(i) for i in range(count)], pa.string()), "request_hash": hashes}
+    columns = [given.get(f.name, _constant(values.get(f.name), f.type, count)) for f in schema]
     part = OutputLayout(output).part("bench")
     pq.write_table(pa.Table.from_arrays(columns, schema=schema), part)
     check_identity(output, job.name, job.kind, job.fingerprint())
     return part
+
+
+def _first_request_hashes(index: Path, count: int) -> pa.Array:
+    with pa.OSFile(str(index)) as source, pa.ipc.open_file(source) as reader:
+        chunks, taken = [], 0
+        for number in range(reader.num_record_batches):
+            column = reader.get_batch(number).column("request_hash")
+            chunks.append(column.slice(0, count - taken))
+            taken += len(chunks[-1])
+            if taken >= count:
+                break
+    return pa.concat_arrays(chunks)
 
 
 def _constant(value: object, kind: pa.DataType, count: int) -> pa.Array:

@@ -33,7 +33,10 @@ LIFTED_SPECS = (
     Spec("lifted: embedding texts/s end to end", "texts/s", 20_000),
     Spec("lifted: embedding CPU s per 1,000 texts", "s"),
 )
-RESUME_SPECS = (Spec("resume: start to first request", "s", 5.0, at_most=True),)
+RESUME_SPECS = (
+    Spec("resume: start to first request", "s", 5.0, at_most=True),
+    Spec("resume: peak RSS", "MB", 400.0, at_most=True),
+)
 MEMORY_SPECS = (Spec("memory: peak RSS, huge JSONL input", "MB", 400, at_most=True),)
 
 
@@ -89,6 +92,7 @@ def resume(ws: Workspace) -> list[Figure]:
             input_path=data,
             keep=("title",),
         )
+        ws.say(f"resume: the earlier run's input index and {done:,} done rows")
         write_done_part(job, done)
         ws.say(f"resume: run --limit 1 over {done:,} done rows")
         run = run_batchrun(job, "--limit", "1")
@@ -97,7 +101,10 @@ def resume(ws: Workspace) -> list[Figure]:
         raise ValueError(f"no request reached the emulator (exit {run.code})")
     note = f"{done:,} done of {done + left:,}; run wall {run.wall_s:.1f} s, "
     note += f"peak RSS {run.peak_rss_mb:.0f} MB"
-    return [Figure(RESUME_SPECS[0], seen.first - run.spawned_at, note)]
+    return [
+        Figure(RESUME_SPECS[0], seen.first - run.spawned_at, note),
+        Figure(RESUME_SPECS[1], run.peak_rss_mb, f"--limit 1 over {done:,} done rows"),
+    ]
 
 
 def memory(ws: Workspace) -> list[Figure]:

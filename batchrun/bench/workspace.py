@@ -17,7 +17,7 @@ class Sizes:
     embed_texts: int = 3_000
     lifted_chat_rows: int = 20_000
     lifted_texts: int = 200_000
-    resume_done: int = 1_000_000
+    resume_done: int = 10_000_000
     resume_left: int = 50_000
     big_rows: int = 10_000_000
     big_limit: int = 2_000

@@ -30,6 +30,9 @@ from batchrun.emulator.replies import HttpError
 from batchrun.emulator.streaming import UsagePlace
 from batchrun.emulator.summaries import Summary, split_think
 
+MINUTE_S = 60.0
+"""LiteLLM's ``x-ratelimit-*-requests`` count per minute (a deployment's ``rpm``)."""
+
 
 @dataclass(frozen=True)
 class Gateway:
@@ -59,8 +62,9 @@ class Gateway:
         return "alone" if include_usage else "none"
 
     def quota_headers(self, window: Window) -> dict[str, str]:
-        """The headers of a 200 right after ``window`` admitted it (none but for LiteLLM)."""
-        if not self.litellm:
+        """The headers of a 200 right after ``window`` admitted it: LiteLLM's, which count
+        requests per minute, so only for a 60-s window (none otherwise)."""
+        if not self.litellm or window.period != MINUTE_S:
             return {}
         return {
             "x-ratelimit-limit-requests": str(window.capacity),

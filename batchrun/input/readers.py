@@ -8,7 +8,7 @@ Parquet is read with ``ParquetFile.iter_batches`` over the needed columns only.
 from __future__ import annotations
 
 import glob
-from collections.abc import Container, Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,6 @@ import orjson
 import pyarrow.parquet as pq
 
 from batchrun.errors import JobError
-from batchrun.shards import Shard
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -32,6 +31,8 @@ class Record:
     values: dict[str, Any]
     file: Path
     line: int
+    offset: int = 0
+    """Where the row starts: a JSONL line's byte offset, a Parquet row's index."""
 
     @property
     def where(self) -> str:
@@ -81,95 +82,157 @@ def read_records(
     return iter(RecordReader(files, id_column, columns, batch_rows=batch_rows))
 
 
-def read_ids(file: Path, id_column: str) -> Iterator[str]:
-    """Every id of one file, in order, parsed exactly as ``RecordReader`` parses it (a JSONL
-    line that repeats its id key has the id orjson keeps: the last)."""
-    if file.suffix in PARQUET_SUFFIXES:
-        parquet, number = _parquet_file(file), 0
-        for batch in parquet.iter_batches(batch_size=BATCH_ROWS * 64, columns=[id_column]):
-            for value in batch.column(0).to_pylist():
-                number += 1
-                yield _row_id(value, file, number)
-        return
-    with file.open("rb") as lines:
-        for number, line in enumerate(lines, start=1):
-            if line.strip():
-                yield _row_id(_parse_line(file, number, line).get(id_column), file, number)
+Wanted = tuple[Sequence[int], Sequence[int]]
+"""Rows of one file to read: their offsets (a JSONL line's byte offset, a Parquet row's index)
+and line numbers, in file order, as the input index has them."""
+Selection = Mapping[int, Wanted]
+"""Rows to read, by file index."""
 
 
 class RecordReader:
-    """The rows of ``files`` in order, in batches, without the ids in ``skip`` and those of
-    other shards: a resumed run passes over done rows as soon as their id is known, before
-    building anything for them."""
+    """The rows of ``files`` in order, in batches; with ``only``, just the rows it names (a
+    resumed run reads what is left to do and nothing else: a JSONL line is found by its byte
+    offset, a Parquet row by its index)."""
 
     def __init__(
         self,
         files: Sequence[Path],
         id_column: str,
         columns: Sequence[str],
-        skip: Container[str] = frozenset(),
+        only: Selection | None = None,
         batch_rows: int = BATCH_ROWS,
-        shard: Shard | None = None,
     ) -> None:
         self._files = files
         self._id = id_column
         self._columns = columns
-        self._skip = skip
+        self._only = only
         self._batch_rows = batch_rows
-        self._shard = shard
-        self.skipped = 0
-        """Rows passed over because they are done (not those of other shards)."""
 
     def __iter__(self) -> Iterator[list[Record]]:
-        for file in self._files:
+        for index, file in enumerate(self._files):
+            wanted = self._only.get(index, ((), ())) if self._only is not None else None
+            if wanted is not None and not wanted[0]:
+                continue
             if file.suffix in PARQUET_SUFFIXES:
-                yield from self._parquet(file)
+                yield from self._parquet(file, wanted)
             else:
-                yield from self._jsonl(file)
+                yield from _batched(self._jsonl(file, wanted), self._batch_rows)
 
-    def _jsonl(self, file: Path) -> Iterator[list[Record]]:
-        batch: list[Record] = []
-        checked, id_column = False, self._id
+    def _jsonl(self, file: Path, wanted: Wanted | None) -> Iterator[Record]:
         with file.open("rb") as lines:
-            for number, line in enumerate(lines, start=1):
+            first = True
+            for offset, number, line in _lines(lines, wanted):
                 if not line.strip():
                     continue
                 row = _parse_line(file, number, line)
-                if not checked:
+                if first:
                     _check_columns(file, self._columns, row.keys())
-                    checked = True
-                row_id = _row_id(row.get(id_column), file, number)
-                if self._passes_over(row_id):
-                    continue
+                    first = False
+                row_id = _row_id(row.get(self._id), file, number)
                 values = {name: row.get(name) for name in self._columns}
-                batch.append(Record(row_id, values, file, number))
-                if len(batch) >= self._batch_rows:
-                    yield batch
-                    batch = []
+                yield Record(row_id, values, file, number, offset)
+
+    def _parquet(self, file: Path, wanted: Wanted | None) -> Iterator[list[Record]]:
+        parquet = _parquet_file(file)
+        _check_columns(file, self._columns, parquet.schema_arrow.names)
+        rows = iter(zip(*wanted, strict=True)) if wanted is not None else None
+        start, nxt = 0, next(rows, None) if rows is not None else None
+        columns = list(self._columns)
+        for batch in parquet.iter_batches(batch_size=self._batch_rows, columns=columns):
+            end = start + batch.num_rows
+            picked: list[int] = []
+            while rows is not None and nxt is not None and nxt[0] < end:
+                picked.append(nxt[0] - start)
+                nxt = next(rows, None)
+            chosen = batch if rows is None else batch.take(picked)
+            first = start if rows is None else None
+            yield self._parquet_records(file, chosen, picked, start, first)
+            start = end
+            if rows is not None and nxt is None:
+                return
+
+    def _parquet_records(
+        self, file: Path, batch: Any, picked: list[int], start: int, first: int | None
+    ) -> list[Record]:
+        numbers = (
+            range(first, first + batch.num_rows)
+            if first is not None
+            else [start + index for index in picked]
+        )
+        records = []
+        for index, values in zip(numbers, batch.to_pylist(), strict=True):
+            row_id = _row_id(values[self._id], file, index + 1)
+            records.append(Record(row_id, values, file, index + 1, index))
+        return records
+
+
+Row = tuple[int, int, int, str, dict[str, Any]]
+"""(file number, offset, line number, id, the row's values) of ``scan_rows``."""
+
+
+def scan_rows(
+    files: Sequence[Path], id_column: str, columns: Sequence[str], batch_rows: int = 8192
+) -> Iterator[list[Row]]:
+    """Every row of ``files`` in batches, lean: no ``Record`` objects, a JSONL row's values
+    are its parsed dict (the input index's pass reads ten million rows this way). The ids and
+    the parsing are ``RecordReader``'s own."""
+    for number, file in enumerate(files):
+        if file.suffix in PARQUET_SUFFIXES:
+            for records in RecordReader([file], id_column, columns, batch_rows=batch_rows):
+                yield [(number, r.offset, r.line, r.id, r.values) for r in records]
+            continue
+        batch: list[Row] = []
+        for offset, line_number, line in _lines_of(file, columns):
+            row = _parse_line(file, line_number, line)
+            row_id = _row_id(row.get(id_column), file, line_number)
+            batch.append((number, offset, line_number, row_id, row))
+            if len(batch) >= batch_rows:
+                yield batch
+                batch = []
         if batch:
             yield batch
 
-    def _parquet(self, file: Path) -> Iterator[list[Record]]:
-        parquet = _parquet_file(file)
-        _check_columns(file, self._columns, parquet.schema_arrow.names)
-        number = 0
-        columns = list(self._columns)
-        for batch in parquet.iter_batches(batch_size=self._batch_rows, columns=columns):
-            records = []
-            for values in batch.to_pylist():
-                number += 1
-                row_id = _row_id(values[self._id], file, number)
-                if not self._passes_over(row_id):
-                    records.append(Record(row_id, values, file, number))
-            yield records
 
-    def _passes_over(self, row_id: str) -> bool:
-        if self._shard is not None and not self._shard.holds(row_id):
-            return True
-        if row_id in self._skip:
-            self.skipped += 1
-            return True
-        return False
+def _lines_of(file: Path, columns: Sequence[str]) -> Iterator[tuple[int, int, bytes]]:
+    """The non-blank lines of a JSONL file; the first one's columns are checked."""
+    with file.open("rb") as lines:
+        first = True
+        for offset, number, line in _lines(lines, None):
+            if not line.strip():
+                continue
+            if first:
+                _check_columns(file, columns, _parse_line(file, number, line).keys())
+                first = False
+            yield offset, number, line
+
+
+def _lines(lines: Any, wanted: Wanted | None) -> Iterator[tuple[int, int, bytes]]:
+    """(offset, line number, line): every line, or only the ``wanted`` ones, found by seeking
+    (consecutive ones are read on without a seek)."""
+    if wanted is None:
+        offset = 0
+        for number, line in enumerate(lines, start=1):
+            yield offset, number, line
+            offset += len(line)
+        return
+    position = 0
+    for offset, number in zip(*wanted, strict=True):
+        if offset != position:
+            lines.seek(offset)
+        line = lines.readline()
+        position = offset + len(line)
+        yield offset, number, line
+
+
+def _batched(records: Iterator[Record], size: int) -> Iterator[list[Record]]:
+    batch: list[Record] = []
+    for record in records:
+        batch.append(record)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def _parse_line(file: Path, number: int, line: bytes) -> dict[str, Any]:

@@ -13,11 +13,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from batchrun.hashing import id_hashes
 from batchrun.output.layout import part_time
-from batchrun.output.parts import fsync_directory, part_files, read_columns, write_part
+from batchrun.output.parts import fsync_directory, id_hashes_of, part_files, write_part
+from batchrun.output.rows import OK
 
 
 def compact(path: Path, holds: Callable[[str], bool] | None = None) -> int:
@@ -26,8 +27,8 @@ def compact(path: Path, holds: Callable[[str], bool] | None = None) -> int:
     parts = sorted(part_files(path), key=part_time)
     if not parts:
         return 0
-    ids = read_columns(path, ["id"]).column("id")
-    if pc.count_distinct(ids).as_py() == len(ids):  # the usual case: one cheap pass
+    every, _ = id_hashes_of(path)
+    if every.n_unique() == len(every):  # the usual case: one pass over 64-bit hashes
         return 0
     rows = pl.concat(
         [
@@ -40,7 +41,7 @@ def compact(path: Path, holds: Callable[[str], bool] | None = None) -> int:
     repeated = rows.filter(pl.col("id").is_duplicated())
     if repeated.is_empty():
         return 0
-    ranked = repeated.sort([pl.col("status") == "ok", "part", "row"], descending=[True, True, True])
+    ranked = repeated.sort([pl.col("status") == OK, "part", "row"], descending=[True, True, True])
     losers = ranked.filter(pl.int_range(pl.len()).over("id") > 0)
     if holds is not None:
         losers = losers.filter(pl.Series([holds(id_) for id_ in losers["id"].to_list()]))
@@ -57,3 +58,23 @@ def _rewrite_without(part: Path, rows: set[int]) -> None:
     else:
         part.unlink()
         fsync_directory(part.parent)
+
+
+def prune(path: Path, keeps: Callable[[pl.Series], pl.Series]) -> int:
+    """``--prune``: drop the rows whose id ``keeps`` refuses (given the ids' 64-bit hashes, it
+    says which stay: those the input still holds); return how many went. Each part is
+    rewritten atomically, so a crash midway leaves a state the next ``--prune`` finishes."""
+    dropped = 0
+    for part in part_files(path):
+        keep = keeps(id_hashes(pq.read_table(part, columns=["id"]).column("id")))
+        if keep.all():
+            continue
+        table = pq.read_table(part)
+        kept = table.filter(keep.to_arrow())
+        dropped += table.num_rows - kept.num_rows
+        if kept.num_rows:
+            write_part(part, kept)
+        else:
+            part.unlink()
+            fsync_directory(part.parent)
+    return dropped

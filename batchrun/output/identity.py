@@ -6,44 +6,85 @@ an older batchrun is migrated on first use (``MIGRATIONS``: one step per version
 idempotent); one written by a newer batchrun is refused, never silently misread.
 
 Versions: 0 (batchrun before format versions: ``_job.json`` without ``format``), 1 (the same
-files and columns, with ``format`` recorded).
+files and columns, with ``format`` recorded), 2 (every row ends with ``request_hash``; rows
+migrated from 1 hold null there and count as done for their ids until ``--redo``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from batchrun.errors import OutputError
 from batchrun.output.layout import OutputLayout, read_json, write_json
+from batchrun.output.parts import output_counts, write_part
+from batchrun.output.rows import REQUEST_HASH
 
-FORMAT_VERSION = 1
-Identity = dict[str, Any]
+FORMAT_VERSION = 2
+Recorded = dict[str, Any]
+"""What ``_job.json`` holds."""
 
 
-def _from_0(path: Path, identity: Identity) -> Identity:
+def _from_0(path: Path, identity: Recorded) -> Recorded:
     """Version 0 wrote the same parts and columns: only the version is new."""
     return {**identity, "format": 1}
 
 
-MIGRATIONS: dict[int, Callable[[Path, Identity], Identity]] = {0: _from_0}
+def _from_1(path: Path, identity: Recorded) -> Recorded:
+    """Version 2 ends every row with ``request_hash``: older parts get a null one (each part
+    rewritten atomically, so a crash midway leaves parts the next migration finishes)."""
+    for part in OutputLayout(path).parts():
+        if REQUEST_HASH.name not in pq.read_schema(part).names:
+            table = pq.read_table(part)
+            nulls = pa.nulls(table.num_rows, REQUEST_HASH.type)
+            write_part(part, table.append_column(REQUEST_HASH, nulls))
+    return {**identity, "format": 2}
+
+
+MIGRATIONS: dict[int, Callable[[Path, Recorded], Recorded]] = {0: _from_0, 1: _from_1}
 """``MIGRATIONS[v]`` turns an output of format ``v`` into one of format ``v + 1``."""
 
 
-def check_identity(path: Path, name: str, kind: str, fingerprint: str) -> None:
-    """Refuse to mix rows of differently shaped requests in one output, migrate an older
-    output's format, and record the job's identity on first use."""
+@dataclass(frozen=True)
+class Identity:
+    """What a run says of itself to the output it writes (checked by ``Store.open``)."""
+
+    name: str
+    kind: str
+    fingerprint: str
+    columns: list[str] | None = None
+    redo: bool = False
+
+    def check(self, path: Path) -> None:
+        check_identity(
+            path, self.name, self.kind, self.fingerprint, columns=self.columns, redo=self.redo
+        )
+
+
+def check_identity(
+    path: Path,
+    name: str,
+    kind: str,
+    fingerprint: str,
+    *,
+    columns: list[str] | None = None,
+    redo: bool = False,
+) -> None:
+    """Refuse to mix rows of differently shaped requests in one output (unless ``redo``:
+    every row is then sent again and replaces its old one, and the columns must not change),
+    migrate an older output's format, and record the job's identity."""
     layout = OutputLayout(path)
     recorded = read_json(layout.job_file)
     if recorded is not None:
         recorded = _migrated(path, recorded)
-    if recorded and layout.parts() and recorded.get("fingerprint") != fingerprint:
-        raise OutputError(
-            f"{path}: holds rows of job {recorded.get('name')!r} made with other requests "
-            "(its model, prompt, params, text column or kept columns differ from this job's); "
-            "run with --fresh to move that output aside, or set a new [output].path"
-        )
+    parts = layout.parts() + layout.journals()  # a killed run's journal holds rows too
+    if recorded and parts and recorded.get("fingerprint") != fingerprint:
+        _refuse_or_redo(path, recorded, parts, columns, redo)
     wanted = {"name": name, "kind": kind, "fingerprint": fingerprint, "format": FORMAT_VERSION}
     if recorded != wanted:
         try:
@@ -53,7 +94,41 @@ def check_identity(path: Path, name: str, kind: str, fingerprint: str) -> None:
             raise OutputError(f"{path}: cannot be used as the output directory ({exc})") from None
 
 
-def _migrated(path: Path, identity: Identity) -> Identity:
+def _refuse_or_redo(
+    path: Path, recorded: Recorded, parts: list[Path], columns: list[str] | None, redo: bool
+) -> None:
+    same_columns = columns is None or _column_names(parts[0]) == columns
+    if redo and same_columns:
+        return
+    if not same_columns:
+        raise OutputError(
+            f"{path}: holds rows of job {recorded.get('name')!r} with other columns (its "
+            "[output].keep differs); run with --fresh to move that output aside, or set a new "
+            "[output].path"
+        )
+    counts = output_counts(path)
+    rows = counts["ok"] + counts["failed"]
+    raise OutputError(
+        f"{path}: holds {rows} rows of job {recorded.get('name')!r} made with other requests "
+        "(its model, prompt, params or text column differ from this job's): all of them would "
+        "be sent again. Run with --redo to redo them in this output (the old answers stay "
+        "readable until each row is redone), --fresh to move that output aside and start "
+        "over, or set a new [output].path"
+    )
+
+
+def _column_names(file: Path) -> list[str]:
+    """The columns of a part (Parquet) or a journal (Arrow IPC stream)."""
+    if file.suffix == ".parquet":
+        return list(pq.read_schema(file).names)
+    try:
+        with pa.ipc.open_stream(str(file)) as reader:
+            return list(reader.schema.names)
+    except (pa.ArrowInvalid, OSError):
+        return []
+
+
+def _migrated(path: Path, identity: Recorded) -> Recorded:
     version = identity.get("format", 0)
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise OutputError(

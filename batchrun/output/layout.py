@@ -6,8 +6,11 @@ Layout of ``[output].path``::
     .part-<token>.tmp           a part being written (a killed run may leave one: removed)
     .journal-<token>.arrows     rows answered since the last part, appended as Arrow IPC batches
     _job.json                   the job's name, kind, request fingerprint and format version
-    _input.json                 the input's row count, for files of this size and mtime
+    _input.json                 what the input index was built from (files' size and mtime, the
+                                job's requests) and the whole-input check's result
+    _input-index.arrows         the input index: 36 bytes per input row (``input.index``)
     _summary.json               the last run's summary (``_summary-sIofN.json`` for a shard)
+    _compacted.json             the parts (names, sizes) the last compaction left
     .lock                       held (flock) by the run writing here; says its pid and host
     .lock-sIofN                 the same for shard I of N (``--shard I/N``)
     .lock-maintenance           held while journals are sealed and parts compacted
@@ -60,6 +63,14 @@ class OutputLayout:
     @property
     def input_file(self) -> Path:
         return self.root / "_input.json"
+
+    @property
+    def compacted(self) -> Path:
+        return self.root / "_compacted.json"
+
+    @property
+    def input_index(self) -> Path:
+        return self.root / "_input-index.arrows"
 
     def summary(self, shard_name: str | None = None) -> Path:
         return self.root / (f"_summary-{shard_name}.json" if shard_name else "_summary.json")

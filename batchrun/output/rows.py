@@ -1,8 +1,11 @@
 """Output rows: one per input row, ok or failed, and the Arrow tables they are written as.
 
 Every output starts with ``id`` and the kept input columns; the task of the job's kind
-(``batchrun.tasks``) names the columns after them, from the fields here. A failed row fills
-``id``, the kept columns, ``model``, ``attempts``, ``status`` and ``error``; the rest is null.
+(``batchrun.tasks``) names the columns after them, from the fields here; ``request_hash`` ends
+every row: a 64-bit digest of the request the row answers (its model, rendered messages or
+input text, and params), so that a later run knows whether the row's input has changed. A
+failed row fills ``id``, the kept columns, ``model``, ``attempts``, ``status``, ``error`` and
+``request_hash``; the rest is null.
 """
 
 from __future__ import annotations
@@ -24,11 +27,14 @@ PROMPT_TOKENS = pa.field("prompt_tokens", pa.int32())
 ATTEMPTS = pa.field("attempts", pa.int16())
 STATUS = pa.field("status", pa.string())
 ERROR = pa.field("error", pa.string())
+REQUEST_HASH = pa.field("request_hash", pa.int64())
 
 
 def output_schema(kept: dict[str, pa.DataType], answer_fields: Sequence[pa.Field]) -> pa.Schema:
-    """The schema of a job's output: id, the kept input columns, then the task's fields."""
-    return pa.schema([ID, *(pa.field(n, t) for n, t in kept.items()), *answer_fields])
+    """The schema of a job's output: id, the kept input columns, the task's fields, and the
+    request hash."""
+    kept_fields = (pa.field(name, kind) for name, kind in kept.items())
+    return pa.schema([ID, *kept_fields, *answer_fields, REQUEST_HASH])
 
 
 def kept_values(kept: dict[str, Any], schema: pa.Schema) -> dict[str, Any]:
@@ -42,23 +48,10 @@ def kept_values(kept: dict[str, Any], schema: pa.Schema) -> dict[str, Any]:
     return values
 
 
-def failed_row(
-    row_id: str,
-    kept: dict[str, Any],
-    schema: pa.Schema,
-    model: str | None,
-    error: str,
-    attempts: int,
-) -> Row:
-    """A row the service could not answer: its error is data, the run goes on."""
-    return {
-        "id": row_id,
-        **kept_values(kept, schema),
-        "model": model,
-        "attempts": attempts,
-        "status": FAILED,
-        "error": error,
-    }
+def failed_row(head: Row, schema: pa.Schema, model: str | None, error: str, attempts: int) -> Row:
+    """A row the service could not answer: its error is data, the run goes on. ``head`` is
+    the row's id, kept values and request hash (``RowsOf.head``)."""
+    return {**head, "model": model, "attempts": attempts, "status": FAILED, "error": error}
 
 
 def rows_to_table(rows: list[Row], schema: pa.Schema) -> pa.Table:

@@ -25,8 +25,17 @@ import pyarrow as pa
 
 from batchrun.errors import OutputError
 from batchrun.output.compaction import compact
-from batchrun.output.layout import WHOLE_JOB, OutputLayout, owner_of, token_of
+from batchrun.output.identity import Identity
+from batchrun.output.layout import (
+    WHOLE_JOB,
+    OutputLayout,
+    owner_of,
+    read_json,
+    token_of,
+    write_json,
+)
 from batchrun.output.parts import write_part
+from batchrun.output.rows import REQUEST_HASH
 from batchrun.shards import Shard
 
 
@@ -45,22 +54,37 @@ class Store:
         self._journal_path: Path | None = None
         self.rows_in_journal = 0
 
-    def open(self) -> Store:
-        """Create the directory, take the lock, seal journals killed runs left behind."""
+    def open(self, identity: Identity | None = None) -> Store:
+        """Create the directory, take the lock, check (and migrate) the output's identity,
+        seal journals killed runs left behind: an output this run may not write is refused
+        before anything in it is touched."""
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise OutputError(f"{self.path}: cannot create the output directory ({exc})") from None
         self._lock()
-        with self._maintenance():
-            for stale in self.layout.temporaries():  # a part a killed run was writing
-                if self._orphaned(owner_of(stale)):
-                    stale.unlink(missing_ok=True)
-            for journal in self.layout.journals():
-                if self._orphaned(owner_of(journal)):
-                    self._seal_journal(journal)
-            self._compact()
+        try:
+            with self._maintenance():
+                if identity is not None:
+                    identity.check(self.path)
+                self._finish_what_killed_runs_left()
+                self._compact()
+        except BaseException:
+            self._unlock()
+            raise
         return self
+
+    def _finish_what_killed_runs_left(self) -> None:
+        for stale in self.layout.temporaries():  # a part a killed run was writing
+            if self._orphaned(owner_of(stale)):
+                stale.unlink(missing_ok=True)
+        for journal in self.layout.journals():
+            if self._orphaned(owner_of(journal)):
+                self._seal_journal(journal)
+
+    def _unlock(self) -> None:
+        while self._lock_fds:
+            os.close(self._lock_fds.pop())
 
     def _orphaned(self, owner: str) -> bool:
         """Whether a journal or temporary part of ``owner`` is ours to finish: our own, or
@@ -74,8 +98,7 @@ class Store:
             with self._maintenance():
                 self._compact()
         finally:
-            while self._lock_fds:
-                os.close(self._lock_fds.pop())
+            self._unlock()
 
     def append(self, table: pa.Table) -> None:
         """Add answered rows to the journal; they survive a kill from now on."""
@@ -116,8 +139,15 @@ class Store:
             os.close(fd)
 
     def _compact(self) -> None:
+        """Compact, unless the parts are exactly those the last compaction left (a resumed
+        run over ten million rows then reads no id to open the output)."""
+        parts = [[part.name, part.stat().st_size] for part in self.layout.parts()]
+        if read_json(self.layout.compacted) == {"parts": parts}:
+            return
         try:
             compact(self.path, self._shard.holds if self._shard else None)
+            after = [[part.name, part.stat().st_size] for part in self.layout.parts()]
+            write_json(self.layout.compacted, {"parts": after})
         except OSError as exc:
             raise OutputError(f"{self.path}: cannot rewrite a part ({exc})") from None
 
@@ -135,7 +165,11 @@ class Store:
         if not part.exists():
             batches = list(_readable_batches(journal))
             if any(batch.num_rows for batch in batches):
-                write_part(part, pa.Table.from_batches(batches, schema=batches[0].schema))
+                table = pa.Table.from_batches(batches, schema=batches[0].schema)
+                if REQUEST_HASH.name not in table.schema.names:  # a journal of format 1
+                    nulls = pa.nulls(table.num_rows, REQUEST_HASH.type)
+                    table = table.append_column(REQUEST_HASH, nulls)
+                write_part(part, table)
         journal.unlink(missing_ok=True)
 
     def _lock(self) -> None:

@@ -192,6 +192,10 @@ class Api:
                 f"403 from {url}: the token has no access to model {model!r} ({detail}); "
                 "ask the service's support for access or use another model"
             )
+        if status == 404 and model is None:
+            return (
+                f"404 from {url}: wrong URL ({detail}); check [endpoint].base_url (it ends in /v1)"
+            )
         if status in (400, 404):  # 400: a gateway's answer to an unknown model
             return (
                 f"{status} from {url}: wrong URL or model {model!r} ({detail}); "

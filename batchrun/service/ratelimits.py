@@ -28,6 +28,8 @@ from typing import Any
 
 WINDOW_S = 60.0
 """The window of a stated request limit when no reset says otherwise: a minute (RPM)."""
+WINDOW_MIN_S = 10.0
+"""A gateway's retry-after this long or longer means a window ran out."""
 _QUOTA_HEADER = re.compile(r"x-ratelimit-(?:(.+)-)?(limit|remaining|reset)-requests")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -55,56 +57,75 @@ class Throttle:
 
 
 def read_quota(headers: Mapping[str, str]) -> Quota | None:
-    """The binding request budget among the ``x-ratelimit-*-requests`` headers, if any."""
+    """The request budget the ``x-ratelimit-*-requests`` headers state, if any: the smallest
+    limit, and the fewest requests left (with that group's reset). A negative count (LiteLLM
+    lets it go below zero when it does not enforce) is 0."""
     found: dict[str, dict[str, str]] = {}
     for name, value in headers.items():
         if match := _QUOTA_HEADER.fullmatch(name.lower()):
             found.setdefault(match[1] or "", {})[match[2]] = value
     quotas = [_quota(fields) for fields in found.values()]
-    known = [q for q in quotas if q.remaining is not None or q.limit is not None]
-    if not known:
+    limits = [q.limit for q in quotas if q.limit is not None]
+    left = [q for q in quotas if q.remaining is not None]
+    if not limits and not left:
         return None
-    return min(known, key=lambda q: q.remaining if q.remaining is not None else math.inf)
+    binding = min(left, key=lambda q: q.remaining or 0) if left else Quota()
+    return Quota(min(limits, default=None), binding.remaining, binding.reset_s)
 
 
 def _quota(fields: dict[str, str]) -> Quota:
-    reset = fields.get("reset")
-    return Quota(_int(fields.get("limit")), _int(fields.get("remaining")), _duration(reset))
+    remaining = _int(fields.get("remaining"))
+    left = max(remaining, 0) if remaining is not None else None
+    return Quota(_int(fields.get("limit")), left, _duration(fields.get("reset")))
 
 
 def read_throttle(headers: Mapping[str, str], body: Any, now: float | None = None) -> Throttle:
-    """When a 429 asks us back, and whether it names a window reset."""
+    """When a 429 asks us back, and whether it names a window reset. LiteLLM's
+    ``llm_provider-retry-after`` names a window only when it is long (its own per-minute
+    limit says 60); a short one is an upstream 429 it renamed: a plain 429."""
     now = time.time() if now is None else now
     headers = {name.lower(): value for name, value in headers.items()}
-    plain = _seconds(headers.get("retry-after-ms"), 0.001) or _http_seconds(
-        headers.get("retry-after"), now
+    plain = _first(
+        _seconds(headers.get("retry-after-ms"), 0.001),
+        _http_seconds(headers.get("retry-after"), now),
     )
-    gateway = _seconds(headers.get("llm_provider-retry-after-ms"), 0.001) or _seconds(
-        headers.get("llm_provider-retry-after"), 1.0
+    gateway = _first(
+        _seconds(headers.get("llm_provider-retry-after-ms"), 0.001),
+        _seconds(headers.get("llm_provider-retry-after"), 1.0),
     )
+    if gateway is not None and gateway < WINDOW_MIN_S:
+        plain, gateway = _first(plain, gateway), None
     reset_at = _reset_at(headers.get("reset_at") or _body_reset(body), now)
     quota = read_quota(headers)
     stated = quota.reset_s if quota else None
     resets = [t for t in (reset_at, gateway, stated) if t is not None]
-    ran_out = bool(resets) or (quota is not None and quota.remaining == 0)
-    if not ran_out:
+    if not resets and not (quota is not None and quota.remaining == 0):
         return Throttle(plain, None)
     window = min(resets) if resets else (plain if plain is not None else WINDOW_S)
     return Throttle(None, window)  # the model's pacer holds; the request need not wait more
 
 
+def _first(*values: float | None) -> float | None:
+    return next((value for value in values if value is not None), None)
+
+
 def _int(value: str | None) -> int | None:
+    number = _finite(value)
+    return int(number) if number is not None else None
+
+
+def _finite(value: str | None) -> float | None:
+    """A finite number, or None (``inf``, ``nan`` and text are not)."""
     try:
-        return int(float(value)) if value is not None else None
+        number = float(value) if value is not None else math.nan
     except ValueError:
         return None
+    return number if math.isfinite(number) else None
 
 
 def _seconds(value: str | None, unit: float) -> float | None:
-    try:
-        return max(float(value) * unit, 0.0) if value is not None else None
-    except ValueError:
-        return None
+    number = _finite(value)
+    return max(number * unit, 0.0) if number is not None else None
 
 
 def _http_seconds(value: str | None, now: float) -> float | None:
@@ -175,11 +196,14 @@ class WindowBudget:
     def observe(self, quota: Quota, now: float) -> None:
         if quota.remaining is None:
             return
+        if self._new_window(quota, now):
+            self._remaining = quota.remaining
+            self._end = now + (quota.reset_s if quota.reset_s is not None else self._window_s)
+            return
         if quota.reset_s is not None:
             self._end = now + quota.reset_s
-        elif self._new_window(quota, now):
-            self._end = now + self._window_s
-        self._remaining = quota.remaining
+        assert self._remaining is not None
+        self._remaining = min(self._remaining, quota.remaining)  # late answers say more
 
     def _new_window(self, quota: Quota, now: float) -> bool:
         if self._end is None or self._remaining is None or now >= self._end:

@@ -19,7 +19,7 @@ import random
 from dataclasses import dataclass
 from enum import Enum
 
-from batchrun.errors import ApiError, RetryableError, RowError
+from batchrun.errors import RetryableError, RowError
 from batchrun.job import RunSpec
 from batchrun.service.statuses import server_busy
 
@@ -66,7 +66,7 @@ class Decision:
 
 
 def decide(
-    error: ApiError,
+    error: RetryableError | RowError,
     attempts: int,
     streak: int,
     policy: RetryPolicy,
@@ -78,8 +78,6 @@ def decide(
     row that fall back, this one included."""
     if isinstance(error, RowError):
         return Decision(Action.SPLIT) if splittable else Decision(Action.GIVE_UP, str(error))
-    if not isinstance(error, RetryableError):
-        raise error  # fatal: stops the run
     if attempts >= policy.max_attempts:
         return Decision(Action.GIVE_UP, f"gave up after {attempts} attempts: {error}")
     delay = backoff_delay(attempts, policy, rng, error)

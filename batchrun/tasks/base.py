@@ -9,14 +9,17 @@ answer into output rows. The sender and the scheduler see only this protocol.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
+import orjson
 import pyarrow as pa
 
 from batchrun.input.readers import Record
-from batchrun.output.rows import Row, failed_row
+from batchrun.output.archive import Archive
+from batchrun.output.rows import Row, failed_row, kept_values
 from batchrun.service.answers import ChatAnswer, EmbeddingAnswer
 from batchrun.service.ratelimits import Quota
 
@@ -27,6 +30,8 @@ class Item:
 
     id: str
     kept: dict[str, Any]
+    request_hash: int
+    """The digest of the request this row makes (``RequestDigest``)."""
     text: str = ""
     digest: bytes = b""
     followers: list[Item] = field(default_factory=list)
@@ -113,6 +118,37 @@ class Task(Protocol[AnswerT]):
         """How many requests ``rows`` rows take (for the plan ``validate`` prints)."""
         ...
 
+    def request_hash(self, values: Mapping[str, Any]) -> int:
+        """The digest of the request a row with these column ``values`` makes."""
+        ...
+
+    @property
+    def reuses_answers(self) -> bool:
+        """Whether an answer in the output serves every row making the same request."""
+        ...
+
+    def reuse_answers(self, archive: Archive, hashes: set[int]) -> None:
+        """Rows making one of these requests take the answer from ``archive``."""
+        ...
+
+
+class RequestDigest:
+    """A stable 64-bit digest of a row's request (a signed int64): the job's constant part
+    (models, params, which templates) given once, then the row's rendered texts. The same
+    request gives the same digest in every run, on every machine; blake2b, and each text's
+    length before it, so that no two different requests collide by concatenation."""
+
+    def __init__(self, *context: object) -> None:
+        self._prefix = orjson.dumps(context, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
+
+    def of(self, *texts: str) -> int:
+        parts = [self._prefix]
+        for text in texts:
+            data = text.encode("utf-8", "surrogatepass")
+            parts += (len(data).to_bytes(8, "little"), data)
+        digest = hashlib.blake2b(b"".join(parts), digest_size=8).digest()
+        return int.from_bytes(digest, "little", signed=True)
+
 
 class RowsOf:
     """Output rows of one job's schema: the part of a task that is the same for every kind."""
@@ -122,8 +158,14 @@ class RowsOf:
         self._keep = keep
         self._text_columns = text_columns
 
-    def item(self, record: Record) -> Item:
-        return Item(record.id, {name: record.values.get(name) for name in self._keep})
+    def item(self, record: Record, request_hash: int) -> Item:
+        kept = {name: record.values.get(name) for name in self._keep}
+        return Item(record.id, kept, request_hash)
+
+    def head(self, item: Item) -> Row:
+        """What every output row of ``item`` starts with: id, kept values, request hash."""
+        kept = kept_values(item.kept, self.schema)
+        return {"id": item.id, **kept, "request_hash": item.request_hash}
 
     def unsendable(self, record: Record, item: Item) -> Row | None:
         """A failed row when ``record`` has no text to send, else None."""
@@ -131,10 +173,10 @@ class RowsOf:
         if empty is None:
             return None
         error = f"{record.where}: column {empty!r} is empty or not text; not sent"
-        return failed_row(item.id, item.kept, self.schema, None, error, 0)
+        return failed_row(self.head(item), self.schema, None, error, 0)
 
     def failed(self, request: Request, model: str | None, error: str) -> list[Row]:
         return [
-            failed_row(item.id, item.kept, self.schema, model, error, request.attempts)
+            failed_row(self.head(item), self.schema, model, error, request.attempts)
             for item in request.items
         ]

@@ -8,13 +8,14 @@ attempts, latency_ms, status, error.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import pyarrow as pa
 
 from batchrun.input.readers import Record
 from batchrun.job import Job
+from batchrun.output.archive import Archive
 from batchrun.output.rows import (
     ATTEMPTS,
     ERROR,
@@ -23,10 +24,9 @@ from batchrun.output.rows import (
     PROMPT_TOKENS,
     STATUS,
     Row,
-    kept_values,
 )
 from batchrun.service.answers import ChatAnswer
-from batchrun.tasks.base import Built, Request, RowsOf, Service
+from batchrun.tasks.base import Built, Request, RequestDigest, RowsOf, Service
 
 FIELDS = [
     MODEL,
@@ -52,6 +52,7 @@ class ChatTask:
         self._params = dict(job.spec.params)
         self._stream = job.spec.run.stream
         self._rows = RowsOf(schema, job.spec.output.keep, job.text_columns)
+        self._digest = RequestDigest(job.models, self._params, self._system is not None)
         self.saved = 0
 
     @staticmethod
@@ -61,21 +62,29 @@ class ChatTask:
     def build(self, records: Iterable[Record]) -> Built:
         built = Built()
         for record in records:
-            item = self._rows.item(record)
+            system, user = self._texts(record.values)
+            item = self._rows.item(record, self._digest.of(system or "", user))
             if (row := self._rows.unsendable(record, item)) is not None:
                 built.rows.append(row)
             else:
-                built.requests.append(Request([item], self._body(record)))
+                built.requests.append(Request([item], self._body(system, user)))
         return built
+
+    def request_hash(self, values: Mapping[str, Any]) -> int:
+        system, user = self._texts(values)
+        return self._digest.of(system or "", user)
 
     def finish(self) -> Built:
         return Built()
 
-    def _body(self, record: Record) -> dict[str, Any]:
-        messages = []
-        if self._system:
-            messages.append({"role": "system", "content": self._system.format_map(record.values)})
-        messages.append({"role": "user", "content": self._user.format_map(record.values)})
+    def _texts(self, values: Mapping[str, Any]) -> tuple[str | None, str]:
+        """The rendered system (None when the job has none) and user messages."""
+        system = self._system.format_map(values) if self._system else None
+        return system, self._user.format_map(values)
+
+    def _body(self, system: str | None, user: str) -> dict[str, Any]:
+        messages = [{"role": "system", "content": system}] if system is not None else []
+        messages.append({"role": "user", "content": user})
         return {"messages": messages, **self._params}
 
     async def call(self, service: Service, model: str, body: dict[str, Any]) -> ChatAnswer:
@@ -90,8 +99,7 @@ class ChatTask:
         (item,) = request.items
         return [
             {
-                "id": item.id,
-                **kept_values(item.kept, self._rows.schema),
+                **self._rows.head(item),
                 "model": model,
                 "content": answer.content,
                 "reasoning": answer.reasoning,
@@ -110,3 +118,9 @@ class ChatTask:
 
     def requests_for(self, rows: int) -> int:
         return rows
+
+    reuses_answers = False
+    """A chat answer is sampled: the same request may deserve a new one."""
+
+    def reuse_answers(self, archive: Archive, hashes: set[int]) -> None:
+        return None

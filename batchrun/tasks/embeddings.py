@@ -4,7 +4,9 @@ Up to ``batch_size`` inputs go into one request, and with ``batch_tokens`` no mo
 many estimated tokens (characters / 3), so the rate limit, which counts requests, is spent on
 as many texts as possible. Identical texts are sent once (``Duplicates``). A request the
 service rejects (400) is split in halves until the inputs at fault are found. Vectors travel
-as float32 bytes and go straight into the Arrow column.
+as float32 bytes and go straight into the Arrow column. A text already embedded in the output
+(same model and params, any id, any run) is not sent again: its vector is copied from there
+(looked up in batches of ``REUSE_BATCH``).
 
 Columns: model, embedding (fixed-size list of float32 when the model's size is known),
 prompt_tokens (the request's count shared among its inputs by length), attempts, status, error.
@@ -12,20 +14,23 @@ prompt_tokens (the request's count shared among its inputs by length), attempts,
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from array import array
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import pyarrow as pa
 
 from batchrun.input.readers import Record
 from batchrun.job import Job
-from batchrun.output.rows import ATTEMPTS, ERROR, MODEL, OK, PROMPT_TOKENS, STATUS, Row, kept_values
+from batchrun.output.archive import Archive
+from batchrun.output.rows import ATTEMPTS, ERROR, MODEL, OK, PROMPT_TOKENS, STATUS, Row
 from batchrun.service.answers import EmbeddingAnswer
 from batchrun.service.catalog import MODELS
-from batchrun.tasks.base import Built, Item, Request, RowsOf, Service
+from batchrun.tasks.base import Built, Item, Request, RequestDigest, RowsOf, Service
 from batchrun.tasks.duplicates import Duplicates, Reuse
 
 CHARS_PER_TOKEN = 3
+REUSE_BATCH = 1024
 
 
 class EmbeddingsTask:
@@ -37,14 +42,24 @@ class EmbeddingsTask:
         self._batch_size = job.spec.run.batch_size
         self._batch_tokens = job.spec.run.batch_tokens
         self._rows = RowsOf(schema, job.spec.output.keep, job.text_columns)
+        self._digest = RequestDigest(job.models, self._params)
         self._dimensions: int | None = getattr(schema.field("embedding").type, "list_size", None)
         self._duplicates = Duplicates()
         self._packed: list[Item] = []
         self._packed_tokens = 0
+        self._archive: Archive | None = None
+        self.reused = 0
+        self._reusable: set[int] = set()
+        self._deferred: list[Item] = []
+
+    reuses_answers = True
+
+    def reuse_answers(self, archive: Archive, hashes: set[int]) -> None:
+        self._archive, self._reusable = archive, hashes
 
     @property
     def saved(self) -> int:
-        return self._duplicates.saved
+        return self._duplicates.saved + self.reused
 
     @staticmethod
     def fields(models: tuple[str, ...]) -> list[pa.Field]:
@@ -56,20 +71,52 @@ class EmbeddingsTask:
     def build(self, records: Iterable[Record]) -> Built:
         built = Built()
         for record in records:
-            item = self._rows.item(record)
+            item = self._rows.item(record, self.request_hash(record.values))
             if (row := self._rows.unsendable(record, item)) is not None:
                 built.rows.append(row)
                 continue
             item.text = record.values[self._text]
-            route = self._duplicates.route(item)
-            if isinstance(route, Reuse):
-                built.rows.append(self._row(item, route.model, route.vector, 0, 0))
-            elif route == "send":
-                self._pack(item, built)
+            if item.request_hash in self._reusable:
+                self._deferred.append(item)
+                if len(self._deferred) >= REUSE_BATCH:
+                    self._reuse(built)
+            else:
+                self._route(item, built)
         return built
+
+    def _route(self, item: Item, built: Built) -> None:
+        route = self._duplicates.route(item)
+        if isinstance(route, Reuse):
+            built.rows.append(self._row(item, route.model, route.vector, 0, 0))
+        elif route == "send":
+            self._pack(item, built)
+
+    def _reuse(self, built: Built) -> None:
+        """Rows whose text the output already holds: copy the vector (or send, if it went)."""
+        deferred, self._deferred = self._deferred, []
+        assert self._archive is not None
+        found = self._archive.find((item.request_hash for item in deferred), ["model", "embedding"])
+        for item in deferred:
+            answer = found.get(item.request_hash)
+            if answer is None:
+                self._route(item, built)
+                continue
+            numbers = answer["embedding"]
+            assert isinstance(numbers, list)
+            vector = array("f", numbers).tobytes()
+            built.rows.append(self._row(item, str(answer["model"]), vector, 0, 0))
+            self.reused += 1
+
+    def request_hash(self, values: Mapping[str, Any]) -> int:
+        """The digest of one text's request: the model, the text, the params (not the pack
+        it travels in)."""
+        text = values.get(self._text)
+        return self._digest.of(text if isinstance(text, str) else str(text))
 
     def finish(self) -> Built:
         built = Built()
+        if self._deferred:
+            self._reuse(built)
         self._close_pack(built)
         return built
 
@@ -99,7 +146,10 @@ class EmbeddingsTask:
             return []
         middle = len(request.items) // 2
         halves = request.items[:middle], request.items[middle:]
-        return [Request(items, {**request.body, **self._body(items)}) for items in halves]
+        return [
+            Request(items, {**request.body, **self._body(items)}, request.attempts)
+            for items in halves
+        ]
 
     def answered(
         self, request: Request, model: str, answer: EmbeddingAnswer, latency_s: float
@@ -127,8 +177,7 @@ class EmbeddingsTask:
 
     def _row(self, item: Item, model: str, vector: bytes, tokens: int | None, attempts: int) -> Row:
         return {
-            "id": item.id,
-            **kept_values(item.kept, self._rows.schema),
+            **self._rows.head(item),
             "model": model,
             "embedding": vector,
             "prompt_tokens": tokens,

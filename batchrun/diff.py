@@ -1,0 +1,212 @@
+"""What a run has to do: the input index (``batchrun.input.index``) diffed against the output.
+
+Every input row is **new** (its id is not in the output), **changed** (its id is, answered for
+another request: an edited text, a job redone with ``--redo``) or **unchanged** (its id and
+request hash are there); ids in the output but no longer in the input are **removed**. New and
+changed rows are sent; with ``--retry-failed`` unchanged rows that only failed are sent again.
+Rows written before request hashes existed (null hash) count as unchanged for their ids,
+until ``--redo``.
+
+Memory stays flat: the output is read as 64-bit hashes (its ids', and its ids' combined with
+their request hashes), sorted, and each batch of the index is looked up in them with a binary
+search; only the rows left to do are listed (at most ``limit`` of them).
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+
+from batchrun.hashing import id_hashes, member
+from batchrun.output.layout import OutputLayout
+from batchrun.output.parts import read_batches
+from batchrun.output.rows import OK, REQUEST_HASH
+from batchrun.shards import Shard
+
+Rows = dict[int, tuple["array[int]", "array[int]"]]
+"""Rows to read, by file index: their offsets and line numbers, in file order (a
+``readers.Selection``)."""
+Listing = dict[int, tuple[list[pl.Series], list[pl.Series]]]
+INDEX_FRAME_ROWS = 262_144
+"""Index rows looked up at once: 9 MB of index, a few lookups per million rows."""
+
+
+@dataclass
+class Changes:
+    """How the input stands against the output, and which rows to send."""
+
+    new: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    removed: int | None = None
+    """Output ids no longer in the input (None for a shard: it sees part of the input)."""
+    retried: int = 0
+    legacy: int = 0
+    """Output rows without a request hash (written before batchrun recorded them)."""
+    todo: Rows = field(default_factory=dict)
+    todo_count: int = 0
+    reusable: set[int] = field(default_factory=set)
+    """Request hashes of rows to do that the output already answered under another id."""
+
+    @property
+    def total(self) -> int:
+        return self.new + self.changed + self.unchanged
+
+    def summary(self) -> str:
+        """``300 rows: 5 new, 10 changed, 285 unchanged, 3 in the output but no longer in the
+        input``."""
+        text = (
+            f"{self.total} rows: {self.new} new, {self.changed} changed, {self.unchanged} unchanged"
+        )
+        if self.removed:
+            text += (
+                f", {self.removed} in the output but no longer in the input (--prune removes them)"
+            )
+        if self.retried:
+            text += f"; {self.retried} failed rows sent again"
+        return text
+
+
+@dataclass(frozen=True)
+class OutputKeys:
+    """The output as sorted 64-bit hashes: ids; ids with request hashes, ok and failed."""
+
+    ids: pl.Series
+    ok: pl.Series
+    failed: pl.Series
+    legacy_ids: pl.Series
+    answered: pl.Series
+    """Request hashes answered ok (empty unless asked for: answers reused across ids)."""
+
+    @classmethod
+    def read(cls, output: Path, answered: bool = False) -> OutputKeys:
+        ids, ok, failed, legacy, requests = [], [], [], [], []
+        for batch in _output_batches(output):
+            hashes = id_hashes(batch.column("id"))
+            request = pl.Series(batch.column(REQUEST_HASH.name)).reinterpret(signed=False)
+            is_ok = pl.Series(batch.column("status")) == OK
+            keyed = request.is_not_null()
+            keys = hashes ^ request.fill_null(0)
+            ids.append(hashes)
+            ok.append(keys.filter(keyed & is_ok))
+            failed.append(keys.filter(keyed & ~is_ok))
+            legacy.append(hashes.filter(~keyed))
+            if answered:
+                requests.append(request.filter(keyed & is_ok))
+        return cls(_sorted(ids), _sorted(ok), _sorted(failed), _sorted(legacy), _sorted(requests))
+
+
+def diff(
+    index: Path,
+    output: Path,
+    *,
+    retry_failed: bool = False,
+    shard: Shard | None = None,
+    limit: int | None = None,
+    reuse: bool = False,
+    redo: bool = False,
+) -> Changes:
+    """Classify every input row of ``index`` against ``output``; list the rows to do (and
+    with ``reuse``, the requests among them the output already answered)."""
+    keys = OutputKeys.read(output, answered=reuse)
+    changes = Changes(legacy=len(keys.legacy_ids))
+    listing: Listing = {}
+    for batch in _index_batches(index):
+        if shard is not None:
+            batch = batch.filter(shard.holds_keys(batch["shard_key"]))
+        todo = batch.filter(_classify(batch, keys, changes, retry_failed, redo))
+        if limit is not None:
+            todo = todo.head(max(limit - changes.todo_count, 0))
+        _take(todo, listing, changes)
+        if reuse:
+            requests = todo["request_hash"]
+            answered = member(requests.reinterpret(signed=False), keys.answered)
+            changes.reusable.update(requests.filter(answered).to_list())
+    changes.todo = {
+        number: (_int_array(offsets), _int_array(lines))
+        for number, (offsets, lines) in listing.items()
+    }
+    if shard is None:
+        changes.removed = max(keys.ids.n_unique() - changes.changed - changes.unchanged, 0)
+    return changes
+
+
+def _classify(
+    batch: pl.DataFrame, keys: OutputKeys, changes: Changes, retry_failed: bool, redo: bool
+) -> pl.Series:
+    """Count the batch's rows by kind; the mask of the rows to send. Rows without a request
+    hash are unchanged for their ids, unless ``redo``."""
+    ids = batch["id_hash"]
+    request = batch["request_hash"].reinterpret(signed=False)
+    known = member(ids, keys.ids)
+    ok, failed = member(ids ^ request, keys.ok), member(ids ^ request, keys.failed)
+    unchanged = ok | failed
+    if not redo:
+        unchanged = unchanged | member(ids, keys.legacy_ids)
+    changes.new += int((~known).sum())
+    changes.changed += int((known & ~unchanged).sum())
+    changes.unchanged += int(unchanged.sum())
+    retried = failed & ~ok if retry_failed else pl.Series([False] * len(batch))
+    changes.retried += int(retried.sum())
+    return ~unchanged | retried
+
+
+def _take(
+    rows: pl.DataFrame,
+    listing: dict[int, tuple[list[pl.Series], list[pl.Series]]],
+    changes: Changes,
+) -> None:
+    changes.todo_count += len(rows)
+    for (number,), group in rows.group_by(["file"]):
+        offsets, lines = listing.setdefault(int(number), ([], []))
+        offsets.append(group["offset"])
+        lines.append(group["line"])
+
+
+def _sorted(chunks: list[pl.Series]) -> pl.Series:
+    """The chunks as one sorted column; the chunks are let go as soon as they are copied."""
+    if not chunks:
+        return pl.Series([], dtype=pl.UInt64)
+    merged = pl.concat(chunks, rechunk=True)
+    chunks.clear()
+    return merged.sort(in_place=True)
+
+
+def _int_array(chunks: list[pl.Series]) -> array[int]:
+    merged = pl.concat(chunks).sort() if chunks else pl.Series([], dtype=pl.Int64)
+    return array("q", merged.to_list())
+
+
+def _output_batches(output: Path) -> Iterator[pa.RecordBatch]:
+    schema = pa.schema([("id", pa.string()), REQUEST_HASH, ("status", pa.string())])
+    yield from read_batches(OutputLayout(output).parts(), schema)
+
+
+def _index_batches(index: Path) -> Iterator[pl.DataFrame]:
+    """The index in frames of about ``INDEX_FRAME_ROWS`` rows (few, cheap lookups)."""
+    with pa.OSFile(str(index)) as source, pa.ipc.open_file(source) as reader:
+        batches: list[pa.RecordBatch] = []
+        for number in range(reader.num_record_batches):
+            batches.append(reader.get_batch(number))
+            if sum(batch.num_rows for batch in batches) >= INDEX_FRAME_ROWS:
+                yield _frame(batches)
+                batches = []
+        if batches:
+            yield _frame(batches)
+
+
+def _frame(batches: list[pa.RecordBatch]) -> pl.DataFrame:
+    frame = pl.from_arrow(pa.Table.from_batches(batches))
+    assert isinstance(frame, pl.DataFrame)
+    return frame
+
+
+def index_ids(index: Path) -> Callable[[pl.Series], pl.Series]:
+    """Which of some ids' hashes the input holds (for ``--prune``)."""
+    ordered = _sorted([batch["id_hash"] for batch in _index_batches(index)])
+    return lambda hashes: member(hashes, ordered)
