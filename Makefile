@@ -42,7 +42,7 @@ $(GATEWAY_READY): $(GATEWAY_PINS)
 	touch $(GATEWAY_READY)
 
 test-gateway: $(READY) $(GATEWAY_READY) redis
-	BATCHRUN_GATEWAY_TESTS=1 $(BIN)/pytest -q tests/gateway $(ARGS)
+	BATCHRUN_GATEWAY_TESTS=1 $(BIN)/pytest -q -s tests/gateway $(ARGS)  # -s: the measured figures
 
 # The team-limit tests start a real redis-server on 127.0.0.1; install it where missing
 # (Debian's package, as root). Without it those tests are skipped, with the reason.

@@ -22,6 +22,7 @@ from batchrun.job import load_job
 from batchrun.output.identity import check_identity
 from batchrun.output.layout import OutputLayout
 from batchrun.output.rows import OK
+from batchrun.output.store import Store
 from batchrun.service.catalog import Kind
 from batchrun.tasks import job_schema, task_for
 
@@ -137,6 +138,7 @@ def write_done_part(job_path: Path, count: int) -> Path:
     part = OutputLayout(output).part("bench")
     pq.write_table(pa.Table.from_arrays(columns, schema=schema), part)
     check_identity(output, job.name, job.kind, job.fingerprint())
+    Store(output, schema).open().close()  # compacted, as a finished run leaves it
     return part
 
 
