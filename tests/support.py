@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 
 JOBS = Path(__file__).resolve().parent.parent / "jobs"
@@ -59,3 +60,11 @@ def finish(process: subprocess.Popen[str]) -> tuple[int, str, str]:
     """Wait for a ``batchrun`` child: its exit code, stdout and stderr."""
     out, err = process.communicate(timeout=FINISH_TIMEOUT_S)
     return process.returncode, out, err
+
+
+async def accepted_requests(base_url: str, model: str) -> int:
+    """How many requests the emulator at ``base_url`` admitted for ``model`` (its /stats)."""
+    async with aiohttp.ClientSession() as session, session.get(f"{base_url}/../stats") as reply:
+        stats = await reply.json()
+    count: int = stats["models"][model]["accepted"]
+    return count

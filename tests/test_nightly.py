@@ -8,7 +8,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import orjson
 import pyarrow.parquet as pq
 import pytest
@@ -19,7 +18,7 @@ from batchrun.job import load_job
 from batchrun.output.parts import read_columns
 from batchrun.report import status_lines
 from batchrun.runner import RunOptions, run_job
-from tests.support import news_rows, write_jsonl
+from tests.support import accepted_requests, news_rows, write_jsonl
 
 QUIET = RunOptions(progress=False)
 EDITED = [f"n{i:05d}" for i in range(0, 100, 10)]
@@ -30,13 +29,6 @@ MODEL = {"chat": "qwen3-32b-awq", "embeddings": "bge-m3"}
 @pytest.fixture(autouse=True)
 def _token(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SCIBOX_API_KEY", "test-token")
-
-
-async def accepted(base_url: str, model: str) -> int:
-    async with aiohttp.ClientSession() as session, session.get(f"{base_url}/../stats") as reply:
-        stats = await reply.json()
-    count: int = stats["models"][model]["accepted"]
-    return count
 
 
 def living_corpus() -> list[dict[str, Any]]:
@@ -61,13 +53,13 @@ async def test_a_rerun_sends_only_new_and_edited_rows_and_prunes_removed_ones(
         path = make_job(news_rows(200), kind=kind, base_url=url, rps=150, run="batch_size = 1")
         job = load_job(path)
         assert (await run_job(job, QUIET, io.StringIO())).ok
-        first = await accepted(url, MODEL[kind])
+        first = await accepted_requests(url, MODEL[kind])
         write_jsonl(Path("news.jsonl"), living_corpus())
         out = io.StringIO()
 
         assert (await run_job(load_job(path), QUIET, out)).ok
 
-        assert await accepted(url, MODEL[kind]) - first == 15
+        assert await accepted_requests(url, MODEL[kind]) - first == 15
     assert "202 rows: 5 new, 10 changed, 187 unchanged, 3 in the output" in out.getvalue()
     status = "\n".join(status_lines(load_job(path)))
     assert "202 rows: 0 new, 0 changed, 202 unchanged, 3 in the output" in status
@@ -114,7 +106,7 @@ async def test_a_changed_prompt_is_refused_with_the_count_then_redone_with_redo(
         redo = RunOptions(progress=False, redo=True)
         out = io.StringIO()
         assert (await run_job(load_job(path), redo, out)).ok
-        sent = await accepted(url, "qwen3-32b-awq")
+        sent = await accepted_requests(url, "qwen3-32b-awq")
     assert "30 rows: 0 new, 30 changed, 0 unchanged" in out.getvalue()
     assert sent == 60
     after = output_rows()
@@ -128,13 +120,13 @@ async def test_a_text_repeated_under_a_new_id_costs_no_request(
     async with running_emulator(EmulatorConfig(rps_scale=100)) as url:
         path = make_job(news_rows(20), kind="embeddings", base_url=url, rps=150)
         assert (await run_job(load_job(path), QUIET, io.StringIO())).ok
-        sent = await accepted(url, "bge-m3")
+        sent = await accepted_requests(url, "bge-m3")
         again = [{**row, "id": f"copy-{row['id']}"} for row in news_rows(20)[:4]]
         write_jsonl(Path("news.jsonl"), news_rows(20) + again)
 
         assert (await run_job(load_job(path), QUIET, io.StringIO())).ok
 
-        assert await accepted(url, "bge-m3") == sent
+        assert await accepted_requests(url, "bge-m3") == sent
     vectors = read_columns(Path("out"), ["id", "embedding"]).to_pylist()
     by_id = {row["id"]: row["embedding"] for row in vectors}
     assert all(by_id[f"copy-n{i:05d}"] == by_id[f"n{i:05d}"] for i in range(4))
@@ -147,14 +139,14 @@ async def test_an_output_of_an_older_batchrun_is_migrated_and_its_rows_count_as_
         path = make_job(news_rows(10), base_url=url, rps=150)
         assert (await run_job(load_job(path), QUIET, io.StringIO())).ok
         _make_it_format_1(Path("out"))
-        sent = await accepted(url, "qwen3-32b-awq")
+        sent = await accepted_requests(url, "qwen3-32b-awq")
         out = io.StringIO()
 
         assert (await run_job(load_job(path), QUIET, out)).ok
-        assert await accepted(url, "qwen3-32b-awq") == sent
+        assert await accepted_requests(url, "qwen3-32b-awq") == sent
         assert "10 rows were written before batchrun recorded request hashes" in out.getvalue()
         assert (await run_job(load_job(path), RunOptions(progress=False, redo=True))).ok
-        assert await accepted(url, "qwen3-32b-awq") == sent + 10
+        assert await accepted_requests(url, "qwen3-32b-awq") == sent + 10
     rows = output_rows()
     assert len(rows) == 10 and all(row["request_hash"] is not None for row in rows.values())
 

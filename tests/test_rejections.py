@@ -6,7 +6,6 @@ import io
 from collections.abc import Callable
 from pathlib import Path
 
-import aiohttp
 import pytest
 
 from batchrun.emulator import EmulatorConfig, running_emulator
@@ -14,7 +13,7 @@ from batchrun.errors import RowError
 from batchrun.job import load_job
 from batchrun.runner import RunOptions, run_job
 from batchrun.service.rejections import REJECTIONS_IN_A_ROW, JobRejected, RejectionWatch
-from tests.support import news_rows
+from tests.support import accepted_requests, news_rows
 
 QUIET = RunOptions(progress=False)
 BAD_MAX_TOKENS = RowError("400 bad request: 'max_tokens' must be a positive integer, got -5", 400)
@@ -23,13 +22,6 @@ BAD_MAX_TOKENS = RowError("400 bad request: 'max_tokens' must be a positive inte
 @pytest.fixture(autouse=True)
 def _token(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SCIBOX_API_KEY", "test-token")
-
-
-async def accepted(base_url: str, model: str) -> int:
-    async with aiohttp.ClientSession() as session, session.get(f"{base_url}/../stats") as reply:
-        stats = await reply.json()
-    count: int = stats["models"][model]["accepted"]
-    return count
 
 
 def test_the_same_rejection_of_a_models_first_requests_stops_the_job() -> None:
@@ -86,7 +78,7 @@ async def test_a_params_error_stops_a_chat_job_after_a_few_requests(
         path = make_job(news_rows(40), base_url=url, rps=100, extra="[params]\nmax_tokens = -5")
         with pytest.raises(JobRejected, match=r"fix \[params\]\.max_tokens = -5"):
             await run_job(load_job(path), QUIET, io.StringIO())
-        assert await accepted(url, "qwen3-32b-awq") <= 10
+        assert await accepted_requests(url, "qwen3-32b-awq") <= 10
 
 
 async def test_an_embeddings_params_error_stops_instead_of_bisecting_to_single_texts(
@@ -99,4 +91,4 @@ async def test_an_embeddings_params_error_stops_instead_of_bisecting_to_single_t
         )  # fmt: skip
         with pytest.raises(JobRejected, match=r"\[params\]\.dimensions = 512"):
             await run_job(load_job(path), QUIET, io.StringIO())
-        assert await accepted(url, "bge-m3") <= 20  # was 125 requests for 64 rows
+        assert await accepted_requests(url, "bge-m3") <= 20  # was 125 requests for 64 rows

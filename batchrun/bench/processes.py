@@ -174,6 +174,18 @@ class Emulator(ServerProcess):
             process.stdout.close()
 
 
+def terminate(process: subprocess.Popen[bytes]) -> None:
+    """Terminate ``process`` (its pid), kill it if it lingers, and reap it."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def _reap(process: subprocess.Popen[bytes], timeout_s: float) -> float:
     """Wait for ``process`` to end (kill it after ``timeout_s``); its CPU seconds."""
     deadline = time.monotonic() + timeout_s

@@ -13,10 +13,10 @@ from pathlib import Path
 
 from batchrun.bench.processes import (
     START_TIMEOUT_S,
-    STOP_TIMEOUT_S,
     BenchError,
     ServerProcess,
     log_tail,
+    terminate,
 )
 
 HOST = "127.0.0.1"
@@ -82,14 +82,8 @@ class RedisServer(ServerProcess):
     def stop(self) -> None:
         """Terminate the server (its pid), kill it if it lingers."""
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        if process is not None:
+            terminate(process)
 
 
 def free_port() -> int:

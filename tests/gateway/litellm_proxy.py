@@ -26,7 +26,6 @@ import contextlib
 import json
 import os
 import secrets
-import socket
 import subprocess
 import time
 import urllib.error
@@ -35,7 +34,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from batchrun.bench.processes import Emulator, log_tail
+from batchrun.bench.processes import Emulator, log_tail, terminate
+from batchrun.bench.redisserver import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 LITELLM_BIN = REPO / ".venv-gateway" / "bin" / "litellm"
@@ -258,7 +258,7 @@ def _litellm(
                 yield port
                 return
         finally:
-            stop(process)
+            terminate(process)
     raise GatewayError(f"LiteLLM did not start: {log_tail(log, 8)}")
 
 
@@ -290,23 +290,3 @@ def _status(url: str, key: str) -> int | None:
         return error.code
     except OSError:
         return None
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """Terminate ``process`` (its pid), kill it if it lingers, and reap it."""
-    if process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((HOST, 0))
-        port: int = probe.getsockname()[1]
-        return port
