@@ -17,6 +17,10 @@ from batchrun.service.client import Api
 LOCAL_TOKEN = "local-emulator"
 
 
+class Unreachable(FatalError):
+    """Nothing answered at the endpoint (no status at all)."""
+
+
 @asynccontextmanager
 async def open_endpoint(endpoint: EndpointSpec, run: RunSpec) -> AsyncIterator[Api]:
     """An Api for an endpoint; for ``base_url = "local"`` the bundled emulator is started on a
@@ -45,7 +49,7 @@ async def check_endpoint(api: Api, models: Mapping[str, str] | None = None) -> l
     except RetryableError as exc:
         if exc.status is not None:  # 5xx or 429 on the listing: the run itself will retry
             return []
-        raise FatalError(
+        raise Unreachable(
             f"cannot reach {api.base_url}: {exc}; check [endpoint].base_url and the network"
         ) from None
     except FatalError:

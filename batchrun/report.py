@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from batchrun.diff import Changes, diff
-from batchrun.endpoint import check_endpoint, open_endpoint
+from batchrun.endpoint import Unreachable, check_endpoint, open_endpoint
 from batchrun.errors import FatalError, JobError
 from batchrun.indexing import input_index
 from batchrun.input.checks import open_input
@@ -63,11 +63,9 @@ async def model_lines(job: Job) -> tuple[list[str], bool]:
     try:
         async with open_endpoint(job.spec.endpoint, job.spec.run) as api:
             served = await check_endpoint(api, job.model_keys)
-    except JobError as exc:  # no API key in the environment
+    except (JobError, Unreachable) as exc:  # no API key in the environment, or no answer
         return [f"models not checked: {exc}"], True
     except FatalError as exc:
-        if str(exc).startswith("cannot reach"):
-            return [f"models not checked: {exc}"], True
         return [f"models: {exc}"], False
     if not served:
         return ["models not checked: the endpoint did not list its models"], True
