@@ -3,7 +3,7 @@ row's columns (a system message when ``system`` is set, then the user message) p
 ``[params]``; the answer's content (``<think>`` split off into ``reasoning``) is the row.
 
 Columns: model, content, reasoning, finish_reason, prompt_tokens, completion_tokens,
-attempts, latency_ms, status, error.
+attempts, latency_ms, status, error, request_hash.
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ as float32 bytes and go straight into the Arrow column. A text already embedded 
 (looked up in batches of ``REUSE_BATCH``).
 
 Columns: model, embedding (fixed-size list of float32 when the model's size is known),
-prompt_tokens (the request's count shared among its inputs by length), attempts, status, error.
+prompt_tokens (the request's count shared among its inputs by length), attempts, status, error,
+request_hash.
 """
 
 from __future__ import annotations
