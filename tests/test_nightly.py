@@ -16,7 +16,7 @@ from batchrun.emulator import EmulatorConfig, running_emulator
 from batchrun.errors import OutputError
 from batchrun.job import load_job
 from batchrun.output.parts import read_columns
-from batchrun.report import status_lines
+from batchrun.report import status_lines, validate_lines
 from batchrun.runner import RunOptions, run_job
 from tests.support import accepted_requests, news_rows, write_jsonl
 
@@ -159,3 +159,14 @@ def _make_it_format_1(output: Path) -> None:
     identity = orjson.loads((output / "_job.json").read_bytes())
     (output / "_job.json").write_bytes(orjson.dumps({**identity, "format": 1}))
     (output / "_compacted.json").unlink(missing_ok=True)
+
+
+def test_a_row_without_the_template_column_is_reported_not_a_crash(
+    make_job: Callable[..., Path],
+) -> None:
+    path = make_job([{"id": "a", "title": "A", "text": "fine."}, {"id": "b", "title": "no text"}])
+
+    lines, fit = validate_lines(load_job(path))
+
+    assert not fit
+    assert any("1 rows have no text to send" in line and "news.jsonl:2" in line for line in lines)

@@ -173,9 +173,9 @@ Row = tuple[int, int, int, str, dict[str, Any]]
 def scan_rows(
     files: Sequence[Path], id_column: str, columns: Sequence[str], batch_rows: int = 8192
 ) -> Iterator[list[Row]]:
-    """Every row of ``files`` in batches, lean: no ``Record`` objects, a JSONL row's values
-    are its parsed dict (the input index's pass reads ten million rows this way). The ids and
-    the parsing are ``RecordReader``'s own."""
+    """Every row of ``files`` in batches, lean: no ``Record`` objects (the input index's pass
+    reads ten million rows this way). The ids, the parsing and the values (``columns``, a
+    missing key None) are ``RecordReader``'s own."""
     for number, file in enumerate(files):
         if file.suffix in PARQUET_SUFFIXES:
             for records in RecordReader([file], id_column, columns, batch_rows=batch_rows):
@@ -185,7 +185,8 @@ def scan_rows(
         for offset, line_number, line in _lines_of(file, columns):
             row = _parse_line(file, line_number, line)
             row_id = _row_id(row.get(id_column), file, line_number)
-            batch.append((number, offset, line_number, row_id, row))
+            values = {name: row.get(name) for name in columns}  # a missing key is None
+            batch.append((number, offset, line_number, row_id, values))
             if len(batch) >= batch_rows:
                 yield batch
                 batch = []
