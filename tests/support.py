@@ -5,6 +5,7 @@ redis-server processes come from the bench: ``batchrun.bench.processes.Emulator`
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -68,3 +69,31 @@ async def accepted_requests(base_url: str, model: str) -> int:
         stats = await reply.json()
     count: int = stats["models"][model]["accepted"]
     return count
+
+
+class FakeClock:
+    """A clock the test moves by hand; ``sleep`` moves it instead of waiting."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        await asyncio.sleep(0)
+
+
+AUTH = {"Authorization": "Bearer test-token"}
+THINKER = "qwen3-32b-awq"
+CODER = "qwen3-coder-30b-a3b-instruct-fp8"
+EMBEDDER = "bge-m3"
+TEXT = (
+    "Сделай резюме в двух предложениях:\n\n"
+    "Квантовая запутанность связывает состояния частиц. "
+    "Погода сегодня хорошая. "
+    "Запутанность частиц сохраняется на любом расстоянии между частицами. "
+    "Кошка спит."
+)
+"""A chat request's user text for the emulator's tests: an instruction, then four sentences."""

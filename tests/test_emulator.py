@@ -30,29 +30,9 @@ from batchrun.emulator.limits import SlidingWindow, window_for
 from batchrun.emulator.summaries import split_sentences, truncate_tokens
 from batchrun.emulator.vectors import DIMENSIONS, embed, embed_base64
 from batchrun.service.catalog import MODELS
+from tests.support import AUTH, CODER, EMBEDDER, TEXT, THINKER, FakeClock
 
-AUTH = {"Authorization": "Bearer test-token"}
-THINKER = "qwen3-32b-awq"
-CODER = "qwen3-coder-30b-a3b-instruct-fp8"
-EMBEDDER = "bge-m3"
 LIFTED = EmulatorConfig(rps_scale=1e9)
-TEXT = (
-    "Сделай резюме в двух предложениях:\n\n"
-    "Квантовая запутанность связывает состояния частиц. "
-    "Погода сегодня хорошая. "
-    "Запутанность частиц сохраняется на любом расстоянии между частицами. "
-    "Кошка спит."
-)
-
-
-class FakeClock:
-    """A clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 Client = TestClient[Any, Any]

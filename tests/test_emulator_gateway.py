@@ -14,18 +14,8 @@ from batchrun.emulator import EmulatorConfig, make_app
 from batchrun.emulator.config import GatewayName
 from batchrun.emulator.limits import FixedWindow, SlidingWindow, window_for
 from batchrun.service.answers import chat_answer
+from tests.support import AUTH, CODER, EMBEDDER, TEXT, THINKER, FakeClock
 
-AUTH = {"Authorization": "Bearer test-token"}
-THINKER = "qwen3-32b-awq"
-CODER = "qwen3-coder-30b-a3b-instruct-fp8"
-EMBEDDER = "bge-m3"
-TEXT = (
-    "Сделай резюме в двух предложениях:\n\n"
-    "Квантовая запутанность связывает состояния частиц. "
-    "Погода сегодня хорошая. "
-    "Запутанность частиц сохраняется на любом расстоянии между частицами. "
-    "Кошка спит."
-)
 ANSWER = (
     "Квантовая запутанность связывает состояния частиц. "
     "Запутанность частиц сохраняется на любом расстоянии между частицами."
@@ -35,16 +25,6 @@ SIX_PER_MINUTE = 0.05
 """``rps_scale`` that makes a 2 RPS chat model admit round(2 * 0.05 * 60) = 6 per minute."""
 LIFTED = 1e9
 Client = TestClient[Any, Any]
-
-
-class FakeClock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 async def make_client(

@@ -11,22 +11,11 @@ from batchrun.service.inflight import InFlight
 from batchrun.service.pacing import DECREASE, HEADROOM, PROBE_S, Pacer
 from batchrun.service.ratelimits import Quota
 from batchrun.service.teampacing import TeamLimiter, TeamSlots
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.now += seconds
-        await asyncio.sleep(0)
+from tests.support import FakeClock
 
 
 async def test_slots_are_evenly_spaced_never_bursts() -> None:
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     pacer = Pacer(2.0, clock=clock, sleep=clock.sleep)
     times = []
     for _ in range(6):
@@ -37,7 +26,7 @@ async def test_slots_are_evenly_spaced_never_bursts() -> None:
 
 
 async def test_a_late_timer_does_not_catch_up() -> None:
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     pacer = Pacer(2.0, clock=clock, sleep=clock.sleep)
     await pacer.slot()
     clock.now += 3.0  # the loop was busy: three seconds without a request
@@ -48,7 +37,7 @@ async def test_a_late_timer_does_not_catch_up() -> None:
 
 
 async def test_concurrent_waiters_are_served_one_per_interval() -> None:
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     pacer = Pacer(4.0, clock=clock, sleep=clock.sleep)
     times: list[float] = []
 
@@ -65,7 +54,7 @@ async def test_concurrent_waiters_are_served_one_per_interval() -> None:
 
 
 def test_429_cuts_the_rate_once_per_window_then_it_recovers_additively() -> None:
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     pacer = Pacer(2.0, clock=clock)
     ceiling = pacer.rate
     pacer.throttled()
@@ -84,7 +73,7 @@ def test_429_cuts_the_rate_once_per_window_then_it_recovers_additively() -> None
 
 
 async def test_expected_wait_prefers_the_idle_model() -> None:
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     busy = Pacer(2.0, clock=clock, sleep=clock.sleep)
     idle = Pacer(2.0, clock=clock, sleep=clock.sleep)
     await busy.slot()  # its next slot is half a second away
@@ -106,7 +95,7 @@ class BusyTeam(TeamLimiter):
 
 
 async def test_team_slots_tell_the_pool_which_model_the_team_keeps_busy() -> None:
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     team = BusyTeam(ahead=0.0)
     pacers = {
         name: Pacer(2.0, TeamSlots(name, team, clock=clock, sleep=clock.sleep), clock=clock)
@@ -125,7 +114,7 @@ async def test_team_slots_tell_the_pool_which_model_the_team_keeps_busy() -> Non
 
 
 def test_in_flight_grows_with_latency() -> None:
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     pacers = [Pacer(2.0, clock=clock)]
     gate = InFlight(pacers, max_in_flight=256, clock=clock)
     gate.observe(0.05)
@@ -139,7 +128,7 @@ def test_in_flight_grows_with_latency() -> None:
 
 
 def test_in_flight_counts_a_slow_first_answer_before_it_arrives() -> None:
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     gate = InFlight([Pacer(2.0, clock=clock)], max_in_flight=256, clock=clock)
     before = gate.limit()
     gate._started[0] = clock.now  # a request went out and has not come back
@@ -178,7 +167,7 @@ async def slot_times(pacer: Pacer, clock: FakeClock, count: int) -> list[float]:
 
 
 async def test_a_stated_limit_caps_a_rate_set_too_high() -> None:
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     pacer = Pacer(6.0, clock=clock, sleep=clock.sleep)  # the job file says 6 RPS by mistake
 
     pacer.answered(Quota(limit=120, remaining=119))  # the gateway says 120 a minute
@@ -189,7 +178,7 @@ async def test_a_stated_limit_caps_a_rate_set_too_high() -> None:
 
 
 async def test_what_remains_of_a_window_is_spread_over_the_time_left() -> None:
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     pacer = Pacer(2.0, clock=clock, sleep=clock.sleep)
 
     pacer.answered(Quota(limit=120, remaining=10, reset_s=20.0))  # 0.5 requests/s left
@@ -200,7 +189,7 @@ async def test_what_remains_of_a_window_is_spread_over_the_time_left() -> None:
 
 
 async def test_a_spent_window_holds_the_model_until_it_resets() -> None:
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     pacer = Pacer(2.0, clock=clock, sleep=clock.sleep)
     pacer.answered(Quota(limit=120, remaining=0, reset_s=10.0))
     start = clock.now
@@ -212,7 +201,7 @@ async def test_a_spent_window_holds_the_model_until_it_resets() -> None:
 
 
 async def test_a_window_429_holds_until_the_estimated_end_and_keeps_the_rate() -> None:
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     pacer = Pacer(2.0, clock=clock, sleep=clock.sleep)
     pacer.answered(Quota(limit=120, remaining=100))  # a window starts: it ends in 60 s
     clock.now += 45.0
@@ -227,7 +216,7 @@ async def test_a_window_429_holds_until_the_estimated_end_and_keeps_the_rate() -
 
 
 async def test_a_window_429_with_no_known_end_holds_for_a_probe_interval() -> None:
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     pacer = Pacer(2.0, clock=clock, sleep=clock.sleep)
 
     pacer.throttled(window_reset=60.0)
@@ -239,7 +228,7 @@ async def test_a_window_429_with_no_known_end_holds_for_a_probe_interval() -> No
 
 
 def test_a_429_that_names_no_window_still_cuts_the_rate() -> None:
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     pacer = Pacer(2.0, clock=clock)
 
     pacer.throttled()
