@@ -7,9 +7,9 @@ changed rows are sent; with ``--retry-failed`` unchanged rows that only failed a
 Rows written before request hashes existed (null hash) count as unchanged for their ids,
 until ``--redo``.
 
-Memory stays flat: the output is read as 64-bit hashes (its ids', and its ids' combined with
-their request hashes), sorted, and each batch of the index is looked up in them with a binary
-search; only the rows left to do are listed (at most ``limit`` of them).
+Memory stays flat: the output is read as its keys (``batchrun.output.keys``: 64-bit id hashes
+sorted, with their request hashes), each frame of the index is sorted by id hash and looked up
+in them with one binary search; only the rows left to do are listed (at most ``limit``).
 """
 
 from __future__ import annotations
@@ -22,10 +22,8 @@ from pathlib import Path
 import polars as pl
 import pyarrow as pa
 
-from batchrun.hashing import id_hashes, member
-from batchrun.output.layout import OutputLayout
-from batchrun.output.parts import read_batches
-from batchrun.output.rows import OK, REQUEST_HASH
+from batchrun.hashing import member
+from batchrun.output.keys import Found, OutputKeys
 from batchrun.shards import Shard
 
 Rows = dict[int, tuple["array[int]", "array[int]"]]
@@ -72,35 +70,6 @@ class Changes:
         return text
 
 
-@dataclass(frozen=True)
-class OutputKeys:
-    """The output as sorted 64-bit hashes: ids; ids with request hashes, ok and failed."""
-
-    ids: pl.Series
-    ok: pl.Series
-    failed: pl.Series
-    legacy_ids: pl.Series
-    answered: pl.Series
-    """Request hashes answered ok (empty unless asked for: answers reused across ids)."""
-
-    @classmethod
-    def read(cls, output: Path, answered: bool = False) -> OutputKeys:
-        ids, ok, failed, legacy, requests = [], [], [], [], []
-        for batch in _output_batches(output):
-            hashes = id_hashes(batch.column("id"))
-            request = pl.Series(batch.column(REQUEST_HASH.name)).reinterpret(signed=False)
-            is_ok = pl.Series(batch.column("status")) == OK
-            keyed = request.is_not_null()
-            keys = hashes ^ request.fill_null(0)
-            ids.append(hashes)
-            ok.append(keys.filter(keyed & is_ok))
-            failed.append(keys.filter(keyed & ~is_ok))
-            legacy.append(hashes.filter(~keyed))
-            if answered:
-                requests.append(request.filter(keyed & is_ok))
-        return cls(_sorted(ids), _sorted(ok), _sorted(failed), _sorted(legacy), _sorted(requests))
-
-
 def diff(
     index: Path,
     output: Path,
@@ -113,46 +82,47 @@ def diff(
 ) -> Changes:
     """Classify every input row of ``index`` against ``output``; list the rows to do (and
     with ``reuse``, the requests among them the output already answered)."""
-    keys = OutputKeys.read(output, answered=reuse)
-    changes = Changes(legacy=len(keys.legacy_ids))
+    keys = OutputKeys.load(output)
+    answered = keys.answered() if reuse else None
+    changes = Changes()
     listing: Listing = {}
     for batch in _index_batches(index):
         if shard is not None:
             batch = batch.filter(shard.holds_keys(batch["shard_key"]))
-        todo = batch.filter(_classify(batch, keys, changes, retry_failed, redo))
+        batch = batch.sort("id_hash")  # sorted needles walk the keys once
+        todo = batch.filter(
+            _classify(batch, keys.find(batch["id_hash"]), changes, retry_failed, redo)
+        )
         if limit is not None:
-            todo = todo.head(max(limit - changes.todo_count, 0))
+            todo = todo.sort("file", "offset").head(max(limit - changes.todo_count, 0))
         _take(todo, listing, changes)
-        if reuse:
+        if answered is not None:
             requests = todo["request_hash"]
-            answered = member(requests.reinterpret(signed=False), keys.answered)
-            changes.reusable.update(requests.filter(answered).to_list())
+            reused = member(requests.reinterpret(signed=False), answered)
+            changes.reusable.update(requests.filter(reused).to_list())
     changes.todo = {
         number: (_int_array(offsets), _int_array(lines))
         for number, (offsets, lines) in listing.items()
     }
     if shard is None:
-        changes.removed = max(keys.ids.n_unique() - changes.changed - changes.unchanged, 0)
+        ok, failed = keys.counts()
+        changes.removed = max(ok + failed - changes.changed - changes.unchanged, 0)
     return changes
 
 
 def _classify(
-    batch: pl.DataFrame, keys: OutputKeys, changes: Changes, retry_failed: bool, redo: bool
+    batch: pl.DataFrame, found: Found, changes: Changes, retry_failed: bool, redo: bool
 ) -> pl.Series:
     """Count the batch's rows by kind; the mask of the rows to send. Rows without a request
     hash are unchanged for their ids, unless ``redo``."""
-    ids = batch["id_hash"]
     request = batch["request_hash"].reinterpret(signed=False)
-    ok, failed = member(ids ^ request, keys.ok), member(ids ^ request, keys.failed)
-    unchanged = ok | failed
-    if not redo:
-        unchanged = unchanged | member(ids, keys.legacy_ids)
-    others = ids.filter(~unchanged)  # a resumed run: few; only they need the id lookup
-    known = int(member(others, keys.ids).sum())
-    changes.new += len(others) - known
-    changes.changed += known
+    same = (found.request == request).fill_null(False)
+    unchanged = same if redo else same | (found.present & found.request.is_null())
+    changes.new += int((~found.present).sum())
+    changes.changed += int((found.present & ~unchanged).sum())
     changes.unchanged += int(unchanged.sum())
-    retried = failed & ~ok if retry_failed else pl.Series([False] * len(batch))
+    changes.legacy += int((found.present & found.request.is_null()).sum())
+    retried = same & ~found.ok if retry_failed else pl.repeat(False, len(batch), eager=True)
     changes.retried += int(retried.sum())
     return ~unchanged | retried
 
@@ -169,23 +139,9 @@ def _take(
         lines.append(group["line"])
 
 
-def _sorted(chunks: list[pl.Series]) -> pl.Series:
-    """The chunks as one sorted column; the chunks are let go as soon as they are copied."""
-    if not chunks:
-        return pl.Series([], dtype=pl.UInt64)
-    merged = pl.concat(chunks, rechunk=True)
-    chunks.clear()
-    return merged.sort(in_place=True)
-
-
 def _int_array(chunks: list[pl.Series]) -> array[int]:
     merged = pl.concat(chunks).sort() if chunks else pl.Series([], dtype=pl.Int64)
     return array("q", merged.to_list())
-
-
-def _output_batches(output: Path) -> Iterator[pa.RecordBatch]:
-    schema = pa.schema([("id", pa.string()), REQUEST_HASH, ("status", pa.string())])
-    yield from read_batches(OutputLayout(output).parts(), schema)
 
 
 def _index_batches(index: Path) -> Iterator[pl.DataFrame]:
@@ -209,5 +165,5 @@ def _frame(batches: list[pa.RecordBatch]) -> pl.DataFrame:
 
 def index_ids(index: Path) -> Callable[[pl.Series], pl.Series]:
     """Which of some ids' hashes the input holds (for ``--prune``)."""
-    ordered = _sorted([batch["id_hash"] for batch in _index_batches(index)])
+    ordered = pl.concat([batch["id_hash"] for batch in _index_batches(index)]).sort()
     return lambda hashes: member(hashes, ordered)

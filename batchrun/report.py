@@ -13,7 +13,7 @@ from batchrun.indexing import input_index
 from batchrun.input.checks import open_input
 from batchrun.input.index import InputCheck, duplicate_lines
 from batchrun.job import Job
-from batchrun.output.parts import output_counts
+from batchrun.output.keys import output_counts
 from batchrun.tasks import job_schema, task_for
 from batchrun.tasks.base import Task
 

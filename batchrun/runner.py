@@ -27,8 +27,8 @@ from batchrun.job import Job
 from batchrun.output.archive import Archive
 from batchrun.output.compaction import prune
 from batchrun.output.identity import Identity
+from batchrun.output.keys import output_counts
 from batchrun.output.layout import OutputLayout, write_json
-from batchrun.output.parts import output_counts
 from batchrun.output.store import Store, move_aside
 from batchrun.output.writer import Writer
 from batchrun.progress import Progress

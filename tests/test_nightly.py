@@ -158,7 +158,6 @@ def _make_it_format_1(output: Path) -> None:
         pq.write_table(table.drop_columns(["request_hash"]), part)
     identity = orjson.loads((output / "_job.json").read_bytes())
     (output / "_job.json").write_bytes(orjson.dumps({**identity, "format": 1}))
-    (output / "_compacted.json").unlink(missing_ok=True)
 
 
 def test_a_row_without_the_template_column_is_reported_not_a_crash(

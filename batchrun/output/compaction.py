@@ -17,18 +17,16 @@ import pyarrow.parquet as pq
 
 from batchrun.hashing import id_hashes
 from batchrun.output.layout import part_time
-from batchrun.output.parts import fsync_directory, id_hashes_of, part_files, write_part
+from batchrun.output.parts import fsync_directory, part_files, write_part
 from batchrun.output.rows import OK
 
 
 def compact(path: Path, holds: Callable[[str], bool] | None = None) -> int:
     """Drop the losing rows of ids that have several; return how many rows were dropped.
-    A shard passes ``holds`` and touches only its own ids."""
+    A shard passes ``holds`` and touches only its own ids. (Whether any id has several rows
+    is known cheaply from the output's keys: ``OutputKeys.has_repeated_ids``.)"""
     parts = sorted(part_files(path), key=part_time)
     if not parts:
-        return 0
-    every, _ = id_hashes_of(path)
-    if every.n_unique() == len(every):  # the usual case: one pass over 64-bit hashes
         return 0
     rows = pl.concat(
         [

@@ -21,8 +21,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from batchrun.errors import OutputError
+from batchrun.output.keys import output_counts
 from batchrun.output.layout import OutputLayout, read_json, write_json
-from batchrun.output.parts import output_counts, write_part
+from batchrun.output.parts import write_part
 from batchrun.output.rows import REQUEST_HASH
 
 FORMAT_VERSION = 2

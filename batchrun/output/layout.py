@@ -10,7 +10,8 @@ Layout of ``[output].path``::
                                 job's requests) and the whole-input check's result
     _input-index.arrows         the input index: 36 bytes per input row (``input.index``)
     _summary.json               the last run's summary (``_summary-sIofN.json`` for a shard)
-    _compacted.json             the parts (names, sizes) the last compaction left
+    _keys.arrows                every id's hash, request hash and status, sorted, for the
+                                parts it names (``output.keys``)
     .lock                       held (flock) by the run writing here; says its pid and host
     .lock-sIofN                 the same for shard I of N (``--shard I/N``)
     .lock-maintenance           held while journals are sealed and parts compacted
@@ -65,8 +66,8 @@ class OutputLayout:
         return self.root / "_input.json"
 
     @property
-    def compacted(self) -> Path:
-        return self.root / "_compacted.json"
+    def keys(self) -> Path:
+        return self.root / "_keys.arrows"
 
     @property
     def input_index(self) -> Path:

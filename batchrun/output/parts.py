@@ -10,14 +10,11 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-import polars as pl
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from batchrun.hashing import id_hashes
 from batchrun.output.layout import OutputLayout, temporary_of
-from batchrun.output.rows import OK
 
 READ_TRIES = 3
 BATCH_ROWS = 65_536
@@ -63,31 +60,6 @@ def _read_parts(parts: list[Path], columns: list[str]) -> pa.Table:
     return ds.dataset([str(p) for p in parts], format="parquet").to_table(columns=columns)
 
 
-def id_hashes_of(path: Path) -> tuple[pl.Series, pl.Series]:
-    """The 64-bit hashes of every id in the output, and of the ids of its ok rows, read a
-    batch at a time (a 10-million-row output: 160 MB of hashes, never its strings at once)."""
-    every: list[pl.Series] = []
-    ok: list[pl.Series] = []
-    for attempt in range(READ_TRIES):
-        parts = part_files(path)
-        try:
-            every, ok = [], []
-            for batch in _batches(parts, ["id", "status"]):
-                hashes = id_hashes(batch.column("id"))
-                every.append(hashes)
-                ok.append(hashes.filter(pl.Series(batch.column("status")) == OK))
-            break
-        except FileNotFoundError:  # another shard's compaction replaced a part
-            if attempt == READ_TRIES - 1:
-                raise
-    empty = pl.Series([], dtype=pl.UInt64)
-    return (pl.concat(every) if every else empty), (pl.concat(ok) if ok else empty)
-
-
-def _batches(parts: list[Path], columns: list[str]) -> Iterator[pa.RecordBatch]:
-    yield from read_batches(parts, pa.schema([("id", pa.string()), ("status", pa.string())]))
-
-
 def read_batches(parts: list[Path], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
     """``schema``'s columns of ``parts``, a row group at a time (memory bounded by a row
     group, not by the output); a column a part lacks (written by an older batchrun) is null."""
@@ -100,10 +72,3 @@ def read_batches(parts: list[Path], schema: pa.Schema) -> Iterator[pa.RecordBatc
                 for name, kind in zip(schema.names, schema.types, strict=True)
             ]
             yield pa.record_batch(columns, schema=schema)
-
-
-def output_counts(path: Path) -> dict[str, int]:
-    """Ids answered ok, and ids only failed, in the whole output (every shard's parts)."""
-    every, ok = id_hashes_of(path)
-    ids, ok_ids = every.n_unique(), ok.n_unique()
-    return {"ok": ok_ids, "failed": ids - ok_ids}

@@ -7,7 +7,8 @@ a process killed at any moment loses only the requests in flight and the few ans
 for the writer. ``seal()`` turns the journal into a part; a journal left by a killed run is
 sealed by the next one (a torn last batch is dropped: those rows are sent again). A part's name
 is derived from its journal's, so a journal sealed twice yields one part. After sealing,
-``batchrun.output.compaction`` makes sure every id has one row.
+``batchrun.output.compaction`` makes sure every id has one row, and the output's keys are
+saved (``batchrun.output.keys``).
 """
 
 from __future__ import annotations
@@ -26,13 +27,12 @@ import pyarrow as pa
 from batchrun.errors import OutputError
 from batchrun.output.compaction import compact
 from batchrun.output.identity import Identity
+from batchrun.output.keys import OutputKeys
 from batchrun.output.layout import (
     WHOLE_JOB,
     OutputLayout,
     owner_of,
-    read_json,
     token_of,
-    write_json,
 )
 from batchrun.output.parts import write_part
 from batchrun.output.rows import REQUEST_HASH
@@ -139,15 +139,15 @@ class Store:
             os.close(fd)
 
     def _compact(self) -> None:
-        """Compact, unless the parts are exactly those the last compaction left (a resumed
-        run over ten million rows then reads no id to open the output)."""
-        parts = [[part.name, part.stat().st_size] for part in self.layout.parts()]
-        if read_json(self.layout.compacted) == {"parts": parts}:
-            return
+        """Compact when some id has several rows; save the output's keys when they are due
+        (a resumed run over ten million rows then reads no id string: ``output.keys``)."""
+        keys = OutputKeys.load(self.path)
         try:
-            compact(self.path, self._shard.holds if self._shard else None)
-            after = [[part.name, part.stat().st_size] for part in self.layout.parts()]
-            write_json(self.layout.compacted, {"parts": after})
+            if keys.has_repeated_ids:
+                compact(self.path, self._shard.holds if self._shard else None)
+                keys = OutputKeys.load(self.path)
+            if keys.resave_due and not keys.has_repeated_ids:
+                keys.save(self.path)
         except OSError as exc:
             raise OutputError(f"{self.path}: cannot rewrite a part ({exc})") from None
 

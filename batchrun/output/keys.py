@@ -1,0 +1,199 @@
+"""The output's keys: for each id, its 64-bit hash, the request hash its row answered and
+whether that row is ok, sorted by id hash. The diff, compaction and the counts look ids up in
+them instead of reading id strings from the parts.
+
+A finished run saves the keys in ``_keys.arrows`` (Arrow IPC, memory-mapped when read), with
+the parts they cover (name, size, mtime) and the id hash function. Parts written since are
+read from Parquet; when one of the covered parts changed or went (a compaction or ``--prune``
+rewrote it), or the hash function is another, every part is read again. Ten million keys are
+170 MB mapped, against 2.8 s and 700 MB to read and hash ten million id strings.
+
+Each id has one entry: when an output holds several rows for an id (compaction not done yet),
+the entry is compaction's winner: an ok row beats a failed one, then the newest part.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+import polars as pl
+import pyarrow as pa
+
+from batchrun.hashing import HASHER, id_hashes
+from batchrun.output.layout import OutputLayout, part_time
+from batchrun.output.parts import READ_TRIES, read_batches
+from batchrun.output.rows import OK, REQUEST_HASH
+
+KEYS_FORMAT = 1
+SCHEMA = pa.schema([("id_hash", pa.uint64()), ("request_hash", pa.uint64()), ("ok", pa.bool_())])
+RESAVE_ROWS = 100_000
+"""Rows in parts written since the keys were saved that make the next close save them again."""
+_PART_COLUMNS = pa.schema([("id", pa.string()), REQUEST_HASH, ("status", pa.string())])
+_EMPTY = pl.Schema({"id_hash": pl.UInt64, "request_hash": pl.UInt64, "ok": pl.Boolean})
+
+
+@dataclass(frozen=True)
+class Found:
+    """What the output holds for some ids: whether each is there, the request its row
+    answered (null for a row written before request hashes) and whether that row is ok."""
+
+    present: pl.Series
+    request: pl.Series
+    ok: pl.Series
+
+
+class OutputKeys:
+    """The keys of every part: the saved ones (``saved``) and those of the parts written
+    since (``recent``), each sorted by id hash with one entry per id."""
+
+    def __init__(self, saved: pl.DataFrame, recent: pl.DataFrame, repeated: bool) -> None:
+        self.saved = saved
+        self.recent = recent
+        self._repeated = repeated
+
+    @classmethod
+    def load(cls, path: Path) -> OutputKeys:
+        layout = OutputLayout(path)
+        for attempt in range(READ_TRIES):
+            parts = layout.parts()
+            saved, covered = _saved(layout, parts)
+            try:
+                recent, repeated = _read([part for part in parts if part.name not in covered])
+                return cls(saved, recent, repeated)
+            except FileNotFoundError:  # another shard's compaction replaced a part
+                if attempt == READ_TRIES - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def find(self, ids: pl.Series) -> Found:
+        """Look ``ids`` up (sorted ids are looked up fastest). An id in both the saved and
+        the recent keys takes compaction's winner: ok first, then the recent row."""
+        old, new = _find(self.saved, ids), _find(self.recent, ids)
+        take_new = new.present & (new.ok | ~old.ok)
+        return Found(
+            present=old.present | new.present,
+            request=pl.select(
+                pl.when(take_new).then(new.request).otherwise(old.request)
+            ).to_series(),
+            ok=old.ok | new.ok,
+        )
+
+    @property
+    def has_repeated_ids(self) -> bool:
+        """Whether some id has several rows in the parts (compaction has work)."""
+        return self._repeated or bool(_find(self.saved, self.recent["id_hash"]).present.any())
+
+    def counts(self) -> tuple[int, int]:
+        """Ids with an ok row, and ids with failed rows only."""
+        ids = self.recent["id_hash"]
+        old = _find(self.saved, ids)
+        ok = int(self.saved["ok"].sum()) + int((self.recent["ok"] & ~old.ok).sum())
+        every = len(self.saved) + len(ids) - int(old.present.sum())
+        return ok, every - ok
+
+    def answered(self) -> pl.Series:
+        """The request hashes answered ok, sorted (for answers reused across ids)."""
+        frames = (self.saved, self.recent)
+        chunks = [frame.filter("ok")["request_hash"].drop_nulls() for frame in frames]
+        return pl.concat(chunks).sort()
+
+    @property
+    def resave_due(self) -> bool:
+        return self.saved.is_empty() or len(self.recent) >= RESAVE_ROWS
+
+    def save(self, path: Path) -> None:
+        """Save every key for the parts the output holds now; only an output whose ids each
+        have one row is saved (after a compaction of the whole job)."""
+        layout = OutputLayout(path)
+        merged = pl.concat([self.saved, self.recent]).sort("id_hash")
+        metadata = {"format": KEYS_FORMAT, "hasher": HASHER, "parts": _signatures(layout.parts())}
+        table = (
+            merged.to_arrow()
+            .cast(SCHEMA)
+            .replace_schema_metadata({"batchrun": orjson.dumps(metadata)})
+        )
+        temporary = layout.keys.with_name(f".{layout.keys.name}.{os.getpid()}.tmp")
+        with pa.OSFile(str(temporary), "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
+            w.write_table(table, max_chunksize=max(len(table), 1))
+        os.replace(temporary, layout.keys)
+
+
+def _saved(layout: OutputLayout, parts: list[Path]) -> tuple[pl.DataFrame, set[str]]:
+    """The saved keys and the names of the parts they cover; none when they are stale."""
+    empty = pl.DataFrame(schema=_EMPTY)
+    try:
+        source = pa.memory_map(str(layout.keys))
+        table = pa.ipc.open_file(source).read_all()
+        metadata = orjson.loads((table.schema.metadata or {})[b"batchrun"])
+    except (OSError, KeyError, ValueError, pa.ArrowInvalid):
+        return empty, set()
+    covered = {name for name, *_ in metadata.get("parts", [])}
+    now = {part.name: signature for part, signature in zip(parts, _signatures(parts), strict=True)}
+    current = all(now.get(name) == [name, *rest] for name, *rest in metadata["parts"])
+    if metadata.get("hasher") != HASHER or metadata.get("format") != KEYS_FORMAT or not current:
+        return empty, set()
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    return frame, covered
+
+
+def _signatures(parts: list[Path]) -> list[list[object]]:
+    signatures: list[list[object]] = []
+    for part in parts:
+        stat = part.stat()
+        signatures.append([part.name, stat.st_size, stat.st_mtime_ns])
+    return signatures
+
+
+def _read(parts: list[Path]) -> tuple[pl.DataFrame, bool]:
+    """The keys of ``parts`` read from their rows, one entry per id; and whether some id
+    had several rows."""
+    ordered = sorted(parts, key=lambda part: (part_time(part), part.name))
+    frames = list(_part_frames(ordered))
+    if not frames:
+        return pl.DataFrame(schema=_EMPTY), False
+    keys = pl.concat(frames, rechunk=True)
+    frames.clear()
+    keys = keys.sort("id_hash", maintain_order=True)  # an id's rows stay oldest first
+    ids = keys["id_hash"]
+    repeated = bool((ids == ids.shift(1)).any())
+    if repeated:  # compaction's winner, last of its id: the newest ok row, else the newest
+        keys = keys.sort(["id_hash", "ok"], maintain_order=True)
+        keys = keys.unique("id_hash", keep="last", maintain_order=True)
+    return keys, repeated
+
+
+def _part_frames(parts: list[Path]) -> Iterator[pl.DataFrame]:
+    """The keys of each row group of ``parts``, in order."""
+    for batch in read_batches(parts, _PART_COLUMNS):
+        yield pl.DataFrame(
+            {
+                "id_hash": id_hashes(batch.column("id")),
+                "request_hash": pl.Series(batch.column(REQUEST_HASH.name)).reinterpret(
+                    signed=False
+                ),
+                "ok": pl.Series(batch.column("status")) == OK,
+            }
+        )
+
+
+def _find(keys: pl.DataFrame, ids: pl.Series) -> Found:
+    if keys.is_empty() or ids.is_empty():
+        false = pl.repeat(False, len(ids), eager=True)
+        return Found(false, pl.repeat(None, len(ids), dtype=pl.UInt64, eager=True), false)
+    column = keys["id_hash"]
+    at = column.search_sorted(ids).clip(0, len(column) - 1)
+    rows = keys.select(pl.all().gather(at))
+    present = rows["id_hash"] == ids
+    request = pl.select(pl.when(present).then(rows["request_hash"])).to_series()
+    return Found(present, request, rows["ok"] & present)
+
+
+def output_counts(path: Path) -> dict[str, int]:
+    """Ids answered ok, and ids only failed, in the whole output (every shard's parts)."""
+    ok, failed = OutputKeys.load(path).counts()
+    return {"ok": ok, "failed": failed}
