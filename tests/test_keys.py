@@ -1,0 +1,152 @@
+"""The output's keys: saved by a finished run, trusted only while the parts they cover are
+unchanged, and combined with the parts written since by compaction's rule."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import orjson
+import polars as pl
+import pyarrow as pa
+import pytest
+
+from batchrun.hashing import id_hashes
+from batchrun.output.keys import OutputKeys, output_counts
+from batchrun.output.layout import OutputLayout
+from batchrun.output.parts import write_part
+from batchrun.output.rows import output_schema
+from batchrun.output.store import Store
+from batchrun.tasks.chat import FIELDS as CHAT_FIELDS
+
+SCHEMA = output_schema({}, CHAT_FIELDS)
+
+
+def part(output: Path, token: str, rows: list[tuple[str, str, int]]) -> Path:
+    """A part of rows ``(id, status, request hash)``."""
+    dicts: list[dict[str, Any]] = [
+        {"id": row_id, "model": "m", "status": status, "attempts": 1, "request_hash": request}
+        for row_id, status, request in rows
+    ]
+    path = OutputLayout(output).part(token)
+    write_part(path, pa.Table.from_pylist(dicts, schema=SCHEMA))
+    return path
+
+
+def look_up(keys: OutputKeys, *ids: str) -> list[tuple[bool, int | None, bool]]:
+    """``(present, request hash, ok)`` of each id, in the order given."""
+    hashes = id_hashes(list(ids))
+    order = hashes.arg_sort()
+    found = keys.find(hashes.gather(order).set_sorted())
+    back = order.arg_sort()
+    present, request, ok = (
+        s.gather(back).to_list() for s in (found.present, found.request, found.ok)
+    )
+    return list(zip(present, request, ok, strict=True))
+
+
+def saved(output: Path) -> tuple[pa.Table, dict[str, Any]]:
+    """The saved keys (read into memory) and their metadata."""
+    source = pa.BufferReader(OutputLayout(output).keys.read_bytes())
+    table = pa.ipc.open_file(source).read_all()
+    return table, orjson.loads((table.schema.metadata or {})[b"batchrun"])
+
+
+def saved_parts(output: Path) -> list[str]:
+    return [name for name, *_ in saved(output)[1]["parts"]]
+
+
+def test_saved_keys_spare_reading_the_parts_they_cover(tmp_path: Path) -> None:
+    covered = part(tmp_path, "all-1-1", [("a", "ok", 11), ("b", "failed", 12)])
+    Store(tmp_path, SCHEMA).open().close()
+    stat = covered.stat()
+    covered.write_bytes(b"x" * stat.st_size)  # unreadable, were it read
+    os.utime(covered, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+    assert OutputKeys.load(tmp_path).counts() == (1, 1)
+
+
+def test_a_changed_part_makes_the_saved_keys_stale(tmp_path: Path) -> None:
+    covered = part(tmp_path, "all-1-1", [("a", "ok", 11), ("b", "failed", 12)])
+    Store(tmp_path, SCHEMA).open().close()
+    part(tmp_path, "all-1-1", [("a", "ok", 11), ("b", "ok", 21)])  # rewritten
+    os.utime(covered, ns=(1, 1))
+
+    keys = OutputKeys.load(tmp_path)
+
+    assert keys.saved.is_empty()
+    assert keys.counts() == (2, 0)
+
+
+def test_saved_keys_answer_lookups_and_counts(tmp_path: Path) -> None:
+    part(tmp_path, "all-1-1", [("a", "ok", 11), ("b", "failed", 12)])
+    Store(tmp_path, SCHEMA).open().close()
+    assert saved_parts(tmp_path) == ["part-all-1-1.parquet"]
+
+    keys = OutputKeys.load(tmp_path)
+
+    assert len(keys.saved) == 2 and keys.recent.is_empty()
+    assert look_up(keys, "a", "b", "c") == [
+        (True, 11, True),
+        (True, 12, False),
+        (False, None, False),
+    ]
+    assert output_counts(tmp_path) == {"ok": 1, "failed": 1}
+
+
+def test_parts_written_since_join_the_saved_keys_by_compactions_rule(tmp_path: Path) -> None:
+    part(tmp_path, "all-1-1", [("a", "ok", 11), ("b", "failed", 12), ("c", "ok", 13)])
+    Store(tmp_path, SCHEMA).open().close()
+    part(tmp_path, "all-2-1", [("b", "ok", 22), ("c", "failed", 23), ("d", "ok", 24)])
+
+    keys = OutputKeys.load(tmp_path)
+
+    assert len(keys.saved) == 3 and len(keys.recent) == 3
+    assert keys.has_repeated_ids
+    assert look_up(keys, "a", "b", "c", "d") == [
+        (True, 11, True),
+        (True, 22, True),  # the newer ok row
+        (True, 13, True),  # ok beats the newer failed row
+        (True, 24, True),
+    ]
+    assert keys.counts() == (4, 0)
+
+
+def test_compaction_leaves_one_row_per_id_and_saves_the_keys_of_the_result(tmp_path: Path) -> None:
+    part(tmp_path, "all-1-1", [("a", "ok", 11), ("b", "failed", 12)])
+    Store(tmp_path, SCHEMA).open().close()
+    part(tmp_path, "all-2-1", [("b", "ok", 22)])
+
+    Store(tmp_path, SCHEMA).open().close()
+
+    keys = OutputKeys.load(tmp_path)
+    assert not keys.has_repeated_ids and keys.recent.is_empty()
+    assert sorted(saved_parts(tmp_path)) == ["part-all-1-1.parquet", "part-all-2-1.parquet"]
+    assert look_up(keys, "a", "b") == [(True, 11, True), (True, 22, True)]
+
+
+def test_keys_of_another_hash_function_or_unsorted_are_not_trusted(tmp_path: Path) -> None:
+    part(tmp_path, "all-1-1", [("a", "ok", 11), ("b", "ok", 12), ("c", "ok", 13)])
+    Store(tmp_path, SCHEMA).open().close()
+    path = OutputLayout(tmp_path).keys
+    table, metadata = saved(tmp_path)
+
+    for changed, reordered in (({**metadata, "hasher": "another"}, False), (metadata, True)):
+        rows = table.take(pa.array([2, 0, 1])) if reordered else table
+        rows = rows.replace_schema_metadata({"batchrun": orjson.dumps(changed)})
+        with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, rows.schema) as writer:
+            writer.write_table(rows)
+
+        keys = OutputKeys.load(tmp_path)
+
+        assert keys.saved.is_empty() and len(keys.recent) == 3
+        assert keys.counts() == (3, 0)
+
+
+def test_lookups_take_sorted_ids(tmp_path: Path) -> None:
+    part(tmp_path, "all-1-1", [("a", "ok", 11)])
+    keys = OutputKeys.load(tmp_path)
+
+    with pytest.raises(ValueError, match="sorted"):
+        keys.find(pl.Series([3, 1, 2], dtype=pl.UInt64))
