@@ -121,6 +121,12 @@ def _emulator_command(emulator: argparse.ArgumentParser) -> None:
     emulator.add_argument("--stall-rate", type=float, default=0.0, help="share of stalled streams")
     emulator.add_argument("--spike-rate", type=float, default=0.0, help="share of slow answers")
     emulator.add_argument("--spike-s", type=float, default=0.0, help="extra seconds of a spike")
+    emulator.add_argument(
+        "--invalid-json-rate",
+        type=float,
+        default=0.0,
+        help="share of structured answers that are broken or violate the schema",
+    )
     emulator.add_argument("--seed", type=int, default=0)
     emulator.add_argument(
         "--api-key-env", metavar="VAR", help="accept only the token held in this variable"
@@ -192,6 +198,7 @@ def _emulator(args: argparse.Namespace) -> int:
             stall_rate=args.stall_rate,
             spike_rate=args.spike_rate,
             spike_s=args.spike_s,
+            invalid_json_rate=args.invalid_json_rate,
             seed=args.seed,
             api_key=os.environ.get(args.api_key_env) if args.api_key_env else None,
         )

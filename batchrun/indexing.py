@@ -23,6 +23,9 @@ from batchrun.job import Job
 from batchrun.output.layout import OutputLayout, read_json, write_json
 from batchrun.tasks.base import Task
 
+CHECK_VERSION = 2
+"""The shape of the remembered whole-input check (2: rows that cannot be sent, with why)."""
+
 
 @contextlib.contextmanager
 def input_index(
@@ -31,7 +34,12 @@ def input_index(
     """The index of ``files`` for ``job`` and the whole-input check: remembered in the
     output directory when it exists, else made in a temporary directory for the block."""
     layout = OutputLayout(output)
-    key = {"files": input_signature(files), "requests": job.fingerprint(), "hasher": HASHER}
+    key = {
+        "files": input_signature(files),
+        "requests": job.fingerprint(),
+        "hasher": HASHER,
+        "check": CHECK_VERSION,
+    }
     remembered = read_json(layout.input_file)
     if remembered and remembered.get("key") == key and layout.input_index.exists():
         yield layout.input_index, _check(files, remembered)
@@ -52,7 +60,7 @@ def _build(job: Job, files: list[Path], task: Task[Any], index: Path) -> InputCh
     temporary = index.with_name(f".{index.name}.{os.getpid()}.tmp")
     with pa.OSFile(str(temporary), "wb") as sink, pa.ipc.new_file(sink, SCHEMA) as writer:
         check = index_input(
-            files, job.spec.input.id, job.input_columns, job.text_columns,
+            files, job.spec.input.id, job.input_columns, task.problem,
             task.request_hash, writer.write_batch,
         )  # fmt: skip
     os.replace(temporary, index)

@@ -8,13 +8,12 @@ The rest of batchrun sees ``Job`` and never a dict.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import string
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args, get_origin
+from typing import Annotated, Any, Literal
 
 import orjson
 from pydantic import (
@@ -24,10 +23,13 @@ from pydantic import (
     Field,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from batchrun.errors import JobError
+from batchrun.jobmessages import describe
 from batchrun.service.catalog import MODELS, Kind, model_rps
+from batchrun.structured import AnswerSchema
 
 LOCAL = "local"
 RESERVED_PARAMS = frozenset({"model", "messages", "input", "stream"})
@@ -64,7 +66,18 @@ class InputSpec(_Section):
 
 class PromptSpec(_Section):
     system: str | None = None
-    user: str
+    user: str | None = None
+    messages: str | None = None
+    """A column holding each row's conversation (an OpenAI messages list), instead of ``user``."""
+
+    @model_validator(mode="after")
+    def _user_or_messages(self) -> PromptSpec:
+        if (self.user is None) == (self.messages is None):
+            raise ValueError(
+                'give user = "...{column}..." (a template) or messages = "column" (a column '
+                "of conversations), not both"
+            )
+        return self
 
     @field_validator("system", "user")
     @classmethod
@@ -78,6 +91,8 @@ class OutputSpec(_Section):
     path: PathText
     keep: tuple[str, ...] = ()
     part_rows: int = Field(default=20_000, ge=1)
+    answer_schema: dict[str, Any] | str | None = Field(default=None, alias="schema")
+    """A JSON Schema for structured answers (``batchrun.structured``), or a .json file's path."""
 
 
 class RunSpec(_Section):
@@ -95,6 +110,8 @@ class RunSpec(_Section):
     backoff_base_s: float = Field(default=1.0, ge=0)
     backoff_max_s: float = Field(default=60.0, ge=0)
     server_error_wait_s: float = Field(default=5.0, ge=0)
+    max_reasks: int = Field(default=2, ge=0, le=10)
+    accept_cut: bool = False
 
     @property
     def fixed_in_flight(self) -> int | None:
@@ -147,6 +164,9 @@ class Job:
         self.fallback = spec.run.fallback_model
         every = self.models + ((self.fallback,) if self.fallback else ())
         self.rps = {name: model_rps(name, overrides) for name in every}
+        schema = spec.output.answer_schema
+        self.answer_schema = AnswerSchema.load(schema) if schema is not None else None
+        """The checked ``[output].schema`` (ValueError when it is not a usable schema)."""
 
     def __repr__(self) -> str:
         return f"Job({self.name!r}, kind={self.kind!r}, models={self.models!r})"
@@ -171,7 +191,8 @@ class Job:
         if self.kind == "embeddings":
             return (self.spec.input.text,)
         assert self.spec.prompt is not None
-        names = template_fields(self.spec.prompt.user)
+        prompt = self.spec.prompt
+        names = [prompt.messages] if prompt.messages else template_fields(prompt.user or "")
         if self.spec.prompt.system:
             names += template_fields(self.spec.prompt.system)
         return tuple(dict.fromkeys(names))
@@ -179,14 +200,20 @@ class Job:
     def fingerprint(self) -> str:
         """A digest of everything that shapes the requests and the output's columns: two jobs
         with equal fingerprints send the same requests and write rows of the same shape."""
+        prompt = self.spec.prompt.model_dump(exclude={"messages"}) if self.spec.prompt else None
+        if prompt is not None and self.spec.prompt and self.spec.prompt.messages:
+            prompt["messages"] = self.spec.prompt.messages  # (written only when set: the
+            # fingerprints of jobs older than the key stay as they were)
         shape = {
             "kind": self.kind,
             "models": self.models,
-            "prompt": self.spec.prompt.model_dump() if self.spec.prompt else None,
+            "prompt": prompt,
             "params": self.spec.params,
             "text": self.spec.input.text if self.kind == "embeddings" else None,
             "keep": self.spec.output.keep,  # the output's columns: parts must agree on them
         }
+        if self.answer_schema is not None:
+            shape["schema"] = self.answer_schema.schema
         return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -220,16 +247,23 @@ def load_job(path: str | Path) -> Job:
     try:
         spec = JobFile.model_validate(raw)
     except ValidationError as exc:
-        problems = _describe(exc)
+        problems = describe(exc, JobFile, TABLES)
     problems += _check_consistency(raw)
     if problems:
         raise JobError("\n".join(f"{path}: {line}" for line in problems))
-    return Job(path, spec)
+    try:
+        return Job(path, spec)
+    except ValueError as exc:  # the schema
+        raise JobError(f"{path}: [output].schema: {exc}") from None
 
 
 def _check_consistency(raw: dict[str, Any]) -> list[str]:
     """Rules that span several keys, checked on the raw file so that they are reported
     together with the per-key errors."""
+    return _check_models(raw) + _check_sections(raw)
+
+
+def _check_models(raw: dict[str, Any]) -> list[str]:
     problems = []
     kind, model = raw.get("kind"), raw.get("model")
     models = [model] if isinstance(model, str) else model if isinstance(model, list) else []
@@ -247,68 +281,25 @@ def _check_consistency(raw: dict[str, Any]) -> list[str]:
                 f"{key}: '{name}' is {article} {info.kind} model but kind = \"{kind}\"; "
                 f'use kind = "{info.kind}" or another model'
             )
+    return problems
+
+
+def _check_sections(raw: dict[str, Any]) -> list[str]:
+    problems = []
+    kind, output, params = raw.get("kind"), raw.get("output"), raw.get("params")
     if kind == "chat" and "prompt" not in raw:
         problems.append('[prompt]: a chat job needs [prompt] with user = "...{column}..."')
     if kind == "embeddings" and "prompt" in raw:
         problems.append("[prompt]: an embeddings job sends [input].text as is; remove [prompt]")
-    params = raw.get("params")
-    for key in sorted(RESERVED_PARAMS & set(params if isinstance(params, dict) else ())):
+    schema = isinstance(output, dict) and "schema" in output
+    if kind == "embeddings" and schema:
+        problems.append("[output].schema: structured answers are for chat jobs; remove it")
+    given = set(params) if isinstance(params, dict) else set()
+    reserved = RESERVED_PARAMS | ({"response_format"} if schema else set())
+    for key in sorted(reserved & given):
         problems.append(f"[params].{key}: set by batchrun itself; remove it from [params]")
     try:
         orjson.dumps(params)
     except TypeError as exc:  # a date, or an integer beyond 64 bits
         problems.append(f"[params]: cannot be sent as JSON ({exc}); use numbers, text, lists")
     return problems
-
-
-def _describe(exc: ValidationError) -> list[str]:
-    """Pydantic's errors as our messages: key path, what is wrong, how to fix it. The errors of
-    a union's branches (``model = 3``) become one line for the key."""
-    by_key: dict[str, list[str]] = {}
-    for error in exc.errors():
-        loc = [str(part) for part in error["loc"] if not _is_branch_tag(str(part))]
-        key = _key_path(loc)
-        if error["type"] == "extra_forbidden":
-            message = f"unknown key{_did_you_mean(loc)}"
-        elif error["type"] == "missing":
-            message = "missing; this key is required"
-        else:
-            reason = error["msg"].removeprefix("Value error, ")
-            message = f"{reason} (got {error.get('input')!r})"
-        by_key.setdefault(key, []).append(message)
-    return [f"{key}: {' or '.join(dict.fromkeys(messages))}" for key, messages in by_key.items()]
-
-
-def _is_branch_tag(part: str) -> bool:
-    """pydantic names a union's branches in the error location: 'str', 'tuple[str, ...]'."""
-    tagged = part.startswith(("function-", "constrained-"))
-    return part in {"str", "int", "float", "bool"} or "[" in part or tagged
-
-
-def _key_path(loc: list[str]) -> str:
-    if len(loc) == 1:
-        return f"[{loc[0]}]" if loc[0] in TABLES else loc[0]
-    section, *rest = loc
-    if section == "models" and rest:
-        return f'[models."{rest[0]}"]' + "".join(f".{part}" for part in rest[1:])
-    return f"[{section}]" + "".join(f".{part}" for part in rest)
-
-
-def _did_you_mean(loc: list[str]) -> str:
-    """'; did you mean 'concurrency'?' when a known key is close to the unknown one."""
-    model: type[BaseModel] = JobFile
-    parts = iter(loc[:-1])
-    for part in parts:
-        annotation = model.model_fields[part].annotation if part in model.model_fields else None
-        if get_origin(annotation) is dict:  # [models."NAME"]: skip the name, look at the value
-            annotation = get_args(annotation)[1]
-            next(parts, None)
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
-            return ""
-        model = annotation
-    close = difflib.get_close_matches(loc[-1], list(model.model_fields), n=1)
-    return (
-        f"; did you mean '{close[0]}'?"
-        if close
-        else f"; known keys: {', '.join(model.model_fields)}"
-    )

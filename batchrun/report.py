@@ -35,15 +35,14 @@ def validate_lines(job: Job) -> tuple[list[str], bool]:
     ]
     if check.duplicate_count:
         lines += duplicate_lines(check)
-    if check.without_text:
+    if check.unsendable:
         lines.append(
-            f"{check.without_text} rows have no text to send ({', '.join(job.text_columns)} "
-            f"null, empty or not text), e.g. at {', '.join(check.without_text_at)}; "
+            f"{check.unsendable} rows cannot be sent, e.g. at {', '.join(check.unsendable_at)}; "
             "`run` writes them as failed"
         )
     if not check.rows:
         lines.append("the input holds no rows: point [input].path at your data")
-    fit = not check.duplicate_count and not check.without_text and check.rows > 0
+    fit = not check.duplicate_count and not check.unsendable and check.rows > 0
     return lines, fit
 
 

@@ -5,7 +5,9 @@ rows as failed. Fatal errors (401/403/404) pass through and stop the run.
 
 Every attempt is counted in ``RunStats`` and fed back: a 429 slows the model's pacer, an
 answer's latency sizes the in-flight limit (Little's law). A model pool sends each attempt to
-the model whose next slot is nearest.
+the model whose next slot is nearest. An answer the task cannot use (``Reask``: not valid
+against the job's schema) is asked again, each re-ask an attempt with its own pacing slot, up
+to ``[run].max_reasks`` times; then the rows fail with the reason.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from batchrun.service.rejections import RejectionWatch
 from batchrun.service.retry import Action, RetryPolicy, decide
 from batchrun.service.statuses import THROTTLED, falls_back
 from batchrun.stats import RunStats
-from batchrun.tasks.base import AnswerT, Request, Service, Task
+from batchrun.tasks.base import AnswerT, Reask, Request, Service, Task
 
 PacerFactory = Callable[[str, float], Pacer]
 
@@ -47,6 +49,7 @@ class Sender(Generic[AnswerT]):
         sleep: Sleep = asyncio.sleep,
         rng: random.Random | None = None,
         rejections: RejectionWatch | None = None,
+        max_reasks: int = 0,
     ) -> None:
         self._task, self._service = task, service
         self._pacers, self._gate = pacers, gate
@@ -55,6 +58,7 @@ class Sender(Generic[AnswerT]):
         self._sleep = sleep
         self._rng = rng or random.Random()
         self._rejections = rejections or RejectionWatch({})
+        self._max_reasks = max_reasks
 
     @classmethod
     def for_job(
@@ -77,7 +81,7 @@ class Sender(Generic[AnswerT]):
         return cls(
             task, service, pacers, gate, models=job.models, fallback=job.fallback,
             policy=policy, stats=stats, sleep=sleep, rng=rng,
-            rejections=RejectionWatch(job.spec.params),
+            rejections=RejectionWatch(job.spec.params), max_reasks=run.max_reasks,
         )  # fmt: skip
 
     async def send(self, request: Request) -> list[Row]:
@@ -86,6 +90,14 @@ class Sender(Generic[AnswerT]):
         while True:
             try:
                 return await self._attempt(request, pinned)
+            except Reask as reask:
+                if request.reasks >= self._max_reasks:
+                    error = f"{reask.reason} (after {request.reasks} re-asks)"
+                    return self._task.failed(request, reask.model, error)
+                request.reasks += 1
+                self._stats.model(reask.model or self._models[0]).reasks += 1
+                request.body = reask.body
+                continue
             except (RetryableError, RowError) as error:
                 failure = error
             model = failure.model or self._models[0]  # _attempt names the model it tried
@@ -135,7 +147,11 @@ class Sender(Generic[AnswerT]):
         stats.rate = pacer.rate
         stats.prompt_tokens += answer.prompt_tokens or 0
         stats.completion_tokens += answer.completion_tokens or 0
-        return self._task.answered(request, model, answer, latency)
+        try:
+            return self._task.answered(request, model, answer, latency)
+        except Reask as reask:
+            reask.model = model
+            raise
 
     def _count_failure(self, pacer: Pacer, error: ApiError) -> None:
         assert error.model is not None

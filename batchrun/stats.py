@@ -20,6 +20,8 @@ class ModelStats:
     answered: int = 0
     throttled: int = 0
     retries: int = 0
+    reasks: int = 0
+    """Answers not valid against the job's schema, asked again."""
     errors: Counter[str] = field(default_factory=Counter)
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -73,6 +75,7 @@ class RunStats:
                     "paced_rps": round(m.rate, 3) if m.rate is not None else None,
                     "throttled_429": m.throttled,
                     "retries": m.retries,
+                    "reasks": m.reasks,
                     "errors": dict(m.errors),
                     "prompt_tokens": m.prompt_tokens,
                     "completion_tokens": m.completion_tokens,
@@ -93,9 +96,10 @@ class RunStats:
         for name, m in self.models.items():
             errors = ", ".join(f"{k}: {v}" for k, v in sorted(m.errors.items())) or "none"
             paced = f", paced at {m.rate:.2f}/s" if m.rate is not None else ""
+            reasks = f", {m.reasks} re-asks" if m.reasks else ""
             out.append(
                 f"{name}: {m.requests} requests ({m.requests / wall:.2f}/s{paced}), "
-                f"{m.throttled} throttled (429), {m.retries} retries, errors {errors}, "
+                f"{m.throttled} throttled (429), {m.retries} retries{reasks}, errors {errors}, "
                 f"tokens {m.prompt_tokens} in / {m.completion_tokens} out"
             )
         return out

@@ -168,4 +168,4 @@ def test_a_row_without_the_template_column_is_reported_not_a_crash(
     lines, fit = validate_lines(load_job(path))
 
     assert not fit
-    assert any("1 rows have no text to send" in line and "news.jsonl:2" in line for line in lines)
+    assert any("1 rows cannot be sent" in line and "news.jsonl:2" in line for line in lines)

@@ -245,7 +245,7 @@ def test_validate_reports_rows_without_text(
     rows[3]["text"] = "  "
     assert main(["validate", str(make_job(rows))]) == 2
     out = capsys.readouterr().out
-    assert "3 rows have no text to send" in out
+    assert "3 rows cannot be sent" in out and "is empty or not text" in out
     assert "news.jsonl:2" in out
 
 

@@ -11,7 +11,14 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
-_SHARES = ("fail_rate", "drop_rate", "cut_stream_rate", "stall_rate", "spike_rate")
+_SHARES = (
+    "fail_rate",
+    "drop_rate",
+    "cut_stream_rate",
+    "stall_rate",
+    "spike_rate",
+    "invalid_json_rate",
+)
 
 GatewayName = Literal["none", "vllm", "litellm"]
 """What the emulator answers as (see :mod:`batchrun.emulator.gateways`)."""
@@ -32,7 +39,9 @@ class EmulatorConfig:
     ``latency_s`` is added to every answer (a stream spreads its chunks over it);
     ``fail_rate`` answers 500 or 503 (half each), ``drop_rate`` closes the connection without
     an answer, ``cut_stream_rate`` ends a stream early without ``[DONE]``, ``stall_rate`` makes
-    a stream go silent after its first chunk, ``spike_rate`` delays an answer by ``spike_s``.
+    a stream go silent after its first chunk, ``spike_rate`` delays an answer by ``spike_s``,
+    ``invalid_json_rate`` answers a structured request with broken or schema-violating JSON
+    (chosen by a hash of the request body: ``batchrun.emulator.structured``).
     ``api_key``, when set, is the only bearer token accepted.
     """
 
@@ -46,6 +55,7 @@ class EmulatorConfig:
     stall_rate: float = 0.0
     spike_rate: float = 0.0
     spike_s: float = 0.0
+    invalid_json_rate: float = 0.0
     api_key: str | None = field(default=None, repr=False)
     seed: int = 0
 

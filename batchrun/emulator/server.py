@@ -37,6 +37,7 @@ from batchrun.emulator.gateways import GATEWAYS
 from batchrun.emulator.limits import Clock, window_for
 from batchrun.emulator.replies import HttpError, json_reply
 from batchrun.emulator.streaming import close_connection, event_lines, send_events, usage_json
+from batchrun.emulator.structured import response_schema, structured_summary
 from batchrun.emulator.summaries import count_tokens, summarise
 from batchrun.emulator.vectors import embed, embed_base64
 from batchrun.service.catalog import MODELS, ModelInfo
@@ -178,7 +179,14 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     admitted = await emulator.admit(request)
     chat = admitted.check(functools.partial(chat_request, typed=gateway.typed))
     verdict = await emulator.inject(request, admitted.stats, chat.stream)
-    answer = summarise(chat.model, chat.messages, chat.max_tokens)
+    schema = admitted.check(lambda body, _: response_schema(body))
+    if schema is None:
+        answer = summarise(chat.model, chat.messages, chat.max_tokens)
+    else:
+        broken = emulator.config.invalid_json_rate
+        answer = structured_summary(
+            chat.model, chat.messages, chat.max_tokens, schema, admitted.raw, broken
+        )
     head: dict[str, object] = {
         "id": "chatcmpl-" + hashlib.blake2s(admitted.raw, digest_size=12).hexdigest(),
         "created": int(time.time()),

@@ -5,7 +5,7 @@ its shard key (CRC-32 of the id, as ``--shard`` uses), and where it stands (file
 or row index, line number): 36 bytes a row, written in Arrow batches as the pass goes, so a
 ten-million-row input costs no more memory than a batch. The same pass checks the whole input:
 row count, duplicate ids (their 64-bit hashes sorted; the few found are then located
-exactly) and rows with no text to send.
+exactly) and rows that cannot be sent (the task says why: no text, a malformed conversation).
 
 A later run diffs the index against the output (``batchrun.diff``) instead of parsing the input
 again, and reads only the rows left to do, by their offsets.
@@ -23,7 +23,7 @@ import polars as pl
 import pyarrow as pa
 
 from batchrun.hashing import id_hashes
-from batchrun.input.readers import Row, has_text, location, read_records, scan_rows
+from batchrun.input.readers import Row, location, read_records, scan_rows
 
 SCHEMA = pa.schema(
     [
@@ -38,6 +38,7 @@ SCHEMA = pa.schema(
 SHOWN = 5
 """Duplicate ids and rows without text named in a message."""
 RequestHash = Callable[[Mapping[str, Any]], int]
+Problem = Callable[[Mapping[str, Any]], str | None]
 
 
 @dataclass
@@ -48,15 +49,16 @@ class InputCheck:
     rows: int = 0
     duplicates: dict[str, list[str]] = field(default_factory=dict)
     duplicate_count: int = 0
-    without_text: int = 0
-    without_text_at: list[str] = field(default_factory=list)
+    unsendable: int = 0
+    """Rows that cannot be sent (no text, a malformed conversation: ``Task.problem``)."""
+    unsendable_at: list[str] = field(default_factory=list)
 
 
 def index_input(
     files: list[Path],
     id_column: str,
     columns: Sequence[str],
-    text_columns: Sequence[str],
+    problem: Problem,
     request_hash: RequestHash,
     sink: Callable[[pa.RecordBatch], None],
 ) -> InputCheck:
@@ -67,7 +69,7 @@ def index_input(
         hashes = id_hashes([row[3] for row in rows])
         chunks.append(hashes)
         sink(_entries(rows, hashes, request_hash))
-        _count_without_text(check, rows, text_columns)
+        _count_unsendable(check, rows, problem)
     every = pl.concat(chunks) if chunks else pl.Series("id_hash", [], pl.UInt64)
     check.rows = len(every)
     _find_duplicates(check, every, id_column)
@@ -88,12 +90,12 @@ def _entries(rows: list[Row], hashes: pl.Series, request_hash: RequestHash) -> p
     )
 
 
-def _count_without_text(check: InputCheck, rows: list[Row], columns: Sequence[str]) -> None:
+def _count_unsendable(check: InputCheck, rows: list[Row], problem: Problem) -> None:
     for number, _, line, _, values in rows:
-        if not all(has_text(values.get(name)) for name in columns):
-            check.without_text += 1
-            if len(check.without_text_at) < SHOWN:
-                check.without_text_at.append(location(check.files[number], line))
+        if (reason := problem(values)) is not None:
+            check.unsendable += 1
+            if len(check.unsendable_at) < SHOWN:
+                check.unsendable_at.append(f"{location(check.files[number], line)} ({reason})")
 
 
 def _find_duplicates(check: InputCheck, hashes: pl.Series, id_column: str) -> None:

@@ -38,10 +38,6 @@ class Record:
     def where(self) -> str:
         return location(self.file, self.line)
 
-    def missing_text(self, columns: Sequence[str]) -> str | None:
-        """The first of ``columns`` that holds no text to send, or None."""
-        return next((name for name in columns if not has_text(self.values.get(name))), None)
-
 
 def has_text(value: object) -> bool:
     """The one rule for what a request can send: a string with more than whitespace."""

@@ -1,7 +1,7 @@
 """One module per request kind; ``TASKS`` maps a job's ``kind`` to its task.
 
 A new request kind is a module here with a class that has the ``Task`` protocol
-(``batchrun.tasks.base``) and a static ``fields(models)`` (its output columns), registered in
+(``batchrun.tasks.base``) and a static ``fields(job)`` (its output columns), registered in
 ``TASKS``: nothing outside this package branches on the kind.
 """
 
@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from batchrun.errors import JobError
 from batchrun.job import Job
-from batchrun.output.rows import ID, output_schema
+from batchrun.output.rows import ID, REQUEST_HASH, output_schema
 from batchrun.tasks.base import Task
 from batchrun.tasks.chat import ChatTask
 from batchrun.tasks.embeddings import EmbeddingsTask
@@ -23,16 +23,24 @@ class TaskKind(Protocol):
     def __call__(self, job: Job, schema: pa.Schema) -> Task[Any]: ...
 
     @staticmethod
-    def fields(models: tuple[str, ...]) -> list[pa.Field]: ...
+    def fields(job: Job) -> list[pa.Field]: ...
 
 
 TASKS: dict[str, TaskKind] = {"chat": ChatTask, "embeddings": EmbeddingsTask}
 
 
 def job_schema(job: Job, kept: dict[str, pa.DataType]) -> pa.Schema:
-    """The output schema of ``job`` with ``kept`` input columns; a kept column that would
-    take an output column's name is a job-file error."""
-    fields = TASKS[job.kind].fields(job.models)
+    """The output schema of ``job`` with ``kept`` input columns; a kept column or a property
+    of the answer schema that would take another column's name is a job-file error."""
+    fields = TASKS[job.kind].fields(job)
+    if job.answer_schema is not None:
+        names = [ID.name, REQUEST_HASH.name, *kept, *(f.name for f in fields)]
+        properties = [f.name for f in job.answer_schema.fields()]
+        if clash := [name for name in properties if names.count(name) > 1]:
+            raise JobError(
+                f"{job.source}: [output].schema: the properties {', '.join(clash)} would take "
+                "the names of columns batchrun writes (or keeps); rename them"
+            )
     clash = sorted(set(kept) & {ID.name, *(field.name for field in fields)})
     if clash:
         raise JobError(

@@ -17,7 +17,7 @@ from typing import Any, Protocol, TypeVar
 import orjson
 import pyarrow as pa
 
-from batchrun.input.readers import Record
+from batchrun.input.readers import Record, has_text
 from batchrun.output.archive import Archive
 from batchrun.output.rows import Row, failed_row, kept_values
 from batchrun.service.answers import ChatAnswer, EmbeddingAnswer
@@ -45,6 +45,19 @@ class Request:
     items: list[Item]
     body: dict[str, Any]
     attempts: int = 0
+    reasks: int = 0
+    """Times the answer was unusable and the model was asked again (``Reask``)."""
+
+
+class Reask(Exception):
+    """An answer the task cannot use (not valid against the job's schema): ``body`` asks the
+    model again and says why. The sender sends it, up to ``[run].max_reasks`` times."""
+
+    def __init__(self, reason: str, body: dict[str, Any]) -> None:
+        super().__init__(reason)
+        self.reason, self.body = reason, body
+        self.model: str | None = None
+        """The model that gave the answer (set by the sender)."""
 
 
 @dataclass
@@ -107,7 +120,7 @@ class Task(Protocol[AnswerT]):
     def answered(
         self, request: Request, model: str, answer: AnswerT, latency_s: float
     ) -> list[Row]:
-        """The output rows of an answered request."""
+        """The output rows of an answered request; ``Reask`` for an answer to ask again."""
         ...
 
     def failed(self, request: Request, model: str | None, error: str) -> list[Row]:
@@ -120,6 +133,11 @@ class Task(Protocol[AnswerT]):
 
     def request_hash(self, values: Mapping[str, Any]) -> int:
         """The digest of the request a row with these column ``values`` makes."""
+        ...
+
+    def problem(self, values: Mapping[str, Any]) -> str | None:
+        """Why a row with these column ``values`` cannot be sent (no text, a malformed
+        conversation), or None."""
         ...
 
     @property
@@ -150,13 +168,18 @@ class RequestDigest:
         return int.from_bytes(digest, "little", signed=True)
 
 
+def missing_text(values: Mapping[str, Any], columns: Sequence[str]) -> str | None:
+    """The problem of a row whose ``columns`` do not all hold text, or None."""
+    empty = next((name for name in columns if not has_text(values.get(name))), None)
+    return None if empty is None else f"column {empty!r} is empty or not text"
+
+
 class RowsOf:
     """Output rows of one job's schema: the part of a task that is the same for every kind."""
 
-    def __init__(self, schema: pa.Schema, keep: Sequence[str], text_columns: Sequence[str]) -> None:
+    def __init__(self, schema: pa.Schema, keep: Sequence[str]) -> None:
         self.schema = schema
         self._keep = keep
-        self._text_columns = text_columns
 
     def item(self, record: Record, request_hash: int) -> Item:
         kept = {name: record.values.get(name) for name in self._keep}
@@ -167,12 +190,9 @@ class RowsOf:
         kept = kept_values(item.kept, self.schema)
         return {"id": item.id, **kept, "request_hash": item.request_hash}
 
-    def unsendable(self, record: Record, item: Item) -> Row | None:
-        """A failed row when ``record`` has no text to send, else None."""
-        empty = record.missing_text(self._text_columns)
-        if empty is None:
-            return None
-        error = f"{record.where}: column {empty!r} is empty or not text; not sent"
+    def unsendable(self, record: Record, item: Item, problem: str) -> Row:
+        """The failed row of a record that cannot be sent (``Task.problem``)."""
+        error = f"{record.where}: {problem}; not sent"
         return failed_row(self.head(item), self.schema, None, error, 0)
 
     def failed(self, request: Request, model: str | None, error: str) -> list[Row]:

@@ -27,7 +27,15 @@ from batchrun.output.archive import Archive
 from batchrun.output.rows import ATTEMPTS, ERROR, MODEL, OK, PROMPT_TOKENS, STATUS, Row
 from batchrun.service.answers import EmbeddingAnswer
 from batchrun.service.catalog import MODELS
-from batchrun.tasks.base import Built, Item, Request, RequestDigest, RowsOf, Service
+from batchrun.tasks.base import (
+    Built,
+    Item,
+    Request,
+    RequestDigest,
+    RowsOf,
+    Service,
+    missing_text,
+)
 from batchrun.tasks.duplicates import Duplicates, Reuse
 
 CHARS_PER_TOKEN = 3
@@ -42,7 +50,7 @@ class EmbeddingsTask:
         self._params = dict(job.spec.params)
         self._batch_size = job.spec.run.batch_size
         self._batch_tokens = job.spec.run.batch_tokens
-        self._rows = RowsOf(schema, job.spec.output.keep, job.text_columns)
+        self._rows = RowsOf(schema, job.spec.output.keep)
         self._digest = RequestDigest(job.models, self._params)
         self._dimensions: int | None = getattr(schema.field("embedding").type, "list_size", None)
         self._duplicates = Duplicates()
@@ -63,8 +71,8 @@ class EmbeddingsTask:
         return self._duplicates.saved + self.reused
 
     @staticmethod
-    def fields(models: tuple[str, ...]) -> list[pa.Field]:
-        dims = {MODELS[m].dimensions for m in models if m in MODELS}
+    def fields(job: Job) -> list[pa.Field]:
+        dims = {MODELS[m].dimensions for m in job.models if m in MODELS}
         dim = dims.pop() if len(dims) == 1 else None
         vector = pa.list_(pa.float32(), dim) if dim else pa.list_(pa.float32())
         return [MODEL, pa.field("embedding", vector), PROMPT_TOKENS, ATTEMPTS, STATUS, ERROR]
@@ -73,8 +81,8 @@ class EmbeddingsTask:
         built = Built()
         for record in records:
             item = self._rows.item(record, self.request_hash(record.values))
-            if (row := self._rows.unsendable(record, item)) is not None:
-                built.rows.append(row)
+            if (problem := self.problem(record.values)) is not None:
+                built.rows.append(self._rows.unsendable(record, item, problem))
                 continue
             item.text = record.values[self._text]
             if item.request_hash in self._reusable:
@@ -113,6 +121,9 @@ class EmbeddingsTask:
         it travels in)."""
         text = values.get(self._text)
         return self._digest.of(text if isinstance(text, str) else str(text))
+
+    def problem(self, values: Mapping[str, Any]) -> str | None:
+        return missing_text(values, (self._text,))
 
     def finish(self) -> Built:
         built = Built()

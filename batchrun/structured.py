@@ -1,0 +1,163 @@
+"""Structured answers: ``[output].schema`` is a JSON Schema that every answer must meet.
+
+The request asks for it with ``response_format`` (``json_schema``, strict; vLLM behind LiteLLM
+turns that into guided decoding). An answer (its ``<think>`` part already split off; a
+```` ```json ```` fence tolerated) is parsed with orjson and validated with ``jsonschema``; an
+invalid one raises ``InvalidAnswer``, whose message goes back to the model in a re-ask. A valid
+answer fills one typed column per top-level property: string, integer, number and boolean;
+arrays and objects as Arrow lists and structs where the schema says every type inside, JSON
+text otherwise.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import orjson
+import pyarrow as pa
+
+SCALARS: dict[str, pa.DataType] = {
+    "string": pa.string(),
+    "integer": pa.int64(),
+    "number": pa.float64(),
+    "boolean": pa.bool_(),
+}
+_FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL | re.IGNORECASE)
+_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+class InvalidAnswer(Exception):
+    """An answer that is not JSON, or not valid against the schema; the message says why."""
+
+
+@dataclass(frozen=True)
+class AnswerSchema:
+    """A job's ``[output].schema``, checked."""
+
+    schema: dict[str, Any]
+
+    @classmethod
+    def load(cls, value: Mapping[str, Any] | str) -> AnswerSchema:
+        """The schema written inline, or read from the ``.json`` file ``value`` names;
+        ValueError saying what to fix."""
+        if isinstance(value, str):
+            try:
+                loaded = orjson.loads(Path(value).read_bytes())
+            except OSError as exc:
+                raise ValueError(
+                    f"cannot read the schema file {value!r} ({exc.strerror})"
+                ) from None
+            except orjson.JSONDecodeError as exc:
+                raise ValueError(f"{value} is not JSON ({exc})") from None
+        else:
+            loaded = dict(value)
+        if not isinstance(loaded, dict):
+            raise ValueError("a JSON Schema is an object")
+        try:
+            jsonschema.validators.validator_for(loaded).check_schema(loaded)
+        except jsonschema.SchemaError as exc:
+            raise ValueError(f"not a valid JSON Schema: {exc.message}") from None
+        properties = loaded.get("properties")
+        if loaded.get("type") != "object" or not isinstance(properties, dict) or not properties:
+            raise ValueError('give an object schema: type = "object" with its properties')
+        return cls(loaded)
+
+    @property
+    def properties(self) -> dict[str, Any]:
+        properties: dict[str, Any] = self.schema["properties"]
+        return properties
+
+    def response_format(self) -> dict[str, Any]:
+        """What the request carries to ask for this schema."""
+        title = self.schema.get("title")
+        name = title if isinstance(title, str) and _NAME.match(title) else "answer"
+        return {
+            "type": "json_schema",
+            "json_schema": {"name": name, "schema": self.schema, "strict": True},
+        }
+
+    def fields(self) -> list[pa.Field]:
+        """One output column per top-level property."""
+        return [pa.field(name, column_type(spec)) for name, spec in self.properties.items()]
+
+    def parse(self, content: str | None) -> dict[str, Any]:
+        """The answer as a validated object; InvalidAnswer otherwise."""
+        text = (content or "").strip()
+        if fenced := _FENCE.match(text):
+            text = fenced.group(1)
+        try:
+            answer = orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidAnswer(f"the answer is not JSON ({exc})") from None
+        error = jsonschema.exceptions.best_match(
+            jsonschema.validators.validator_for(self.schema)(self.schema).iter_errors(answer)
+        )
+        if error is not None:
+            raise InvalidAnswer(
+                f"the answer does not match the schema at {error.json_path}: {error.message}"
+            )
+        assert isinstance(answer, dict)  # the schema's type is object
+        return answer
+
+    def values(self, answer: Mapping[str, Any]) -> dict[str, Any]:
+        """The typed column values of a validated answer."""
+        return {field.name: _typed(answer.get(field.name), field.type) for field in self.fields()}
+
+
+def column_type(spec: Any) -> pa.DataType:
+    """The Arrow type of a property: exact where the schema says every type inside, else
+    text (the value as JSON)."""
+    kind = _single_type(spec)
+    if kind in SCALARS:
+        return SCALARS[kind]
+    if kind == "array" and isinstance(spec.get("items"), dict):
+        inner = column_type(spec["items"])
+        return pa.list_(inner) if _exact(inner, spec["items"]) else pa.string()
+    if kind == "object" and isinstance(spec.get("properties"), dict) and spec["properties"]:
+        members = [pa.field(name, column_type(sub)) for name, sub in spec["properties"].items()]
+        exact = all(_exact(m.type, spec["properties"][m.name]) for m in members)
+        if exact and spec.get("additionalProperties") is False:
+            return pa.struct(members)
+    return pa.string()
+
+
+def _single_type(spec: Any) -> str | None:
+    """The one JSON type a property allows (null aside), or None."""
+    if not isinstance(spec, dict):
+        return None
+    kind = spec.get("type")
+    if isinstance(kind, list):
+        others = [k for k in kind if k != "null"]
+        kind = others[0] if len(others) == 1 else None
+    enum = spec.get("enum")
+    if kind is None and isinstance(enum, list) and enum and all(isinstance(v, str) for v in enum):
+        return "string"
+    return kind if isinstance(kind, str) else None
+
+
+def _exact(kind: pa.DataType, spec: Any) -> bool:
+    """Whether ``kind`` holds the values of ``spec`` exactly (not as JSON text)."""
+    return not pa.types.is_string(kind) or _single_type(spec) == "string"
+
+
+def _typed(value: Any, kind: pa.DataType) -> Any:
+    """A validated value as ``kind`` takes it: JSON text for a text column holding more than
+    a string, integers for integer columns (JSON's 2.0 is an integer), floats for numbers."""
+    if value is None:
+        return None
+    if pa.types.is_string(kind):
+        return value if isinstance(value, str) else orjson.dumps(value).decode()
+    if pa.types.is_integer(kind):
+        return int(value)
+    if pa.types.is_floating(kind):
+        return float(value)
+    if pa.types.is_list(kind):
+        return [_typed(item, kind.value_type) for item in value]
+    if pa.types.is_struct(kind):
+        return {f.name: _typed(value.get(f.name), f.type) for f in kind}
+    return value
