@@ -15,12 +15,14 @@ Where things go (data flows one way, each stage its own room)::
 - a new status rule: one line in ``service/statuses.py``
 - a new file in the output directory: its name in ``output/layout.py``; a change of the
   output's format: a step in ``output/identity.MIGRATIONS``
-- a new job-file key: ``job.py`` (validated once, frozen; its messages in ``jobmessages.py``)
+- a new job-file key: ``job.py`` (validated once, frozen; rules across keys and the
+  messages in ``jobchecks.py``)
 - structured answers (a JSON Schema → the request, typed columns, validation):
   ``structured.py``
 
-Imports run one way: ``errors``, ``job`` (with ``jobmessages`` and ``structured``), ``shards``,
-``hashing``, ``stats`` and ``progress`` are the foundation every package may use; ``input/`` and ``output/`` never import each other;
+Imports run one way: ``errors``, ``job`` (with ``jobchecks`` and ``structured``), ``shards``,
+``hashing``, ``stats`` and ``progress`` are the foundation every package may use; ``input/``
+and ``output/`` never import each other;
 ``tasks/`` uses input, output and service; ``sender``, ``scheduler``, ``indexing``, ``diff``,
 ``endpoint``, ``runner``, ``report`` and ``cli`` sit on top and nothing below imports them.
 ``emulator/`` is a separate service sharing only ``service.catalog``; ``bench/`` is

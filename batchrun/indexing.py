@@ -60,7 +60,7 @@ def _build(job: Job, files: list[Path], task: Task[Any], index: Path) -> InputCh
     temporary = index.with_name(f".{index.name}.{os.getpid()}.tmp")
     with pa.OSFile(str(temporary), "wb") as sink, pa.ipc.new_file(sink, SCHEMA) as writer:
         check = index_input(
-            files, job.spec.input.id, job.input_columns, task.problem,
+            files, job.id_column, job.input_columns, task.problem,
             task.request_hash, writer.write_batch,
         )  # fmt: skip
     os.replace(temporary, index)

@@ -15,7 +15,6 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import orjson
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -27,12 +26,11 @@ from pydantic import (
 )
 
 from batchrun.errors import JobError
-from batchrun.jobmessages import describe
-from batchrun.service.catalog import MODELS, Kind, model_rps
+from batchrun.jobchecks import check_consistency, describe
+from batchrun.service.catalog import Kind, model_rps
 from batchrun.structured import AnswerSchema
 
 LOCAL = "local"
-RESERVED_PARAMS = frozenset({"model", "messages", "input", "stream"})
 TABLES = frozenset({"endpoint", "input", "prompt", "params", "output", "run", "limits", "models"})
 
 
@@ -62,6 +60,8 @@ class InputSpec(_Section):
     path: PathText
     id: str = "id"
     text: str = "text"
+    format: Literal["rows", "openai-batch"] = "rows"
+    """``openai-batch``: lines of OpenAI's batch file format, each a whole request."""
 
 
 class PromptSpec(_Section):
@@ -137,8 +137,8 @@ class JobFile(_Section):
     """The TOML file as written; ``Job`` adds what is derived from it."""
 
     name: str | None = None
-    kind: Kind
-    model: str | tuple[str, ...]
+    kind: Kind | None = None
+    model: str | tuple[str, ...] | None = None
     endpoint: EndpointSpec = EndpointSpec()
     input: InputSpec
     prompt: PromptSpec | None = None
@@ -149,6 +149,11 @@ class JobFile(_Section):
     models: dict[str, ModelSpec] = {}
 
 
+JobKind = Literal["chat", "embeddings", "openai-batch"]
+BATCH_FILE_COLUMNS = ("custom_id", "method", "url", "body")
+"""The fields of a line of an OpenAI batch file; ``custom_id`` is the row's id."""
+
+
 class Job:
     """A validated job: the file's settings plus what follows from them."""
 
@@ -156,10 +161,13 @@ class Job:
         self.source = source
         self.spec = spec
         self.name = spec.name or source.stem
-        self.kind: Kind = spec.kind
+        batch = spec.input.format == "openai-batch"
+        self.kind: JobKind = "openai-batch" if batch else spec.kind or "chat"
         self.models: tuple[str, ...] = (
-            (spec.model,) if isinstance(spec.model, str) else tuple(spec.model)
-        )
+            () if spec.model is None
+            else (spec.model,) if isinstance(spec.model, str)
+            else tuple(spec.model)
+        )  # fmt: skip
         overrides = {name: m.rps for name, m in spec.models.items()}
         self.fallback = spec.run.fallback_model
         every = self.models + ((self.fallback,) if self.fallback else ())
@@ -168,8 +176,34 @@ class Job:
         self.answer_schema = AnswerSchema.load(schema) if schema is not None else None
         """The checked ``[output].schema`` (ValueError when it is not a usable schema)."""
 
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], source: str | Path = "<job>") -> Job:
+        """A job from the keys a job file holds (a dict built in code, or a parsed TOML
+        file), validated the same way; JobError listing every problem, each with its key."""
+        source = Path(source)
+        problems = []
+        try:
+            spec = JobFile.model_validate(raw)
+        except ValidationError as exc:
+            problems = describe(exc, JobFile, TABLES)
+        problems += check_consistency(raw)
+        if problems:
+            raise JobError("\n".join(f"{source}: {line}" for line in problems))
+        try:
+            return cls(source, spec)
+        except ValueError as exc:  # the schema
+            raise JobError(f"{source}: [output].schema: {exc}") from None
+
+    def with_models(self, models: tuple[str, ...]) -> Job:
+        """This job sending to ``models`` (those a batch file's lines name)."""
+        return Job(self.source, self.spec.model_copy(update={"model": models}))
+
     def __repr__(self) -> str:
         return f"Job({self.name!r}, kind={self.kind!r}, models={self.models!r})"
+
+    @property
+    def id_column(self) -> str:
+        return "custom_id" if self.kind == "openai-batch" else self.spec.input.id
 
     @property
     def model_keys(self) -> dict[str, str]:
@@ -182,12 +216,14 @@ class Job:
     @property
     def input_columns(self) -> tuple[str, ...]:
         """The input columns the job reads: id, the texts it sends, the columns it keeps."""
-        wanted = [self.spec.input.id, *self.text_columns, *self.spec.output.keep]
+        wanted = [self.id_column, *self.text_columns, *self.spec.output.keep]
         return tuple(dict.fromkeys(wanted))
 
     @property
     def text_columns(self) -> tuple[str, ...]:
         """The columns that go into a request."""
+        if self.kind == "openai-batch":
+            return BATCH_FILE_COLUMNS[1:]
         if self.kind == "embeddings":
             return (self.spec.input.text,)
         assert self.spec.prompt is not None
@@ -206,7 +242,7 @@ class Job:
             # fingerprints of jobs older than the key stay as they were)
         shape = {
             "kind": self.kind,
-            "models": self.models,
+            "models": self.models if self.kind != "openai-batch" else (),  # (the lines say)
             "prompt": prompt,
             "params": self.spec.params,
             "text": self.spec.input.text if self.kind == "embeddings" else None,
@@ -243,63 +279,4 @@ def load_job(path: str | Path) -> Job:
         raise JobError(f"{path}: cannot read: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise JobError(f"{path}: not valid TOML: {exc}") from None
-    problems = []
-    try:
-        spec = JobFile.model_validate(raw)
-    except ValidationError as exc:
-        problems = describe(exc, JobFile, TABLES)
-    problems += _check_consistency(raw)
-    if problems:
-        raise JobError("\n".join(f"{path}: {line}" for line in problems))
-    try:
-        return Job(path, spec)
-    except ValueError as exc:  # the schema
-        raise JobError(f"{path}: [output].schema: {exc}") from None
-
-
-def _check_consistency(raw: dict[str, Any]) -> list[str]:
-    """Rules that span several keys, checked on the raw file so that they are reported
-    together with the per-key errors."""
-    return _check_models(raw) + _check_sections(raw)
-
-
-def _check_models(raw: dict[str, Any]) -> list[str]:
-    problems = []
-    kind, model = raw.get("kind"), raw.get("model")
-    models = [model] if isinstance(model, str) else model if isinstance(model, list) else []
-    keys = [("model", name) for name in models]
-    run = raw.get("run")
-    if isinstance(run, dict) and isinstance(fallback := run.get("fallback_model"), str):
-        keys.append(("[run].fallback_model", fallback))
-    if isinstance(model, list) and not model:
-        problems.append("model: give at least one model name")
-    for key, name in keys:
-        info = MODELS.get(name) if isinstance(name, str) else None
-        if info and kind in ("chat", "embeddings") and info.kind != kind:
-            article = "an" if info.kind == "embeddings" else "a"
-            problems.append(
-                f"{key}: '{name}' is {article} {info.kind} model but kind = \"{kind}\"; "
-                f'use kind = "{info.kind}" or another model'
-            )
-    return problems
-
-
-def _check_sections(raw: dict[str, Any]) -> list[str]:
-    problems = []
-    kind, output, params = raw.get("kind"), raw.get("output"), raw.get("params")
-    if kind == "chat" and "prompt" not in raw:
-        problems.append('[prompt]: a chat job needs [prompt] with user = "...{column}..."')
-    if kind == "embeddings" and "prompt" in raw:
-        problems.append("[prompt]: an embeddings job sends [input].text as is; remove [prompt]")
-    schema = isinstance(output, dict) and "schema" in output
-    if kind == "embeddings" and schema:
-        problems.append("[output].schema: structured answers are for chat jobs; remove it")
-    given = set(params) if isinstance(params, dict) else set()
-    reserved = RESERVED_PARAMS | ({"response_format"} if schema else set())
-    for key in sorted(reserved & given):
-        problems.append(f"[params].{key}: set by batchrun itself; remove it from [params]")
-    try:
-        orjson.dumps(params)
-    except TypeError as exc:  # a date, or an integer beyond 64 bits
-        problems.append(f"[params]: cannot be sent as JSON ({exc}); use numbers, text, lists")
-    return problems
+    return Job.from_dict(raw, path)

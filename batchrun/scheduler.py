@@ -149,7 +149,7 @@ class Scheduler:
         """Requests for the rows not yet done, up to the plan's limit."""
         plan, job = self._plan, self._plan.job
         left = plan.limit if plan.limit is not None else -1
-        reader = RecordReader(plan.files, job.spec.input.id, job.input_columns, only=plan.rows)
+        reader = RecordReader(plan.files, job.id_column, job.input_columns, only=plan.rows)
         for todo in reader:
             if left >= 0:
                 todo, left = todo[:left], left - min(left, len(todo))

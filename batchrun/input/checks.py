@@ -23,7 +23,7 @@ def open_input(job: Job) -> tuple[list[Path], dict[str, pa.DataType]]:
     request. Kept columns of JSONL are text (other JSON values are kept as JSON text).
     """
     files = input_files(job.spec.input.path)
-    for _ in read_records(files[:1], job.spec.input.id, job.input_columns, batch_rows=16):
+    for _ in read_records(files[:1], job.id_column, job.input_columns, batch_rows=16):
         break
     return files, _kept_types(files, job.spec.output.keep)
 
