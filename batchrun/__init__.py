@@ -26,9 +26,11 @@ and ``output/`` never import each other;
 ``tasks/`` uses input, output and service; ``sender``, ``scheduler``, ``indexing``, ``diff``,
 ``endpoint``, ``runner``, ``report`` and ``cli`` sit on top and nothing below imports them.
 ``emulator/`` is a separate service sharing only ``service.catalog``; ``bench/`` is
-``make bench`` and not in the wheel.
+``make bench`` and not in the wheel. ``api`` (``run``, ``read``) is the Python API on top of
+``runner``; ``export`` writes the output in other formats.
 """
 
+from batchrun.api import RunResult, read, run
 from batchrun.errors import (
     ApiError,
     BatchrunError,
@@ -49,5 +51,8 @@ __all__ = [
     "OutputError",
     "RetryableError",
     "RowError",
+    "RunResult",
     "load_job",
+    "read",
+    "run",
 ]

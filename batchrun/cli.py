@@ -19,13 +19,15 @@ import gc
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from batchrun.emulator import EmulatorConfig, serve
 from batchrun.emulator.config import GATEWAYS
 from batchrun.endpoint import check_endpoint, open_endpoint
 from batchrun.errors import BatchrunError, FatalError, JobError, OutputError
+from batchrun.export import FORMATS, export
 from batchrun.job import EndpointSpec, RunSpec, load_job
-from batchrun.report import model_lines, status_lines, validate_lines
+from batchrun.report import status_lines, validate
 from batchrun.runner import RunOptions, RunOutcome, run_job
 from batchrun.shards import Shard
 
@@ -71,6 +73,13 @@ def _parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="rows done / failed / left, from the output")
     status.add_argument("job")
     status.set_defaults(handler=_status)
+    export_ = commands.add_parser(
+        "export", help="write the output as OpenAI batch output, JSONL or CSV"
+    )
+    export_.add_argument("job")
+    export_.add_argument("--format", choices=FORMATS, required=True, dest="format_name")
+    export_.add_argument("--to", required=True, type=Path, help="directory to write into")
+    export_.set_defaults(handler=_export)
     _emulator_command(commands.add_parser("emulator", help="serve the local SciBox emulator"))
     models = commands.add_parser("models", help="list the models the endpoint serves")
     models.add_argument("job", nargs="?", help="job file whose endpoint to ask (default: local)")
@@ -173,11 +182,15 @@ def exit_code(outcome: RunOutcome) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    job = load_job(args.job)
-    lines, fit = validate_lines(job)
-    models, served = asyncio.run(model_lines(job))
-    print("\n".join(lines + models))
-    return EXIT_OK if fit and served else EXIT_BAD_JOB
+    lines, fit = asyncio.run(validate(load_job(args.job)))
+    print("\n".join(lines))
+    return EXIT_OK if fit else EXIT_BAD_JOB
+
+
+def _export(args: argparse.Namespace) -> int:
+    written = export(load_job(args.job), args.format_name, args.to)
+    print(", ".join(f"{args.to / name}: {rows} rows" for name, rows in written.items()))
+    return EXIT_OK
 
 
 def _status(args: argparse.Namespace) -> int:

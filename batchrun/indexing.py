@@ -23,8 +23,9 @@ from batchrun.job import Job
 from batchrun.output.layout import OutputLayout, read_json, write_json
 from batchrun.tasks.base import Task
 
-CHECK_VERSION = 2
-"""The shape of the remembered whole-input check (2: rows that cannot be sent, with why)."""
+CHECK_VERSION = 3
+"""The shape of the remembered whole-input check (2: rows that cannot be sent, with why;
+3: the models the rows name)."""
 
 
 @contextlib.contextmanager
@@ -60,8 +61,7 @@ def _build(job: Job, files: list[Path], task: Task[Any], index: Path) -> InputCh
     temporary = index.with_name(f".{index.name}.{os.getpid()}.tmp")
     with pa.OSFile(str(temporary), "wb") as sink, pa.ipc.new_file(sink, SCHEMA) as writer:
         check = index_input(
-            files, job.id_column, job.input_columns, task.problem,
-            task.request_hash, writer.write_batch,
+            files, job.id_column, job.input_columns, task, writer.write_batch,
         )  # fmt: skip
     os.replace(temporary, index)
     return check

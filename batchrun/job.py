@@ -208,7 +208,8 @@ class Job:
     @property
     def model_keys(self) -> dict[str, str]:
         """Every model the job may send to, with the job-file key that names it."""
-        keys = {name: "model" for name in self.models}
+        named_by = "a line's body.model" if self.kind == "openai-batch" else "model"
+        keys = {name: named_by for name in self.models}
         if self.fallback and self.fallback not in keys:
             keys[self.fallback] = "[run].fallback_model"
         return keys

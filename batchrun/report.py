@@ -18,12 +18,27 @@ from batchrun.tasks import job_schema, task_for
 from batchrun.tasks.base import Task
 
 
+async def validate(job: Job) -> tuple[list[str], bool]:
+    """``batchrun validate``: the plan, and whether the endpoint serves the job's models."""
+    lines, fit, job = _plan(job)
+    models, served = await model_lines(job)
+    return lines + models, fit and served
+
+
 def validate_lines(job: Job) -> tuple[list[str], bool]:
     """The plan of a job, and whether the input is fit to run (no duplicate ids, no row
-    without text, at least one row)."""
+    that cannot be sent, at least one row)."""
+    lines, fit, _ = _plan(job)
+    return lines, fit
+
+
+def _plan(job: Job) -> tuple[list[str], bool, Job]:
+    """The plan's lines, whether the input is fit, and the job with the models its rows name
+    (a batch file's)."""
     files, check, changes, task = _against_output(job)
+    job = job.with_models(tuple(check.models)) if check.models else job
     requests = task.requests_for(changes.todo_count)
-    rate = sum(job.rps[model] for model in job.models)
+    rate = sum(job.rps[model] for model in job.models) or math.inf
     models = ", ".join(f"{m} at {job.rps[m]:g} RPS" for m in job.models)
     lines = [
         f"job {job.name}: {job.kind}, {models}",
@@ -38,12 +53,16 @@ def validate_lines(job: Job) -> tuple[list[str], bool]:
     if check.unsendable:
         lines.append(
             f"{check.unsendable} rows cannot be sent, e.g. at {', '.join(check.unsendable_at)}; "
-            "`run` writes them as failed"
+            + (
+                "`run` refuses the file until they are fixed"
+                if task.refuses_unsendable
+                else "`run` writes them as failed"
+            )
         )
     if not check.rows:
         lines.append("the input holds no rows: point [input].path at your data")
     fit = not check.duplicate_count and not check.unsendable and check.rows > 0
-    return lines, fit
+    return lines, fit, job
 
 
 def _against_output(job: Job) -> tuple[list[Path], InputCheck, Changes, Task[Any]]:

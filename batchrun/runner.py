@@ -10,10 +10,11 @@ import asyncio
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -65,6 +66,8 @@ class RunOutcome:
     interrupted: bool
     failed_rows: int
     stdout_closed: bool = False
+    summary: dict[str, Any] = field(default_factory=dict)
+    """What ``_summary.json`` says of the run."""
 
     @property
     def ok(self) -> bool:
@@ -99,7 +102,8 @@ async def run_job(job: Job, options: RunOptions, out: TextIO = sys.stdout) -> Ru
         console.say(f"moved the old output aside to {aside}")
     _create(output)
     with input_index(job, files, output, task) as (index, check):
-        refuse_unfit(job, check)
+        refuse_unfit(job, check, task)
+        job = job.with_models(tuple(check.models)) if check.models else job
         stats = RunStats()
         progress = Progress(stats, enabled=options.progress)
         async with (
@@ -125,8 +129,9 @@ async def run_job(job: Job, options: RunOptions, out: TextIO = sys.stdout) -> Ru
                 progress.close()
                 stats.finished = time.monotonic()
                 store.close()
-                whole = _report(job, output, stats, options.shard, console)
-    return RunOutcome(scheduler.stopped, whole["failed"], console.closed)
+                summary = _report(job, output, stats, options.shard, console)
+    failed = summary["output_rows"]["failed"]
+    return RunOutcome(scheduler.stopped, failed, console.closed, summary)
 
 
 def _create(output: Path) -> None:
@@ -136,10 +141,16 @@ def _create(output: Path) -> None:
         raise OutputError(f"{output}: cannot create the output directory ({exc})") from None
 
 
-def refuse_unfit(job: Job, check: InputCheck) -> None:
-    """JobError for an input a run cannot take: duplicate ids, or no rows at all."""
+def refuse_unfit(job: Job, check: InputCheck, task: Task[Any]) -> None:
+    """JobError for an input a run cannot take: duplicate ids, no rows at all, or (a batch
+    file) lines that cannot be sent."""
     if check.duplicate_count:
         raise JobError("\n".join(duplicate_lines(check)))
+    if check.unsendable and task.refuses_unsendable:
+        raise JobError(
+            f"{job.spec.input.path}: {check.unsendable} lines cannot be sent, e.g. at "
+            f"{', '.join(check.unsendable_at)}; fix them and run again"
+        )
     if not check.rows:
         raise JobError(f"[input].path: {job.spec.input.path} holds no rows")
 
@@ -189,18 +200,20 @@ async def team_pacing(job: Job, progress: Progress) -> AsyncIterator[PacerFactor
 async def _run_with_signals(scheduler: Scheduler) -> None:
     """Run the scheduler; SIGINT/SIGTERM ask it to stop (a second one: at once)."""
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    handled = threading.current_thread() is threading.main_thread()  # (batchrun.run from a
+    # notebook runs the job in a thread of its own: signals are the notebook's there)
+    for sig in (signal.SIGINT, signal.SIGTERM) if handled else ():
         loop.add_signal_handler(sig, scheduler.request_stop)
     try:
         await scheduler.run()
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM) if handled else ():
             loop.remove_signal_handler(sig)
 
 
 def _report(
     job: Job, output: Path, stats: RunStats, shard: Shard | None, out: Console
-) -> dict[str, int]:
+) -> dict[str, Any]:
     """Save the run's summary beside the parts, then print it with the whole output's counts
     (saved first: a closed stdout, ``| head``, must not cost the file)."""
     whole = output_counts(output)
@@ -212,4 +225,4 @@ def _report(
     except OSError as exc:
         lines.append(f"could not save the summary in {output}: {exc}")
     out.say("\n".join(lines))
-    return whole
+    return summary

@@ -126,7 +126,7 @@ class Sender(Generic[AnswerT]):
         pinned one), its pacing slot, the call; counted and fed back. A failure raises the
         service's error with ``model`` set."""
         async with self._gate.permit() as sent:
-            model = pinned or self._choose()
+            model = pinned or request.model or self._choose()
             pacer, stats = self._pacers[model], self._stats.model(model)
             await pacer.slot()
             sent()

@@ -21,7 +21,7 @@ from batchrun.output.writer import Writer
 from batchrun.progress import Progress
 from batchrun.scheduler import Plan, Scheduler
 from batchrun.sender import Sender
-from batchrun.service.answers import ChatAnswer, EmbeddingAnswer
+from batchrun.service.answers import ChatAnswer, EmbeddingAnswer, RawAnswer
 from batchrun.stats import RunStats
 from batchrun.tasks import job_schema, task_for
 from tests.support import news_rows
@@ -50,6 +50,10 @@ class FakeService:
 
     async def embed(self, model: str, body: dict[str, Any]) -> EmbeddingAnswer:
         answer: EmbeddingAnswer = await self._answer(model, body)
+        return answer
+
+    async def post(self, path: str, model: str, body: dict[str, Any]) -> RawAnswer:
+        answer: RawAnswer = await self._answer(model, body)
         return answer
 
 

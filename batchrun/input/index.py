@@ -17,7 +17,7 @@ import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import polars as pl
 import pyarrow as pa
@@ -37,8 +37,16 @@ SCHEMA = pa.schema(
 )
 SHOWN = 5
 """Duplicate ids and rows without text named in a message."""
-RequestHash = Callable[[Mapping[str, Any]], int]
-Problem = Callable[[Mapping[str, Any]], str | None]
+
+
+class RowRules(Protocol):
+    """What the job's task says of a row, from its column values (``tasks.base.Task``)."""
+
+    def request_hash(self, values: Mapping[str, Any]) -> int: ...
+
+    def problem(self, values: Mapping[str, Any]) -> str | None: ...
+
+    def model_of(self, values: Mapping[str, Any]) -> str | None: ...
 
 
 @dataclass
@@ -52,31 +60,37 @@ class InputCheck:
     unsendable: int = 0
     """Rows that cannot be sent (no text, a malformed conversation: ``Task.problem``)."""
     unsendable_at: list[str] = field(default_factory=list)
+    models: list[str] = field(default_factory=list)
+    """The models the rows name (lines of a batch file); empty when the job names them."""
 
 
 def index_input(
     files: list[Path],
     id_column: str,
     columns: Sequence[str],
-    problem: Problem,
-    request_hash: RequestHash,
+    rules: RowRules,
     sink: Callable[[pa.RecordBatch], None],
 ) -> InputCheck:
     """Read every row once: give ``sink`` the index batches, return the whole-input check."""
     check = InputCheck(files)
     chunks: list[pl.Series] = []
+    models: set[str] = set()
     for rows in scan_rows(files, id_column, columns):
         hashes = id_hashes([row[3] for row in rows])
         chunks.append(hashes)
-        sink(_entries(rows, hashes, request_hash))
-        _count_unsendable(check, rows, problem)
+        sink(_entries(rows, hashes, rules.request_hash))
+        _count_unsendable(check, rows, rules.problem)
+        models.update(model for row in rows if (model := rules.model_of(row[4])) is not None)
     every = pl.concat(chunks) if chunks else pl.Series("id_hash", [], pl.UInt64)
     check.rows = len(every)
+    check.models = sorted(models)
     _find_duplicates(check, every, id_column)
     return check
 
 
-def _entries(rows: list[Row], hashes: pl.Series, request_hash: RequestHash) -> pa.RecordBatch:
+def _entries(
+    rows: list[Row], hashes: pl.Series, request_hash: Callable[[Mapping[str, Any]], int]
+) -> pa.RecordBatch:
     return pa.record_batch(
         [
             hashes.to_arrow(),
@@ -90,7 +104,9 @@ def _entries(rows: list[Row], hashes: pl.Series, request_hash: RequestHash) -> p
     )
 
 
-def _count_unsendable(check: InputCheck, rows: list[Row], problem: Problem) -> None:
+def _count_unsendable(
+    check: InputCheck, rows: list[Row], problem: Callable[[Mapping[str, Any]], str | None]
+) -> None:
     for number, _, line, _, values in rows:
         if (reason := problem(values)) is not None:
             check.unsendable += 1

@@ -39,6 +39,30 @@ class EmbeddingAnswer:
     quota: Quota | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class RawAnswer:
+    """An answer kept as the service sent it (for OpenAI batch files): its JSON body, the
+    request id the service gave it, and its usage."""
+
+    body: bytes
+    request_id: str | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    quota: Quota | None = None
+
+
+def raw_answer(raw: bytes, body: dict[str, Any], request_id: str | None) -> RawAnswer:
+    usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
+    assert isinstance(usage, dict)
+    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    return RawAnswer(
+        raw,
+        request_id,
+        prompt if isinstance(prompt, int) else None,
+        completion if isinstance(completion, int) else None,
+    )
+
+
 def split_think(content: str, reasoning: str | None = None) -> tuple[str, str | None]:
     """(answer, reasoning): a leading ``<think>…</think>`` block is moved to the reasoning.
 

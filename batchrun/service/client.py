@@ -25,9 +25,11 @@ from batchrun.job import EndpointSpec, RunSpec
 from batchrun.service.answers import (
     ChatAnswer,
     EmbeddingAnswer,
+    RawAnswer,
     StreamAccumulator,
     chat_answer,
     embedding_answer,
+    raw_answer,
 )
 from batchrun.service.ratelimits import read_quota, read_throttle
 from batchrun.service.statuses import error_class
@@ -123,6 +125,16 @@ class Api:
             answer = embedding_answer(await self._json(response), len(body["input"]))
             return replace(answer, quota=read_quota(response.headers))
 
+    async def post(self, path: str, model: str, body: dict[str, Any]) -> RawAnswer:
+        """``body`` sent to ``path`` as written (``/chat/completions``, ``/embeddings``); the
+        answer kept as the service sent it."""
+        async with self._call("POST", path, {**body, "model": model}, model) as response:
+            raw = await response.read()
+            parsed = self._parsed(raw)
+            request_id = response.headers.get("x-request-id") or parsed.get("id")
+            answer = raw_answer(raw, parsed, request_id if isinstance(request_id, str) else None)
+            return replace(answer, quota=read_quota(response.headers))
+
     @asynccontextmanager
     async def _call(
         self, method: str, path: str, payload: dict[str, Any] | None, model: str | None = None
@@ -150,7 +162,9 @@ class Api:
             raise RetryableError(message, model=model) from None
 
     async def _json(self, response: aiohttp.ClientResponse) -> dict[str, Any]:
-        raw = await response.read()
+        return self._parsed(await response.read())
+
+    def _parsed(self, raw: bytes) -> dict[str, Any]:
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError:

@@ -17,6 +17,7 @@ from batchrun.output.rows import ID, REQUEST_HASH, output_schema
 from batchrun.tasks.base import Task
 from batchrun.tasks.chat import ChatTask
 from batchrun.tasks.embeddings import EmbeddingsTask
+from batchrun.tasks.openai_batch import BatchFileTask
 
 
 class TaskKind(Protocol):
@@ -26,7 +27,11 @@ class TaskKind(Protocol):
     def fields(job: Job) -> list[pa.Field]: ...
 
 
-TASKS: dict[str, TaskKind] = {"chat": ChatTask, "embeddings": EmbeddingsTask}
+TASKS: dict[str, TaskKind] = {
+    "chat": ChatTask,
+    "embeddings": EmbeddingsTask,
+    "openai-batch": BatchFileTask,
+}
 
 
 def job_schema(job: Job, kept: dict[str, pa.DataType]) -> pa.Schema:

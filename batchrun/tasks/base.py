@@ -20,7 +20,7 @@ import pyarrow as pa
 from batchrun.input.readers import Record, has_text
 from batchrun.output.archive import Archive
 from batchrun.output.rows import Row, failed_row, kept_values
-from batchrun.service.answers import ChatAnswer, EmbeddingAnswer
+from batchrun.service.answers import ChatAnswer, EmbeddingAnswer, RawAnswer
 from batchrun.service.ratelimits import Quota
 
 
@@ -45,6 +45,8 @@ class Request:
     items: list[Item]
     body: dict[str, Any]
     attempts: int = 0
+    model: str | None = None
+    """The model this request must go to (a batch file's line names it); None: the job's."""
     reasks: int = 0
     """Times the answer was unusable and the model was asked again (``Reask``)."""
 
@@ -92,6 +94,8 @@ class Service(Protocol):
 
     async def embed(self, model: str, body: dict[str, Any]) -> EmbeddingAnswer: ...
 
+    async def post(self, path: str, model: str, body: dict[str, Any]) -> RawAnswer: ...
+
 
 class Task(Protocol[AnswerT]):
     """One request kind."""
@@ -138,6 +142,16 @@ class Task(Protocol[AnswerT]):
     def problem(self, values: Mapping[str, Any]) -> str | None:
         """Why a row with these column ``values`` cannot be sent (no text, a malformed
         conversation), or None."""
+        ...
+
+    def model_of(self, values: Mapping[str, Any]) -> str | None:
+        """The model a row's request names (a batch file's line), or None: the job's."""
+        ...
+
+    @property
+    def refuses_unsendable(self) -> bool:
+        """Whether a row that cannot be sent makes the whole input unfit (a bad line of a
+        batch file), rather than a failed row."""
         ...
 
     @property

@@ -91,6 +91,11 @@ class ChatTask:
                 built.requests.append(Request([item], {"messages": messages, **self._params}))
         return built
 
+    refuses_unsendable = False
+
+    def model_of(self, values: Mapping[str, Any]) -> str | None:
+        return None
+
     def problem(self, values: Mapping[str, Any]) -> str | None:
         if self._column is None:
             return missing_text(values, self._text_columns)

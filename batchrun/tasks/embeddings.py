@@ -122,6 +122,11 @@ class EmbeddingsTask:
         text = values.get(self._text)
         return self._digest.of(text if isinstance(text, str) else str(text))
 
+    refuses_unsendable = False
+
+    def model_of(self, values: Mapping[str, Any]) -> str | None:
+        return None
+
     def problem(self, values: Mapping[str, Any]) -> str | None:
         return missing_text(values, (self._text,))
 

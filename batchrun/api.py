@@ -1,0 +1,105 @@
+"""batchrun from Python, for notebooks and scripts: the engine of ``batchrun run`` underneath.
+
+    import batchrun
+    job = batchrun.Job.from_dict({"kind": "chat", "model": "qwen3-32b-awq", ...})
+    result = batchrun.run(job, limit=100)
+    frame = batchrun.read(job)
+
+``run`` works in a plain script and inside a running event loop (Jupyter): there the job runs
+in a thread with a loop of its own and the call returns when it is done. Problems raise the
+package's exceptions (``JobError``, ``OutputError``, ``FatalError``), never exit codes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import sys
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import polars as pl
+
+from batchrun.errors import JobError
+from batchrun.job import Job, load_job
+from batchrun.output.layout import OutputLayout
+from batchrun.runner import RunOptions, RunOutcome, run_job
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What one run did, and where its output is."""
+
+    output: Path
+    rows_ok: int
+    """Rows answered ok by this run."""
+    rows_failed: int
+    rows_skipped: int
+    """Rows the output already held (done by earlier runs)."""
+    output_ok: int
+    """Ids answered ok in the whole output."""
+    output_failed: int
+    prompt_tokens: int
+    completion_tokens: int
+    interrupted: bool
+    summary: dict[str, Any]
+    """The run's ``_summary.json``: requests, 429s, retries and tokens per model."""
+
+    @property
+    def ok(self) -> bool:
+        """Whether the run finished and every row of the output is ok."""
+        return not self.interrupted and self.output_failed == 0
+
+    @classmethod
+    def of(cls, job: Job, outcome: RunOutcome) -> RunResult:
+        summary = outcome.summary
+        models = summary.get("models", {}).values()
+        return cls(
+            output=Path(job.spec.output.path),
+            rows_ok=summary.get("rows_ok", 0),
+            rows_failed=summary.get("rows_failed", 0),
+            rows_skipped=summary.get("rows_skipped_done", 0),
+            output_ok=summary.get("output_rows", {}).get("ok", 0),
+            output_failed=outcome.failed_rows,
+            prompt_tokens=sum(model["prompt_tokens"] for model in models),
+            completion_tokens=sum(model["completion_tokens"] for model in models),
+            interrupted=outcome.interrupted,
+            summary=summary,
+        )
+
+
+def run(
+    job: Job | str | Path, *, limit: int | None = None, fresh: bool = False, progress: bool = True
+) -> RunResult:
+    """Run (or resume) ``job``, a ``Job`` or the path of a job file; at most ``limit`` rows
+    of what is left; ``fresh`` moves an old output aside first."""
+    job = job if isinstance(job, Job) else load_job(job)
+    if limit is not None and limit < 1:
+        raise JobError(f"limit must be a positive number of rows, got {limit}")
+    options = RunOptions(limit=limit, fresh=fresh, progress=progress)
+    outcome = _complete(run_job(job, options, sys.stdout))
+    return RunResult.of(job, outcome)
+
+
+def read(job: Job | str | Path) -> pl.DataFrame:
+    """The job's output as one DataFrame (every part, every shard)."""
+    job = job if isinstance(job, Job) else load_job(job)
+    parts = OutputLayout(Path(job.spec.output.path)).parts()
+    if not parts:
+        raise JobError(f"{job.spec.output.path}: no output yet: run the job first")
+    return pl.read_parquet([str(part) for part in parts])
+
+
+def _complete(work: Coroutine[Any, Any, T]) -> T:
+    """Run ``work`` to its end: here, or in a thread of its own when this thread already
+    runs an event loop (a notebook's)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(work)
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="batchrun") as pool:
+        return pool.submit(asyncio.run, work).result()
