@@ -30,7 +30,8 @@ and ``output/`` never import each other;
 ``runner``; ``export`` writes the output in other formats.
 """
 
-from batchrun.api import RunResult, read, run
+from typing import TYPE_CHECKING, Any
+
 from batchrun.errors import (
     ApiError,
     BatchrunError,
@@ -41,6 +42,22 @@ from batchrun.errors import (
     RowError,
 )
 from batchrun.job import Job, load_job
+
+if TYPE_CHECKING:
+    from batchrun.api import RunResult, read, run
+
+_API = ("RunResult", "read", "run")
+
+
+def __getattr__(name: str) -> Any:
+    """``run``, ``read`` and ``RunResult`` load the engine on first use, so that ``import
+    batchrun`` (and the command's start) stays quick."""
+    if name in _API:
+        from batchrun import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'batchrun' has no attribute {name!r}")
+
 
 __all__ = [
     "ApiError",

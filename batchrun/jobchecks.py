@@ -62,12 +62,9 @@ def _did_you_mean(loc: list[str], file_model: type[BaseModel]) -> str:
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
             return ""
         model = annotation
-    close = difflib.get_close_matches(loc[-1], list(model.model_fields), n=1)
-    return (
-        f"; did you mean '{close[0]}'?"
-        if close
-        else f"; known keys: {', '.join(model.model_fields)}"
-    )
+    keys = [field.alias or name for name, field in model.model_fields.items()]
+    close = difflib.get_close_matches(loc[-1], keys, n=1)
+    return f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(keys)}"
 
 
 def check_consistency(raw: dict[str, Any]) -> list[str]:

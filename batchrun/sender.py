@@ -7,7 +7,8 @@ Every attempt is counted in ``RunStats`` and fed back: a 429 slows the model's p
 answer's latency sizes the in-flight limit (Little's law). A model pool sends each attempt to
 the model whose next slot is nearest. An answer the task cannot use (``Reask``: not valid
 against the job's schema) is asked again, each re-ask an attempt with its own pacing slot, up
-to ``[run].max_reasks`` times; then the rows fail with the reason.
+to ``[run].max_reasks`` times (re-asks do not use up ``max_attempts``, which counts the
+tries that failed); then the rows fail with the reason.
 """
 
 from __future__ import annotations
@@ -100,14 +101,14 @@ class Sender(Generic[AnswerT]):
                 continue
             except (RetryableError, RowError) as error:
                 failure = error
-            model = failure.model or self._models[0]  # _attempt names the model it tried
+            model = failure.model or request.model or self._models[0]  # (_attempt names it)
             if isinstance(failure, RetryableError) and failure.window_reset is not None:
                 _check_quota_left(model, failure.window_reset)
                 request.attempts -= 1  # a window ran out: not this request's fault
             streak = streak + 1 if falls_back(failure) else 0
             halves = self._task.split(request) if isinstance(failure, RowError) else []
             decision = decide(
-                failure, request.attempts, streak, self._policy, self._rng,
+                failure, request.attempts - request.reasks, streak, self._policy, self._rng,
                 splittable=bool(halves),
             )  # fmt: skip
             if decision.action is Action.GIVE_UP:

@@ -11,8 +11,9 @@ text otherwise.
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,22 @@ SCALARS: dict[str, pa.DataType] = {
     "number": pa.float64(),
     "boolean": pa.bool_(),
 }
+INT64 = (-(2**63), 2**63 - 1)
+IMPRECISE = frozenset(
+    {
+        "prefixItems",
+        "additionalItems",
+        "patternProperties",
+        "$ref",
+        "anyOf",
+        "oneOf",
+        "allOf",
+        "if",
+        "not",
+    }
+)
+"""Keywords that let a value take shapes its column type does not say: such a property is
+kept as JSON text."""
 _FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL | re.IGNORECASE)
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
@@ -65,7 +82,13 @@ class AnswerSchema:
         properties = loaded.get("properties")
         if loaded.get("type") != "object" or not isinstance(properties, dict) or not properties:
             raise ValueError('give an object schema: type = "object" with its properties')
+        for reference in _references(loaded):
+            _resolve(loaded, reference)
         return cls(loaded)
+
+    @functools.cached_property
+    def _validator(self) -> Any:
+        return jsonschema.validators.validator_for(self.schema)(self.schema)
 
     @property
     def properties(self) -> dict[str, Any]:
@@ -94,9 +117,7 @@ class AnswerSchema:
             answer = orjson.loads(text)
         except orjson.JSONDecodeError as exc:
             raise InvalidAnswer(f"the answer is not JSON ({exc})") from None
-        error = jsonschema.exceptions.best_match(
-            jsonschema.validators.validator_for(self.schema)(self.schema).iter_errors(answer)
-        )
+        error = jsonschema.exceptions.best_match(self._validator.iter_errors(answer))
         if error is not None:
             raise InvalidAnswer(
                 f"the answer does not match the schema at {error.json_path}: {error.message}"
@@ -105,14 +126,20 @@ class AnswerSchema:
         return answer
 
     def values(self, answer: Mapping[str, Any]) -> dict[str, Any]:
-        """The typed column values of a validated answer."""
-        return {field.name: _typed(answer.get(field.name), field.type) for field in self.fields()}
+        """The typed column values of a validated answer; InvalidAnswer for a value its
+        column cannot hold (an integer beyond 64 bits)."""
+        try:
+            return {f.name: _typed(answer.get(f.name), f.type) for f in self.fields()}
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise InvalidAnswer(f"a value does not fit its column: {exc}") from None
 
 
 def column_type(spec: Any) -> pa.DataType:
     """The Arrow type of a property: exact where the schema says every type inside, else
     text (the value as JSON)."""
     kind = _single_type(spec)
+    if isinstance(spec, dict) and IMPRECISE & set(spec):
+        return pa.string()
     if kind in SCALARS:
         return SCALARS[kind]
     if kind == "array" and isinstance(spec.get("items"), dict):
@@ -153,7 +180,10 @@ def _typed(value: Any, kind: pa.DataType) -> Any:
     if pa.types.is_string(kind):
         return value if isinstance(value, str) else orjson.dumps(value).decode()
     if pa.types.is_integer(kind):
-        return int(value)
+        number = int(value)
+        if not INT64[0] <= number <= INT64[1]:
+            raise ValueError(f"{value} is beyond a 64-bit integer")
+        return number
     if pa.types.is_floating(kind):
         return float(value)
     if pa.types.is_list(kind):
@@ -161,3 +191,28 @@ def _typed(value: Any, kind: pa.DataType) -> Any:
     if pa.types.is_struct(kind):
         return {f.name: _typed(value.get(f.name), f.type) for f in kind}
     return value
+
+
+def _references(schema: Any) -> Iterator[str]:
+    """Every ``$ref`` in a schema."""
+    if isinstance(schema, dict):
+        for key, value in schema.items():
+            if key == "$ref" and isinstance(value, str):
+                yield value
+            else:
+                yield from _references(value)
+    elif isinstance(schema, list):
+        for item in schema:
+            yield from _references(item)
+
+
+def _resolve(schema: dict[str, Any], reference: str) -> None:
+    """ValueError unless ``reference`` points inside the schema (``#/$defs/place``)."""
+    if not reference.startswith("#"):
+        raise ValueError(f"$ref {reference!r}: only references inside the schema (#/...) work")
+    target: Any = schema
+    for token in filter(None, reference[1:].split("/")):
+        token = token.replace("~1", "/").replace("~0", "~")
+        if not isinstance(target, dict) or token not in target:
+            raise ValueError(f"$ref {reference!r} points at nothing in the schema")
+        target = target[token]

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,16 @@ def finish(process: subprocess.Popen[str]) -> tuple[int, str, str]:
     """Wait for a ``batchrun`` child: its exit code, stdout and stderr."""
     out, err = process.communicate(timeout=FINISH_TIMEOUT_S)
     return process.returncode, out, err
+
+
+def wait_for_a_part(output: Path, timeout_s: float = 60.0) -> None:
+    """Wait until a run has sealed its first part into ``output`` (a moment to kill it at
+    that does not depend on how busy the machine is)."""
+    deadline = time.monotonic() + timeout_s
+    while not list(output.glob("part-*.parquet")):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no part appeared in {output} within {timeout_s} s")
+        time.sleep(0.05)
 
 
 async def accepted_requests(base_url: str, model: str) -> int:

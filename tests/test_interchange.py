@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ from batchrun.export import export
 from batchrun.job import load_job
 from batchrun.report import validate_lines
 from batchrun.service.catalog import MODELS
-from tests.support import CODER, EMBEDDER, THINKER, finish, news_rows, write_jsonl
+from tests.support import CODER, EMBEDDER, THINKER, finish, news_rows, wait_for_a_part, write_jsonl
 from tests.support import batchrun as batchrun_child
 
 BATCH_JOB = (
@@ -106,7 +105,7 @@ def test_a_batch_file_survives_a_kill_and_exports_as_openai_batch_output(
         job = Path("job.toml")
         job.write_text(BATCH_JOB + f'[endpoint]\nbase_url = "{emulator.base_url}"\n')
         process = batchrun_child("run", "job.toml", "--no-progress")
-        time.sleep(3.0)
+        wait_for_a_part(Path("out"))
         process.send_signal(signal.SIGKILL)
         process.communicate()
         code, out, err = finish(batchrun_child("run", "job.toml", "--no-progress"))

@@ -150,3 +150,15 @@ def test_lookups_take_sorted_ids(tmp_path: Path) -> None:
 
     with pytest.raises(ValueError, match="sorted"):
         keys.find(pl.Series([3, 1, 2], dtype=pl.UInt64))
+
+
+def test_a_part_sealed_while_the_keys_are_saved_is_read_next_time(tmp_path: Path) -> None:
+    part(tmp_path, "all-1-1", [("a", "ok", 11)])
+    keys = OutputKeys.load(tmp_path)
+    part(tmp_path, "s1of2-2-2", [("b", "ok", 12)])  # another shard seals a part meanwhile
+
+    keys.save(tmp_path)
+
+    again = OutputKeys.load(tmp_path)
+    assert saved_parts(tmp_path) == ["part-all-1-1.parquet"]
+    assert again.counts() == (2, 0) and look_up(again, "b") == [(True, 12, True)]

@@ -27,7 +27,7 @@ from batchrun.output.store import Store
 from batchrun.runner import RunOptions, run_job
 from batchrun.service.answers import split_think
 from batchrun.service.catalog import MODELS
-from tests.support import KEY, batchrun, finish, news_rows
+from tests.support import KEY, THINKER, batchrun, finish, news_rows
 
 QUIET = RunOptions(progress=False)
 
@@ -168,7 +168,8 @@ def test_second_ctrl_c_cancels_requests_in_flight_at_once(
     with Emulator(emulator_dir, rps_scale=50, latency_s=30) as emulator:
         job = make_job(news_rows(20), base_url=emulator.base_url, rps=100, run="grace_s = 60")
         run = batchrun("run", str(job), "--no-progress")
-        time.sleep(1.5)
+        while not emulator.seen(THINKER).accepted:  # the run is sending
+            time.sleep(0.05)
         run.send_signal(signal.SIGINT)
         time.sleep(0.5)
         run.send_signal(signal.SIGINT)

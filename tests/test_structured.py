@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import re
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +17,24 @@ import pytest
 
 from batchrun.bench.processes import Emulator
 from batchrun.emulator import EmulatorConfig, running_emulator
-from batchrun.errors import JobError
+from batchrun.errors import JobError, RetryableError
 from batchrun.job import load_job
 from batchrun.output.parts import read_columns
 from batchrun.report import validate_lines
 from batchrun.runner import RunOptions, run_job
+from batchrun.service.answers import ChatAnswer
 from batchrun.structured import AnswerSchema, InvalidAnswer
 from batchrun.tasks import job_schema
-from tests.support import THINKER, accepted_requests, batchrun, finish, news_rows, write_jsonl
+from tests.support import (
+    THINKER,
+    accepted_requests,
+    batchrun,
+    finish,
+    news_rows,
+    wait_for_a_part,
+    write_jsonl,
+)
+from tests.test_scheduler import FakeService, run_fake
 
 QUIET = RunOptions(progress=False)
 SCHEMA: dict[str, Any] = {
@@ -203,7 +212,7 @@ def test_a_structured_job_resumes_exactly_once_after_a_kill(emulator_dir: Path) 
         job = job_file(emulator.base_url, output="part_rows = 5\n" + SCHEMA_TOML)
         job.write_text(job.read_text().replace("rps = 150", "rps = 20"))
         process = batchrun("run", str(job), "--no-progress")
-        time.sleep(2.5)
+        wait_for_a_part(Path("out"))
         process.send_signal(signal.SIGKILL)
         process.communicate()
         before = read_columns(Path("out"), ["id"]).num_rows
@@ -302,3 +311,55 @@ def test_column_types_follow_the_schema_and_imprecise_parts_are_json_text() -> N
 def test_an_invalid_answer_says_what_is_wrong(content: str, reason: str) -> None:
     with pytest.raises(InvalidAnswer, match=re.escape(reason)):
         AnswerSchema.load(SCHEMA).parse(content)
+
+
+def test_an_integer_beyond_64_bits_is_an_invalid_answer_not_a_crash() -> None:
+    integers = {"type": "array", "items": {"type": "integer"}}
+    schema = AnswerSchema.load(
+        {"type": "object", "properties": {"n": {"type": "integer"}, "l": integers}}
+    )
+    for answer in ('{"n": 9223372036854775808}', '{"n": 1e20}', '{"l": [1e19]}'):
+        with pytest.raises(InvalidAnswer, match="beyond a 64-bit integer"):
+            schema.values(schema.parse(answer))
+
+
+def test_a_property_that_may_take_several_shapes_is_json_text() -> None:
+    schema = AnswerSchema.load(
+        {
+            "type": "object",
+            "$defs": {"place": {"type": "string"}},
+            "properties": {
+                "pair": {
+                    "type": "array",
+                    "prefixItems": [{"type": "string"}],
+                    "items": {"type": "integer"},
+                },
+                "place": {"$ref": "#/$defs/place"},
+            },
+        }
+    )
+    assert [field.type for field in schema.fields()] == [pa.string(), pa.string()]
+    assert schema.values(schema.parse('{"pair": ["a", 1], "place": "Tver"}')) == {
+        "pair": '["a",1]',
+        "place": "Tver",
+    }
+    refused = (("http://x/s.json", "only references inside"), ("#/$defs/no", "points at nothing"))
+    for reference, reason in refused:
+        with pytest.raises(ValueError, match=reason):
+            AnswerSchema.load({"type": "object", "properties": {"p": {"$ref": reference}}})
+
+
+async def test_reasks_do_not_use_up_the_attempts_for_failures() -> None:
+    write_jsonl(Path("news.jsonl"), news_rows(1))
+    job = load_job(job_file("local", run="max_attempts = 2\nmax_reasks = 2"))
+    good = orjson.dumps({"summary": "s", "topic": "city", "places": [], "sentiment": 1}).decode()
+    answers: list[Any] = ["not json", '{"summary": "s"}', RetryableError("503", 503), good]
+
+    def script(model: str, body: dict[str, Any], call: int) -> Any:
+        answer = answers[call - 1]
+        return answer if isinstance(answer, Exception) else ChatAnswer(answer, None, "stop", 5, 3)
+
+    table = await run_fake(job, FakeService(script))
+
+    (row,) = table.to_pylist()
+    assert row["status"] == "ok" and row["sentiment"] == 1 and row["attempts"] == 4

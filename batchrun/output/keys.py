@@ -18,6 +18,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import orjson
 import polars as pl
@@ -28,11 +29,14 @@ from batchrun.output.layout import OutputLayout, part_time
 from batchrun.output.parts import READ_TRIES, read_batches
 from batchrun.output.rows import OK, REQUEST_HASH
 
-KEYS_FORMAT = 1
+KEYS_FORMAT = 2
+"""2: parts are signed with their inode too."""
 SCHEMA = pa.schema([("id_hash", pa.uint64()), ("request_hash", pa.uint64()), ("ok", pa.bool_())])
 RESAVE_ROWS = 100_000
 """Rows in parts written since the keys were saved that make the next close save them again."""
 _PART_COLUMNS = pa.schema([("id", pa.string()), REQUEST_HASH, ("status", pa.string())])
+Signature = list[Any]
+"""``[name, size, mtime_ns, inode]`` of a part."""
 _EMPTY = pl.Schema({"id_hash": pl.UInt64, "request_hash": pl.UInt64, "ok": pl.Boolean})
 
 
@@ -51,20 +55,30 @@ class OutputKeys:
     """The keys of every part: the saved ones (``saved``) and those of the parts written
     since (``recent``), each sorted by id hash with one entry per id."""
 
-    def __init__(self, saved: pl.DataFrame, recent: pl.DataFrame, repeated: bool) -> None:
+    def __init__(
+        self,
+        saved: pl.DataFrame,
+        recent: pl.DataFrame,
+        repeated: bool,
+        signatures: list[Signature],
+    ) -> None:
         self.saved = saved
         self.recent = recent
         self._repeated = repeated
+        self._signatures = signatures
+        """The parts these keys were read from, as they were before they were read."""
 
     @classmethod
     def load(cls, path: Path) -> OutputKeys:
         layout = OutputLayout(path)
         for attempt in range(READ_TRIES):
             parts = layout.parts()
-            saved, covered = _saved(layout, parts)
             try:
+                signatures = _signatures(parts)  # before reading: a part replaced meanwhile
+                # then no longer matches, and its keys are read again next time
+                saved, covered = _saved(layout, signatures)
                 recent, repeated = _read([part for part in parts if part.name not in covered])
-                return cls(saved, recent, repeated)
+                return cls(saved, recent, repeated, signatures)
             except FileNotFoundError:  # another shard's compaction replaced a part
                 if attempt == READ_TRIES - 1:
                     raise
@@ -109,11 +123,11 @@ class OutputKeys:
         return self.saved.is_empty() or len(self.recent) >= RESAVE_ROWS
 
     def save(self, path: Path) -> None:
-        """Save every key for the parts the output holds now; only an output whose ids each
-        have one row is saved (after a compaction of the whole job)."""
+        """Save these keys for the parts they were read from (a part sealed since is read
+        as recent next time); only keys with one row per id are saved."""
         layout = OutputLayout(path)
         merged = pl.concat([self.saved, self.recent]).sort("id_hash")
-        metadata = {"format": KEYS_FORMAT, "hasher": HASHER, "parts": _signatures(layout.parts())}
+        metadata = {"format": KEYS_FORMAT, "hasher": HASHER, "parts": self._signatures}
         table = (
             merged.to_arrow()
             .cast(SCHEMA)
@@ -125,32 +139,34 @@ class OutputKeys:
         os.replace(temporary, layout.keys)
 
 
-def _saved(layout: OutputLayout, parts: list[Path]) -> tuple[pl.DataFrame, set[str]]:
-    """The saved keys and the names of the parts they cover; none when they are stale."""
+def _saved(layout: OutputLayout, signatures: list[Signature]) -> tuple[pl.DataFrame, set[str]]:
+    """The saved keys and the names of the parts they cover; none when they are stale (a
+    covered part changed or went, another hash function) or unreadable."""
     empty = pl.DataFrame(schema=_EMPTY)
     try:
         source = pa.memory_map(str(layout.keys))
         table = pa.ipc.open_file(source).read_all()
         metadata = orjson.loads((table.schema.metadata or {})[b"batchrun"])
-    except (OSError, KeyError, ValueError, pa.ArrowInvalid):
-        return empty, set()
-    covered = {name for name, *_ in metadata.get("parts", [])}
-    now = {part.name: signature for part, signature in zip(parts, _signatures(parts), strict=True)}
-    current = all(now.get(name) == [name, *rest] for name, *rest in metadata["parts"])
-    if metadata.get("hasher") != HASHER or metadata.get("format") != KEYS_FORMAT or not current:
+        listed = [list(entry) for entry in metadata["parts"]]
+        now = {signature[0]: signature for signature in signatures}
+        current = all(now.get(entry[0]) == entry for entry in listed)
+        known = metadata.get("hasher") == HASHER and metadata.get("format") == KEYS_FORMAT
+    except (OSError, LookupError, TypeError, ValueError, pa.ArrowInvalid):
         return empty, set()
     frame = pl.from_arrow(table)
     assert isinstance(frame, pl.DataFrame)
-    if not frame["id_hash"].is_sorted():
+    if not (current and known and frame.schema == _EMPTY and frame["id_hash"].is_sorted()):
         return empty, set()
-    return frame.with_columns(pl.col("id_hash").set_sorted()), covered
+    return frame.with_columns(pl.col("id_hash").set_sorted()), {entry[0] for entry in listed}
 
 
-def _signatures(parts: list[Path]) -> list[list[object]]:
-    signatures: list[list[object]] = []
+def _signatures(parts: list[Path]) -> list[Signature]:
+    """What identifies each part's content: name, size, mtime and inode (every rewrite is a
+    new file renamed into place)."""
+    signatures: list[Signature] = []
     for part in parts:
         stat = part.stat()
-        signatures.append([part.name, stat.st_size, stat.st_mtime_ns])
+        signatures.append([part.name, stat.st_size, stat.st_mtime_ns, stat.st_ino])
     return signatures
 
 
@@ -183,7 +199,7 @@ def _part_frames(parts: list[Path]) -> Iterator[pl.DataFrame]:
                 "request_hash": pl.Series(batch.column(REQUEST_HASH.name)).reinterpret(
                     signed=False
                 ),
-                "ok": pl.Series(batch.column("status")) == OK,
+                "ok": (pl.Series(batch.column("status")) == OK).fill_null(False),
             }
         )
 
