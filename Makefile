@@ -11,7 +11,7 @@ GATEWAY_VENV  := .venv-gateway
 GATEWAY_PINS  := tests/gateway/requirements.txt
 GATEWAY_READY := $(GATEWAY_VENV)/.ready
 
-.PHONY: run validate status test test-gateway lint bench emulator redis clean
+.PHONY: run validate status test test-gateway lint bench emulator redis chromium clean
 
 $(READY): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +29,7 @@ validate: $(READY)
 status: $(READY)
 	$(BIN)/batchrun status $(JOB_FILE)
 
-test: $(READY) redis
+test: $(READY) redis chromium
 	$(BIN)/pytest -q $(ARGS)
 
 # A real LiteLLM Proxy (pinned exactly, in its own venv) in front of the emulator: slow (the
@@ -51,6 +51,14 @@ redis:
 	  && (apt-get install -y -qq redis-server >/dev/null 2>&1 \
 	      || (apt-get update -qq && apt-get install -y -qq redis-server >/dev/null)) ; } \
 	  || echo "redis-server is not installed: the team-limit tests will be skipped"
+
+# The report test opens a report in headless Chromium; install Debian's package where missing
+# (as root). Without it that test is skipped, with the reason.
+chromium:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && (apt-get install -y -qq chromium >/dev/null 2>&1 \
+	      || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)) ; } \
+	  || echo "chromium is not installed: the report's browser test will be skipped"
 
 lint: $(READY)
 	$(BIN)/ruff check batchrun tests

@@ -29,6 +29,7 @@ from batchrun.export import FORMATS, export
 from batchrun.job import EndpointSpec, RunSpec, load_job
 from batchrun.report import status_lines, validate
 from batchrun.runner import RunOptions, RunOutcome, run_job
+from batchrun.runreport import write_report
 from batchrun.shards import Shard
 
 EXIT_OK, EXIT_ROWS_FAILED, EXIT_BAD_JOB, EXIT_FATAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -80,6 +81,10 @@ def _parser() -> argparse.ArgumentParser:
     export_.add_argument("--format", choices=FORMATS, required=True, dest="format_name")
     export_.add_argument("--to", required=True, type=Path, help="directory to write into")
     export_.set_defaults(handler=_export)
+    report = commands.add_parser("report", help="write an HTML report of the output's runs")
+    report.add_argument("job")
+    report.add_argument("--to", type=Path, help="the HTML file (default: OUTPUT/report.html)")
+    report.set_defaults(handler=_report)
     _emulator_command(commands.add_parser("emulator", help="serve the local SciBox emulator"))
     models = commands.add_parser("models", help="list the models the endpoint serves")
     models.add_argument("job", nargs="?", help="job file whose endpoint to ask (default: local)")
@@ -104,6 +109,12 @@ def _run_command(run: argparse.ArgumentParser) -> None:
         "--shard", metavar="I/N", help="do only the rows of shard I of N (one job, N processes)"
     )
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="P",
+        help="serve Prometheus metrics on 127.0.0.1:P while the job runs",
+    )
     run.set_defaults(handler=_run)
 
 
@@ -167,6 +178,7 @@ def _run(args: argparse.Namespace) -> int:
         prune=args.prune,
         shard=shard,
         progress=not args.no_progress,
+        metrics_port=args.metrics_port,
     )
     return exit_code(asyncio.run(run_job(job, options)))
 
@@ -190,6 +202,11 @@ def _validate(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     written = export(load_job(args.job), args.format_name, args.to)
     print(", ".join(f"{args.to / name}: {rows} rows" for name, rows in written.items()))
+    return EXIT_OK
+
+
+def _report(args: argparse.Namespace) -> int:
+    print(f"wrote {write_report(load_job(args.job), args.to)}")
     return EXIT_OK
 
 

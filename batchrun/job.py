@@ -31,7 +31,9 @@ from batchrun.service.catalog import Kind, model_rps
 from batchrun.structured import AnswerSchema
 
 LOCAL = "local"
-TABLES = frozenset({"endpoint", "input", "prompt", "params", "output", "run", "limits", "models"})
+TABLES = frozenset(
+    {"endpoint", "input", "prompt", "params", "output", "run", "limits", "models", "pricing"}
+)
 
 
 class _Section(BaseModel):
@@ -112,6 +114,8 @@ class RunSpec(_Section):
     server_error_wait_s: float = Field(default=5.0, ge=0)
     max_reasks: int = Field(default=2, ge=0, le=10)
     accept_cut: bool = False
+    event_log: bool = True
+    """Trace every request attempt in the output directory, for ``batchrun report``."""
 
     @property
     def fixed_in_flight(self) -> int | None:
@@ -133,6 +137,13 @@ class ModelSpec(_Section):
     rps: float = Field(ge=0.001, le=1e9)
 
 
+class PriceSpec(_Section):
+    """What a million tokens of a model cost (any currency: the summary's cost is in it)."""
+
+    input_per_mtok: float = Field(default=0.0, ge=0)
+    output_per_mtok: float = Field(default=0.0, ge=0)
+
+
 class JobFile(_Section):
     """The TOML file as written; ``Job`` adds what is derived from it."""
 
@@ -147,6 +158,7 @@ class JobFile(_Section):
     run: RunSpec = RunSpec()
     limits: LimitsSpec = LimitsSpec()
     models: dict[str, ModelSpec] = {}
+    pricing: dict[str, PriceSpec] = {}
 
 
 JobKind = Literal["chat", "embeddings", "openai-batch"]
@@ -200,6 +212,11 @@ class Job:
 
     def __repr__(self) -> str:
         return f"Job({self.name!r}, kind={self.kind!r}, models={self.models!r})"
+
+    @property
+    def prices(self) -> dict[str, tuple[float, float]]:
+        """``[pricing]``: per model, the cost of a million tokens in and out."""
+        return {m: (p.input_per_mtok, p.output_per_mtok) for m, p in self.spec.pricing.items()}
 
     @property
     def id_column(self) -> str:

@@ -45,8 +45,8 @@ def _key_path(loc: list[str], tables: frozenset[str]) -> str:
     if len(loc) == 1:
         return f"[{loc[0]}]" if loc[0] in tables else loc[0]
     section, *rest = loc
-    if section == "models" and rest:
-        return f'[models."{rest[0]}"]' + "".join(f".{part}" for part in rest[1:])
+    if section in ("models", "pricing") and rest:
+        return f'[{section}."{rest[0]}"]' + "".join(f".{part}" for part in rest[1:])
     return f"[{section}]" + "".join(f".{part}" for part in rest)
 
 

@@ -14,6 +14,9 @@ from tqdm import tqdm
 
 from batchrun.stats import RunStats
 
+ETA_EVERY_S = 30.0
+"""How often the ETA is kept for the run's record (``RunStats.eta_history``)."""
+
 
 class Progress:
     """A tqdm bar over the rows of one run."""
@@ -24,9 +27,14 @@ class Progress:
         self._enabled = enabled
         self._bar: tqdm[None] | None = None
         self._postfix_at = 0.0
+        self.total = 0
+        self.done = 0
+        self._started = time.monotonic()
+        self._history_at = 0.0
 
     def start(self, total: int) -> None:
         """Show the bar over ``total`` rows."""
+        self.total, self.done, self._started = total, 0, time.monotonic()
         self._bar = tqdm(
             total=total,
             unit="row",
@@ -41,10 +49,21 @@ class Progress:
         if self._bar is None:
             return
         self._bar.update(rows)
+        self.done += rows
         now = time.monotonic()
+        if now - self._history_at >= ETA_EVERY_S:
+            self._history_at = now
+            self._stats.eta_history.append((round(now - self._started, 1), self.done, self.eta_s()))
         if now - self._postfix_at >= 1.0:
             self._postfix_at = now
             self._refresh_postfix()
+
+    def eta_s(self) -> float | None:
+        """Seconds left at the rate of the run so far (None before the first rows)."""
+        elapsed = time.monotonic() - self._started
+        if not self.done or elapsed <= 0:
+            return None
+        return round((self.total - self.done) / (self.done / elapsed), 1)
 
     def notice(self, text: str | None) -> None:
         """Show (or clear) news in the bar at once: "shared limiter unreachable"."""

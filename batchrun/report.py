@@ -9,6 +9,7 @@ from typing import Any
 from batchrun.diff import Changes, diff
 from batchrun.endpoint import Unreachable, check_endpoint, open_endpoint
 from batchrun.errors import FatalError, JobError
+from batchrun.estimate import estimate_line
 from batchrun.indexing import input_index
 from batchrun.input.checks import open_input
 from batchrun.input.index import InputCheck, duplicate_lines
@@ -47,6 +48,7 @@ def _plan(job: Job) -> tuple[list[str], bool, Job]:
         f"output: {job.spec.output.path}: {changes.summary()}",
         f"to do: {changes.todo_count} rows in {requests} requests; the rate limit allows that "
         f"in no less than {_duration(requests / rate)}",
+        estimate_line(job, files, changes, requests),
     ]
     if check.duplicate_count:
         lines += duplicate_lines(check)

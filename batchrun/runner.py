@@ -25,11 +25,13 @@ from batchrun.indexing import input_index
 from batchrun.input.checks import open_input
 from batchrun.input.index import InputCheck, duplicate_lines
 from batchrun.job import Job
+from batchrun.metrics import served_metrics
 from batchrun.output.archive import Archive
 from batchrun.output.compaction import prune
+from batchrun.output.events import EventLog
 from batchrun.output.identity import Identity
 from batchrun.output.keys import output_counts
-from batchrun.output.layout import OutputLayout, write_json
+from batchrun.output.layout import WHOLE_JOB, OutputLayout, write_json
 from batchrun.output.store import Store, move_aside
 from batchrun.output.writer import Writer
 from batchrun.progress import Progress
@@ -56,6 +58,7 @@ class RunOptions:
     prune: bool = False
     shard: Shard | None = None
     progress: bool = True
+    metrics_port: int | None = None
 
 
 @dataclass(frozen=True)
@@ -104,8 +107,9 @@ async def run_job(job: Job, options: RunOptions, out: TextIO = sys.stdout) -> Ru
     with input_index(job, files, output, task) as (index, check):
         refuse_unfit(job, check, task)
         job = job.with_models(tuple(check.models)) if check.models else job
-        stats = RunStats()
+        stats = RunStats(prices=job.prices)
         progress = Progress(stats, enabled=options.progress)
+        token = run_token(options.shard)
         async with (
             open_endpoint(job.spec.endpoint, job.spec.run) as api,
             team_pacing(job, progress) as make_pacer,
@@ -115,23 +119,33 @@ async def run_job(job: Job, options: RunOptions, out: TextIO = sys.stdout) -> Ru
                 job.name, job.kind, job.fingerprint(), schema.names, redo=options.redo
             )
             store = Store(output, schema, options.shard).open(identity)
+            trace = EventLog(OutputLayout(output).event_log(token), job.spec.run.event_log)
             try:
-                changes = _changes(job, task, index, options, console)
-                stats.rows_skipped = changes.unchanged - changes.retried
-                progress.start(changes.todo_count)
-                sender = Sender.for_job(job, task, api, stats, make_pacer=make_pacer)
-                part_rows = job.spec.output.part_rows
-                writer = Writer(store, schema, stats, progress, part_rows, PART_SECONDS)
-                plan = Plan(job, files, changes.todo, options.limit)
-                scheduler = Scheduler(plan, task, sender, writer, stats)
-                await _run_with_signals(scheduler)
+                with served_metrics(options.metrics_port, stats, progress):
+                    changes = _changes(job, task, index, options, console)
+                    stats.rows_skipped = changes.unchanged - changes.retried
+                    progress.start(changes.todo_count)
+                    sender = Sender.for_job(
+                        job, task, api, stats, make_pacer=make_pacer, observe=trace.record
+                    )
+                    part_rows = job.spec.output.part_rows
+                    writer = Writer(store, schema, stats, progress, part_rows, PART_SECONDS)
+                    plan = Plan(job, files, changes.todo, options.limit)
+                    scheduler = Scheduler(plan, task, sender, writer, stats)
+                    await _run_with_signals(scheduler)
             finally:
                 progress.close()
+                trace.close()
                 stats.finished = time.monotonic()
                 store.close()
-                summary = _report(job, output, stats, options.shard, console)
+                summary = _report(job, output, stats, options.shard, console, token)
     failed = summary["output_rows"]["failed"]
     return RunOutcome(scheduler.stopped, failed, console.closed, summary)
+
+
+def run_token(shard: Shard | None) -> str:
+    """The name of one run's files: ``<owner>-<start, ns, hex>-<pid>``."""
+    return f"{shard.name if shard else WHOLE_JOB}-{time.time_ns():x}-{os.getpid()}"
 
 
 def _create(output: Path) -> None:
@@ -212,16 +226,20 @@ async def _run_with_signals(scheduler: Scheduler) -> None:
 
 
 def _report(
-    job: Job, output: Path, stats: RunStats, shard: Shard | None, out: Console
+    job: Job, output: Path, stats: RunStats, shard: Shard | None, out: Console, token: str
 ) -> dict[str, Any]:
-    """Save the run's summary beside the parts, then print it with the whole output's counts
-    (saved first: a closed stdout, ``| head``, must not cost the file)."""
+    """Save the run's summary beside the parts (the last run's, and this run's for good),
+    then print it with the whole output's counts (saved first: a closed stdout, ``| head``,
+    must not cost the file)."""
     whole = output_counts(output)
-    summary = {"job": job.name, "output": str(output), **stats.as_dict(), "output_rows": whole}
+    summary = {"job": job.name, "output": str(output), "run": token, **stats.as_dict()}
+    summary |= {"output_rows": whole, "limits": job.rps}
     lines = stats.lines()
     lines.append(f"output {output}: {whole['ok']} ok, {whole['failed']} failed (whole job)")
+    layout = OutputLayout(output)
     try:
-        write_json(OutputLayout(output).summary(shard.name if shard else None), summary)
+        write_json(layout.run_record(token), summary)
+        write_json(layout.summary(shard.name if shard else None), summary)
     except OSError as exc:
         lines.append(f"could not save the summary in {output}: {exc}")
     out.say("\n".join(lines))

@@ -3,12 +3,12 @@ a failure what ``service.retry.decide`` says: retry after a delay (perhaps on th
 model), split a rejected packed request to find the rows at fault, or give up and write the
 rows as failed. Fatal errors (401/403/404) pass through and stop the run.
 
-Every attempt is counted in ``RunStats`` and fed back: a 429 slows the model's pacer, an
-answer's latency sizes the in-flight limit (Little's law). A model pool sends each attempt to
-the model whose next slot is nearest. An answer the task cannot use (``Reask``: not valid
-against the job's schema) is asked again, each re-ask an attempt with its own pacing slot, up
-to ``[run].max_reasks`` times (re-asks do not use up ``max_attempts``, which counts the
-tries that failed); then the rows fail with the reason.
+Every attempt is counted in ``RunStats``, traced (``observe``: the run's event log) and fed
+back: a 429 slows the model's pacer, an answer's latency sizes the in-flight limit (Little's
+law). A model pool sends each attempt to the model whose next slot is nearest. An answer the
+task cannot use (``Reask``: not valid against the job's schema) is asked again, each re-ask
+an attempt with its own pacing slot, up to ``[run].max_reasks`` times (re-asks do not use up
+``max_attempts``, which counts the tries that failed); then the rows fail with the reason.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Generic
 
 from batchrun.errors import ApiError, FatalError, RetryableError, RowError
 from batchrun.job import Job
+from batchrun.output.events import ANSWERED, INVALID, Attempt
 from batchrun.output.rows import Row
 from batchrun.service.inflight import InFlight
 from batchrun.service.pacing import Pacer, Sleep
@@ -51,6 +52,7 @@ class Sender(Generic[AnswerT]):
         rng: random.Random | None = None,
         rejections: RejectionWatch | None = None,
         max_reasks: int = 0,
+        observe: Callable[[Attempt], None] = lambda attempt: None,
     ) -> None:
         self._task, self._service = task, service
         self._pacers, self._gate = pacers, gate
@@ -60,6 +62,7 @@ class Sender(Generic[AnswerT]):
         self._rng = rng or random.Random()
         self._rejections = rejections or RejectionWatch({})
         self._max_reasks = max_reasks
+        self._observe = observe
 
     @classmethod
     def for_job(
@@ -72,6 +75,7 @@ class Sender(Generic[AnswerT]):
         make_pacer: PacerFactory = lambda model, rps: Pacer(rps),
         sleep: Sleep = asyncio.sleep,
         rng: random.Random | None = None,
+        observe: Callable[[Attempt], None] = lambda attempt: None,
     ) -> Sender[AnswerT]:
         """A sender with a pacer per model of ``job`` and its in-flight gate."""
         run = job.spec.run
@@ -83,6 +87,7 @@ class Sender(Generic[AnswerT]):
             task, service, pacers, gate, models=job.models, fallback=job.fallback,
             policy=policy, stats=stats, sleep=sleep, rng=rng,
             rejections=RejectionWatch(job.spec.params), max_reasks=run.max_reasks,
+            observe=observe,
         )  # fmt: skip
 
     async def send(self, request: Request) -> list[Row]:
@@ -124,8 +129,8 @@ class Sender(Generic[AnswerT]):
 
     async def _attempt(self, request: Request, pinned: str | None) -> list[Row]:
         """One try: an in-flight place, then the pool's model with the nearest slot (or the
-        pinned one), its pacing slot, the call; counted and fed back. A failure raises the
-        service's error with ``model`` set."""
+        pinned one), its pacing slot, the call; counted, traced and fed back. A failure
+        raises the service's error with ``model`` set."""
         async with self._gate.permit() as sent:
             model = pinned or request.model or self._choose()
             pacer, stats = self._pacers[model], self._stats.model(model)
@@ -133,13 +138,18 @@ class Sender(Generic[AnswerT]):
             sent()
             request.attempts += 1
             stats.requests += 1
-            started = time.monotonic()
+            sent_at, started = time.time(), time.monotonic()
+            self._stats.in_flight += 1
             try:
                 answer = await self._task.call(self._service, model, request.body)
             except ApiError as error:
                 error.model = error.model or model
                 self._count_failure(pacer, error)
+                outcome = str(error.status) if error.status else "no answer"
+                self._trace(request, model, sent_at, time.monotonic() - started, outcome)
                 raise
+            finally:
+                self._stats.in_flight -= 1
             latency = time.monotonic() - started
         pacer.answered(answer.quota)
         self._rejections.answered(model)
@@ -148,11 +158,29 @@ class Sender(Generic[AnswerT]):
         stats.rate = pacer.rate
         stats.prompt_tokens += answer.prompt_tokens or 0
         stats.completion_tokens += answer.completion_tokens or 0
+        tokens = (answer.prompt_tokens, answer.completion_tokens)
         try:
-            return self._task.answered(request, model, answer, latency)
+            rows = self._task.answered(request, model, answer, latency)
         except Reask as reask:
             reask.model = model
+            self._trace(request, model, sent_at, latency, INVALID, tokens)
             raise
+        self._trace(request, model, sent_at, latency, ANSWERED, tokens)
+        return rows
+
+    def _trace(
+        self,
+        request: Request,
+        model: str,
+        sent_at: float,
+        latency: float,
+        outcome: str,
+        tokens: tuple[int | None, int | None] = (None, None),
+    ) -> None:
+        attempt = Attempt(
+            sent_at, latency, model, outcome, request.attempts, *tokens, len(request.items)
+        )
+        self._observe(attempt)
 
     def _count_failure(self, pacer: Pacer, error: ApiError) -> None:
         assert error.model is not None

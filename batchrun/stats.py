@@ -40,8 +40,20 @@ class RunStats:
     rows_skipped: int = 0
     models: dict[str, ModelStats] = field(default_factory=dict)
     saved_by_dedup: int = 0
+    in_flight: int = 0
+    prices: dict[str, tuple[float, float]] = field(default_factory=dict)
+    """``[pricing]``: per model, the cost of a million tokens in and out."""
+    eta_history: list[tuple[float, int, float | None]] = field(default_factory=list)
+    """``(seconds since the start, rows done, ETA in seconds)``, every half minute."""
     notice: str | None = None
     """Something the user should see now, e.g. that the shared limiter is unreachable."""
+
+    def cost(self, name: str) -> float | None:
+        """What ``name``'s tokens of this run cost, by ``[pricing]`` (None: not priced)."""
+        if name not in self.prices:
+            return None
+        m, (per_in, per_out) = self.model(name), self.prices[name]
+        return (m.prompt_tokens * per_in + m.completion_tokens * per_out) / 1e6
 
     def model(self, name: str) -> ModelStats:
         return self.models.setdefault(name, ModelStats())
@@ -79,9 +91,11 @@ class RunStats:
                     "errors": dict(m.errors),
                     "prompt_tokens": m.prompt_tokens,
                     "completion_tokens": m.completion_tokens,
+                    "cost": self.cost(name),
                 }
                 for name, m in self.models.items()
             },
+            "eta_history": self.eta_history,
         }
 
     def lines(self) -> list[str]:
@@ -97,9 +111,11 @@ class RunStats:
             errors = ", ".join(f"{k}: {v}" for k, v in sorted(m.errors.items())) or "none"
             paced = f", paced at {m.rate:.2f}/s" if m.rate is not None else ""
             reasks = f", {m.reasks} re-asks" if m.reasks else ""
+            cost = self.cost(name)
+            priced = f", cost {cost:.4f}" if cost is not None else ""
             out.append(
                 f"{name}: {m.requests} requests ({m.requests / wall:.2f}/s{paced}), "
                 f"{m.throttled} throttled (429), {m.retries} retries{reasks}, errors {errors}, "
-                f"tokens {m.prompt_tokens} in / {m.completion_tokens} out"
+                f"tokens {m.prompt_tokens} in / {m.completion_tokens} out{priced}"
             )
         return out

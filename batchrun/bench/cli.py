@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from batchrun.bench import baseline, paced, scale, team, window
+from batchrun.bench import baseline, paced, scale, team, trace, window
 from batchrun.bench.table import Figure, Spec, failed, render
 from batchrun.bench.workspace import QUICK, Sizes, Workspace
 
@@ -38,6 +38,7 @@ SECTIONS = (
     Section("lifted", scale.LIFTED_SPECS, scale.lifted, paced=False),
     Section("resume", scale.RESUME_SPECS, scale.resume, paced=False),
     Section("memory", scale.MEMORY_SPECS, scale.memory, paced=False),
+    Section("trace", trace.SPECS, trace.trace, paced=False),
     Section("baseline", baseline.SPECS, baseline.baseline, paced=True),
     Section("adaptive", paced.ADAPTIVE_SPECS, paced.adaptive, paced=True),
     Section("team", team.SPECS, team.team, paced=True),

@@ -10,6 +10,9 @@ Layout of ``[output].path``::
                                 job's requests) and the whole-input check's result
     _input-index.arrows         the input index: 36 bytes per input row (``input.index``)
     _summary.json               the last run's summary (``_summary-sIofN.json`` for a shard)
+    _run-<token>.json           every run's summary, kept (``batchrun report``)
+    _events-<token>.arrows      every run's trace: one record per request attempt
+                                (``output.events``)
     _keys.arrows                every id's hash, request hash and status, sorted, for the
                                 parts it names (``output.keys``)
     .lock                       held (flock) by the run writing here; says its pid and host
@@ -50,6 +53,18 @@ class OutputLayout:
     def parts(self) -> list[Path]:
         """The finished parts, by name."""
         return sorted(self.root.glob(f"{PART_PREFIX}*{PART_SUFFIX}")) if self.root.is_dir() else []
+
+    def event_log(self, token: str) -> Path:
+        return self.root / f"_events-{token}.arrows"
+
+    def event_logs(self) -> list[Path]:
+        return sorted(self.root.glob("_events-*.arrows")) if self.root.is_dir() else []
+
+    def run_record(self, token: str) -> Path:
+        return self.root / f"_run-{token}.json"
+
+    def run_records(self) -> list[Path]:
+        return sorted(self.root.glob("_run-*.json")) if self.root.is_dir() else []
 
     def journals(self) -> list[Path]:
         return sorted(self.root.glob(f"{JOURNAL_PREFIX}*{JOURNAL_SUFFIX}"))

@@ -72,3 +72,17 @@ def read_batches(parts: list[Path], schema: pa.Schema) -> Iterator[pa.RecordBatc
                 for name, kind in zip(schema.names, schema.types, strict=True)
             ]
             yield pa.record_batch(columns, schema=schema)
+
+
+def whole_batches(path: Path) -> Iterator[pa.RecordBatch]:
+    """The whole batches of an Arrow IPC stream a run appends to (a journal, a trace); a
+    batch torn by a kill ends the reading."""
+    try:
+        reader = pa.ipc.open_stream(str(path))
+    except (pa.ArrowInvalid, OSError):
+        return
+    while True:
+        try:
+            yield reader.read_next_batch()
+        except (StopIteration, pa.ArrowInvalid, OSError):
+            return

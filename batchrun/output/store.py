@@ -18,7 +18,7 @@ import fcntl
 import os
 import socket
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ from batchrun.output.layout import (
     owner_of,
     token_of,
 )
-from batchrun.output.parts import write_part
+from batchrun.output.parts import whole_batches, write_part
 from batchrun.output.rows import REQUEST_HASH
 from batchrun.shards import Shard
 
@@ -163,7 +163,7 @@ class Store:
     def _seal_journal(self, journal: Path) -> None:
         part = self.layout.part(token_of(journal))
         if not part.exists():
-            batches = list(_readable_batches(journal))
+            batches = list(whole_batches(journal))
             if any(batch.num_rows for batch in batches):
                 table = pa.Table.from_batches(batches, schema=batches[0].schema)
                 if REQUEST_HASH.name not in table.schema.names:  # a journal of format 1
@@ -214,19 +214,6 @@ def _dead(layout: OutputLayout, owner: str) -> bool:
     finally:
         os.close(fd)
     return True
-
-
-def _readable_batches(journal: Path) -> Iterable[pa.RecordBatch]:
-    """The whole batches of a journal; a batch torn by a kill ends the reading."""
-    try:
-        reader = pa.ipc.open_stream(str(journal))
-    except (pa.ArrowInvalid, OSError):
-        return
-    while True:
-        try:
-            yield reader.read_next_batch()
-        except (StopIteration, pa.ArrowInvalid, OSError):
-            return
 
 
 def move_aside(path: Path) -> Path | None:

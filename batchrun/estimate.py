@@ -1,0 +1,60 @@
+"""What the rows left to do will cost, said by ``validate`` before any request.
+
+Tokens in are estimated as characters / 3 (a rough rule: English runs near 4 characters a
+token, Russian nearer 2.5), averaged over up to ``SAMPLE`` of the rows to do and scaled to all
+of them; tokens out are at most ``max_tokens`` per chat request (unknown without it); the cost
+follows from ``[pricing]``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from batchrun.diff import Changes, Rows
+from batchrun.input.readers import RecordReader
+from batchrun.job import Job
+
+SAMPLE = 1_000
+CHARS_PER_TOKEN = 3
+
+
+def estimate_line(job: Job, files: list[Path], changes: Changes, requests: int) -> str:
+    """``estimate: about N tokens in ...; cost about C`` for the rows left to do."""
+    if not changes.todo_count:
+        return "estimate: nothing left to do"
+    sample = _first(changes.todo, SAMPLE)
+    chars = rows = 0
+    for records in RecordReader(files, job.id_column, job.input_columns, only=sample):
+        for record in records:
+            rows += 1
+            chars += sum(len(str(record.values.get(name) or "")) for name in job.text_columns)
+    tokens_in = round(chars / CHARS_PER_TOKEN / max(rows, 1) * changes.todo_count)
+    limit = job.spec.params.get("max_tokens")
+    tokens_out = requests * limit if isinstance(limit, int) and job.kind == "chat" else None
+    line = f"estimate: about {tokens_in:,} tokens in (characters / 3, from {rows:,} rows to do)"
+    line += f", at most {tokens_out:,} out (max_tokens)" if tokens_out is not None else ""
+    return line + _cost(job, tokens_in, tokens_out)
+
+
+def _cost(job: Job, tokens_in: int, tokens_out: int | None) -> str:
+    prices = [job.prices[m] for m in job.models if m in job.prices]
+    if not prices:
+        return ""
+    per_in = max(price[0] for price in prices)  # a pool: the dearest model, to be safe
+    per_out = max(price[1] for price in prices)
+    low = tokens_in * per_in / 1e6
+    if tokens_out is None:
+        return f"; cost from {low:.4f} by [pricing], plus the answers'"
+    return f"; cost at most {low + tokens_out * per_out / 1e6:.4f} by [pricing]"
+
+
+def _first(todo: Rows, count: int) -> Rows:
+    """The first ``count`` rows of a to-do selection."""
+    taken: Rows = {}
+    for number in sorted(todo):
+        left = count - sum(len(offsets) for offsets, _ in taken.values())
+        if left <= 0:
+            break
+        offsets, lines = todo[number]
+        taken[number] = (offsets[:left], lines[:left])
+    return taken
