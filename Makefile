@@ -1,8 +1,15 @@
-# batchrun: `make run JOB=demo-summarise`, `make test`. The first use creates .venv.
+# batchrun: `make run JOB=demo-summarise`, `make test`. The first use creates .venv from the
+# lock files: `make run` the runtime ones only, `make test`, `lint` and `bench` the dev tools too.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-READY  := $(VENV)/.ready
+RUN_LOCK  := requirements/runtime.txt
+DEV_LOCK  := requirements/dev.txt
+READY     := $(VENV)/.ready-run
+DEV_READY := $(VENV)/.ready-dev
+PIP_TOOLS := pip-tools==7.6.2
+LOCK_FLAGS := --quiet --generate-hashes --strip-extras --allow-unsafe --no-emit-index-url \
+              --no-emit-find-links
 JOB    ?=
 # JOB=name means jobs/name.toml; a path to a .toml file works too.
 JOB_FILE = $(if $(filter %.toml,$(JOB)),$(JOB),jobs/$(JOB).toml)
@@ -11,13 +18,28 @@ GATEWAY_VENV  := .venv-gateway
 GATEWAY_PINS  := tests/gateway/requirements.txt
 GATEWAY_READY := $(GATEWAY_VENV)/.ready
 
-.PHONY: run validate status test test-gateway lint bench emulator redis chromium clean
+.PHONY: run validate status test test-gateway lint bench emulator redis chromium lock clean
 
-$(READY): pyproject.toml
+# Exactly the versions in the lock files, each checked against its hash; then batchrun itself.
+$(READY): pyproject.toml $(RUN_LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --require-hashes -r $(RUN_LOCK)
+	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(READY)
+
+$(DEV_READY): $(READY) $(DEV_LOCK)
+	$(BIN)/pip install --quiet --require-hashes -r $(DEV_LOCK)
+	touch $(DEV_READY)
+
+# Refresh the lock files from pyproject.toml (pip-tools in a throwaway venv); commit them.
+lock:
+	rm -rf .venv-lock
+	$(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/pip install --quiet --upgrade pip $(PIP_TOOLS)
+	.venv-lock/bin/pip-compile $(LOCK_FLAGS) -o $(RUN_LOCK) pyproject.toml
+	.venv-lock/bin/pip-compile $(LOCK_FLAGS) --extra dev -o $(DEV_LOCK) pyproject.toml
+	rm -rf .venv-lock
 
 run: $(READY)
 	@test -n "$(JOB)" || { echo "usage: make run JOB=demo-summarise (a name in jobs/ or a .toml path)"; exit 2; }
@@ -29,7 +51,7 @@ validate: $(READY)
 status: $(READY)
 	$(BIN)/batchrun status $(JOB_FILE)
 
-test: $(READY) redis chromium
+test: $(DEV_READY) redis chromium
 	$(BIN)/pytest -q $(ARGS)
 
 # A real LiteLLM Proxy (pinned exactly, in its own venv) in front of the emulator: slow (the
@@ -41,7 +63,7 @@ $(GATEWAY_READY): $(GATEWAY_PINS)
 	$(GATEWAY_VENV)/bin/pip install --quiet -r $(GATEWAY_PINS)
 	touch $(GATEWAY_READY)
 
-test-gateway: $(READY) $(GATEWAY_READY) redis
+test-gateway: $(DEV_READY) $(GATEWAY_READY) redis
 	BATCHRUN_GATEWAY_TESTS=1 $(BIN)/pytest -q -s tests/gateway $(ARGS)  # -s: the measured figures
 
 # The team-limit tests start a real redis-server on 127.0.0.1; install it where missing
@@ -60,13 +82,13 @@ chromium:
 	      || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)) ; } \
 	  || echo "chromium is not installed: the report's browser test will be skipped"
 
-lint: $(READY)
+lint: $(DEV_READY)
 	$(BIN)/ruff check batchrun tests
 	$(BIN)/ruff format --check batchrun tests
 	$(BIN)/mypy --strict batchrun
 	$(BIN)/mypy --strict tests
 
-bench: $(READY)
+bench: $(DEV_READY)
 	$(BIN)/python -m batchrun.bench $(ARGS)
 
 emulator: $(READY)

@@ -42,6 +42,7 @@ from batchrun.errors import (
     RowError,
 )
 from batchrun.job import Job, load_job
+from batchrun.version import VERSION as __version__  # noqa: F401 (the usual attribute)
 
 if TYPE_CHECKING:
     from batchrun.api import RunResult, read, run

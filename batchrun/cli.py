@@ -31,6 +31,7 @@ from batchrun.report import status_lines, validate
 from batchrun.runner import RunOptions, RunOutcome, run_job
 from batchrun.runreport import write_report
 from batchrun.shards import Shard
+from batchrun.version import WRITTEN_BY
 
 EXIT_OK, EXIT_ROWS_FAILED, EXIT_BAD_JOB, EXIT_FATAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a process ended by SIGPIPE
@@ -66,6 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="batchrun", description="Run large batch LLM jobs on SciBox within its rate limits."
     )
+    parser.add_argument("--version", action="version", version=WRITTEN_BY)
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
     _run_command(commands.add_parser("run", help="run or resume a job"))
     validate = commands.add_parser("validate", help="check a job and its input, print the plan")

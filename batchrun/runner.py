@@ -43,6 +43,7 @@ from batchrun.shards import Shard
 from batchrun.stats import RunStats
 from batchrun.tasks import job_schema, task_for
 from batchrun.tasks.base import Task
+from batchrun.version import WRITTEN_BY
 
 LIMITS_URL_ENV = "BATCHRUN_LIMITS_URL"
 PART_SECONDS = 300.0
@@ -232,7 +233,8 @@ def _report(
     then print it with the whole output's counts (saved first: a closed stdout, ``| head``,
     must not cost the file)."""
     whole = output_counts(output)
-    summary = {"job": job.name, "output": str(output), "run": token, **stats.as_dict()}
+    summary: dict[str, Any] = {"job": job.name, "output": str(output), "run": token}
+    summary |= {"written_by": WRITTEN_BY, **stats.as_dict()}
     summary |= {"output_rows": whole, "limits": job.rps}
     lines = stats.lines()
     lines.append(f"output {output}: {whole['ok']} ok, {whole['failed']} failed (whole job)")

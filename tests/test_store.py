@@ -23,6 +23,7 @@ from batchrun.output.rows import output_schema
 from batchrun.output.store import Store, move_aside
 from batchrun.shards import Shard
 from batchrun.tasks.chat import FIELDS as CHAT_FIELDS
+from batchrun.version import VERSION
 
 MODEL = "qwen3-32b-awq"
 JOURNAL_GLOB = ".journal-*.arrows"
@@ -236,6 +237,7 @@ def test_check_identity_records_the_job_on_first_use(tmp_path: Path) -> None:
         "kind": "chat",
         "fingerprint": "abc123",
         "format": FORMAT_VERSION,
+        "written_by": f"batchrun {VERSION}",
     }
 
 

@@ -25,6 +25,7 @@ from batchrun.output.keys import output_counts
 from batchrun.output.layout import OutputLayout, read_json, write_json
 from batchrun.output.parts import write_part
 from batchrun.output.rows import REQUEST_HASH
+from batchrun.version import WRITTEN_BY
 
 FORMAT_VERSION = 2
 Recorded = dict[str, Any]
@@ -86,7 +87,13 @@ def check_identity(
     parts = layout.parts() + layout.journals()  # a killed run's journal holds rows too
     if recorded and parts and recorded.get("fingerprint") != fingerprint:
         _refuse_or_redo(path, recorded, parts, columns, redo)
-    wanted = {"name": name, "kind": kind, "fingerprint": fingerprint, "format": FORMAT_VERSION}
+    wanted = {
+        "name": name,
+        "kind": kind,
+        "fingerprint": fingerprint,
+        "format": FORMAT_VERSION,
+        "written_by": WRITTEN_BY,
+    }
     if recorded != wanted:
         try:
             path.mkdir(parents=True, exist_ok=True)
