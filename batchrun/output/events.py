@@ -1,10 +1,11 @@
 """The run's trace: one small record per request attempt, for ``batchrun report``.
 
 Each run appends its attempts to ``_events-<token>.arrows`` beside the parts (Arrow IPC stream
-batches, zstd-compressed: about 10 bytes an attempt on disk, so a ten-million-request run
-stays near 100 MB). Records are buffered and written every ``FLUSH_RECORDS`` attempts or
-``FLUSH_S`` seconds; a kill loses at most that buffer and a torn last batch, which readers
-drop, like the journal's. Times are wall-clock seconds (runs on several machines line up).
+batches, zstd-compressed: 11.5 bytes an attempt on disk, measured over 200,000 attempts with
+varied latencies and token counts, so a ten-million-request run stays near 120 MB). Records
+are buffered and written every ``FLUSH_RECORDS`` attempts or ``FLUSH_S`` seconds; a kill
+loses at most that buffer and a torn last batch, which readers drop, like the journal's.
+Times are wall-clock seconds (runs on several machines line up).
 """
 
 from __future__ import annotations
