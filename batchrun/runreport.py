@@ -91,10 +91,7 @@ def _rate_plot(binned: pl.DataFrame, limits: dict[str, float]) -> Figure:
         line = axes.plot(rows["minute"], rows["len"] / rows["width_s"], label=str(model))
         if model in limits:
             axes.axhline(limits[str(model)], linestyle="--", color=line[0].get_color(), alpha=0.6)
-    axes.set_xlabel("minutes since the first request (dashed: the limit)")
-    axes.set_ylim(bottom=0)
-    _legend(axes)
-    return figure
+    return _finished(figure, axes, "minutes since the first request (dashed: the limit)")
 
 
 def _latency_plot(binned: pl.DataFrame) -> Figure:
@@ -110,10 +107,7 @@ def _latency_plot(binned: pl.DataFrame) -> Figure:
     )
     axes.plot(quantiles["minute"], quantiles["p95"], label="p95", marker=".")
     axes.plot(quantiles["minute"], quantiles["p50"], label="p50", marker=".")
-    axes.set_xlabel("minutes since the first request")
-    axes.set_ylim(bottom=0)
-    _legend(axes)
-    return figure
+    return _finished(figure, axes, "minutes since the first request")
 
 
 def _trouble_plot(binned: pl.DataFrame) -> Figure:
@@ -127,22 +121,12 @@ def _trouble_plot(binned: pl.DataFrame) -> Figure:
     counts = binned.group_by("minute").agg(**{k: e.sum() for k, e in kinds.items()}).sort("minute")
     for kind in kinds:
         axes.plot(counts["minute"], counts[kind], label=kind)
-    axes.set_xlabel("minutes since the first request")
-    axes.set_ylim(bottom=0)
-    _legend(axes)
-    return figure
+    return _finished(figure, axes, "minutes since the first request")
 
 
 def _tokens_plot(events: pl.DataFrame) -> Figure:
     figure, axes = _axes("Tokens by model", "tokens")
-    totals = (
-        events.group_by("model")
-        .agg(
-            pl.col("prompt_tokens").sum().alias("in"),
-            pl.col("completion_tokens").sum().alias("out"),
-        )
-        .sort("model")
-    )
+    totals = _tokens_by_model(events)
     positions = range(totals.height)
     axes.bar([p - 0.2 for p in positions], totals["in"], width=0.4, label="in")
     axes.bar([p + 0.2 for p in positions], totals["out"], width=0.4, label="out")
@@ -166,9 +150,29 @@ def _eta_plot(runs: list[dict[str, Any]]) -> Figure:
     return figure
 
 
+def _finished(figure: Figure, axes: Any, xlabel: str) -> Figure:
+    """A plot over time, labelled, from zero up, with its legend."""
+    axes.set_xlabel(xlabel)
+    axes.set_ylim(bottom=0)
+    _legend(axes)
+    return figure
+
+
 def _legend(axes: Any) -> None:
     if axes.get_legend_handles_labels()[0]:
         axes.legend(fontsize=8, loc="upper right")
+
+
+def _tokens_by_model(events: pl.DataFrame) -> pl.DataFrame:
+    """``model``, ``in``, ``out``: the tokens of every traced attempt."""
+    return (
+        events.group_by("model")
+        .agg(
+            pl.col("prompt_tokens").sum().alias("in"),
+            pl.col("completion_tokens").sum().alias("out"),
+        )
+        .sort("model")
+    )
 
 
 def _svg(figure: Figure) -> str:
@@ -204,14 +208,7 @@ def _page(
 
 
 def _cost_rows(job: Job, events: pl.DataFrame) -> list[list[str]]:
-    totals = (
-        events.group_by("model")
-        .agg(
-            pl.col("prompt_tokens").sum().alias("in"),
-            pl.col("completion_tokens").sum().alias("out"),
-        )
-        .sort("model")
-    )
+    totals = _tokens_by_model(events)
     rows = []
     for model, tokens_in, tokens_out in totals.iter_rows():
         price = job.prices.get(model)

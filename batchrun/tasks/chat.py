@@ -24,7 +24,9 @@ from batchrun.job import Job
 from batchrun.output.archive import Archive
 from batchrun.output.rows import (
     ATTEMPTS,
+    COMPLETION_TOKENS,
     ERROR,
+    LATENCY_MS,
     MODEL,
     OK,
     PROMPT_TOKENS,
@@ -50,9 +52,9 @@ FIELDS = [
     pa.field("reasoning", pa.string()),
     pa.field("finish_reason", pa.string()),
     PROMPT_TOKENS,
-    pa.field("completion_tokens", pa.int32()),
+    COMPLETION_TOKENS,
     ATTEMPTS,
-    pa.field("latency_ms", pa.int32()),
+    LATENCY_MS,
     STATUS,
     ERROR,
 ]

@@ -23,7 +23,17 @@ import pyarrow as pa
 from batchrun.input.readers import Record
 from batchrun.job import Job
 from batchrun.output.archive import Archive
-from batchrun.output.rows import ATTEMPTS, ERROR, MODEL, OK, PROMPT_TOKENS, STATUS, Row
+from batchrun.output.rows import (
+    ATTEMPTS,
+    COMPLETION_TOKENS,
+    ERROR,
+    LATENCY_MS,
+    MODEL,
+    OK,
+    PROMPT_TOKENS,
+    STATUS,
+    Row,
+)
 from batchrun.service.answers import RawAnswer
 from batchrun.tasks.base import Built, Request, RequestDigest, RowsOf, Service
 
@@ -36,9 +46,9 @@ FIELDS = [
     pa.field("response", pa.string()),
     pa.field("request_id", pa.string()),
     PROMPT_TOKENS,
-    pa.field("completion_tokens", pa.int32()),
+    COMPLETION_TOKENS,
     ATTEMPTS,
-    pa.field("latency_ms", pa.int32()),
+    LATENCY_MS,
     STATUS,
     ERROR,
 ]
