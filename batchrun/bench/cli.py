@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from batchrun.bench import baseline, paced, scale, team, trace, window
+from batchrun.bench import baseline, paced, scale, team, trace, wholerun, window
 from batchrun.bench.table import Figure, Spec, failed, render
 from batchrun.bench.workspace import QUICK, Sizes, Workspace
 
@@ -39,6 +39,7 @@ SECTIONS = (
     Section("resume", scale.RESUME_SPECS, scale.resume, paced=False),
     Section("memory", scale.MEMORY_SPECS, scale.memory, paced=False),
     Section("trace", trace.SPECS, trace.trace, paced=False),
+    Section("wholerun", wholerun.SPECS, wholerun.whole_run, paced=False),
     Section("baseline", baseline.SPECS, baseline.baseline, paced=True),
     Section("adaptive", paced.ADAPTIVE_SPECS, paced.adaptive, paced=True),
     Section("team", team.SPECS, team.team, paced=True),

@@ -20,6 +20,8 @@ class Sizes:
     resume_done: int = 10_000_000
     resume_left: int = 50_000
     big_rows: int = 10_000_000
+    whole_small: int = 200_000
+    whole_large: int = 2_000_000
     big_limit: int = 2_000
     adaptive_rows: int = 100
     team_rows: int = 60
@@ -34,6 +36,8 @@ QUICK = Sizes(
     resume_done=50_000,
     resume_left=2_500,
     big_rows=500_000,
+    whole_small=5_000,
+    whole_large=50_000,
     big_limit=500,
     adaptive_rows=30,
     team_rows=12,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
 import os
 import socket
 import time
@@ -34,7 +35,7 @@ from batchrun.output.layout import (
     owner_of,
     token_of,
 )
-from batchrun.output.parts import whole_batches, write_part
+from batchrun.output.parts import whole_batches, write_batches
 from batchrun.output.rows import REQUEST_HASH
 from batchrun.shards import Shard
 
@@ -162,14 +163,8 @@ class Store:
 
     def _seal_journal(self, journal: Path) -> None:
         part = self.layout.part(token_of(journal))
-        if not part.exists():
-            batches = list(whole_batches(journal))
-            if any(batch.num_rows for batch in batches):
-                table = pa.Table.from_batches(batches, schema=batches[0].schema)
-                if REQUEST_HASH.name not in table.schema.names:  # a journal of format 1
-                    nulls = pa.nulls(table.num_rows, REQUEST_HASH.type)
-                    table = table.append_column(REQUEST_HASH, nulls)
-                write_part(part, table)
+        if not part.exists() and (rows := _with_request_hash(whole_batches(journal))):
+            write_batches(part, *rows)
         journal.unlink(missing_ok=True)
 
     def _lock(self) -> None:
@@ -214,6 +209,26 @@ def _dead(layout: OutputLayout, owner: str) -> bool:
     finally:
         os.close(fd)
     return True
+
+
+def _with_request_hash(
+    batches: Iterator[pa.RecordBatch],
+) -> tuple[pa.Schema, Iterator[pa.RecordBatch]] | None:
+    """A journal's schema and batches, streamed (None: it holds no batch); a journal of
+    format 1 (no request hash) gets a null one."""
+    first = next(batches, None)
+    if first is None:
+        return None
+    if REQUEST_HASH.name in first.schema.names:
+        return first.schema, itertools.chain([first], batches)
+    schema = first.schema.append(REQUEST_HASH)
+
+    def widened() -> Iterator[pa.RecordBatch]:
+        for batch in itertools.chain([first], batches):
+            nulls = pa.nulls(batch.num_rows, REQUEST_HASH.type)
+            yield pa.record_batch([*batch.columns, nulls], schema=schema)
+
+    return schema, widened()
 
 
 def move_aside(path: Path) -> Path | None:
