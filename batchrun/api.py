@@ -7,7 +7,8 @@
 
 ``run`` works in a plain script and inside a running event loop (Jupyter): there the job runs
 in a thread with a loop of its own and the call returns when it is done. Problems raise the
-package's exceptions (``JobError``, ``OutputError``, ``FatalError``), never exit codes.
+package's exceptions (``JobError``, ``OutputError``, ``FatalError``), never exit codes; Ctrl-C
+stops the run gracefully (what is answered is saved) and raises ``KeyboardInterrupt``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,7 +25,7 @@ import polars as pl
 
 from batchrun.errors import JobError
 from batchrun.job import Job, load_job
-from batchrun.output.layout import OutputLayout
+from batchrun.output.keys import settled_parts
 from batchrun.runner import RunOptions, RunOutcome, run_job
 
 T = TypeVar("T")
@@ -80,26 +81,33 @@ def run(
     job = job if isinstance(job, Job) else load_job(job)
     if limit is not None and limit < 1:
         raise JobError(f"limit must be a positive number of rows, got {limit}")
-    options = RunOptions(limit=limit, fresh=fresh, progress=progress)
-    outcome = _complete(run_job(job, options, sys.stdout))
+    stop: list[Callable[[], None]] = []
+    options = RunOptions(limit=limit, fresh=fresh, progress=progress, on_start=stop.append)
+    outcome = _complete(run_job(job, options, sys.stdout), stop)
+    if outcome.interrupted:  # what was answered is saved; the caller must not go on
+        raise KeyboardInterrupt(f"{job.name}: interrupted; run it again to resume")
     return RunResult.of(job, outcome)
 
 
 def read(job: Job | str | Path) -> pl.DataFrame:
     """The job's output as one DataFrame (every part, every shard)."""
     job = job if isinstance(job, Job) else load_job(job)
-    parts = OutputLayout(Path(job.spec.output.path)).parts()
-    if not parts:
-        raise JobError(f"{job.spec.output.path}: no output yet: run the job first")
-    return pl.read_parquet([str(part) for part in parts])
+    return pl.read_parquet([str(part) for part in settled_parts(Path(job.spec.output.path))])
 
 
-def _complete(work: Coroutine[Any, Any, T]) -> T:
+def _complete(work: Coroutine[Any, Any, T], stop: list[Callable[[], None]]) -> T:
     """Run ``work`` to its end: here, or in a thread of its own when this thread already
-    runs an event loop (a notebook's)."""
+    runs an event loop (a notebook's). Ctrl-C while it runs there asks it to stop (through
+    ``stop``) and waits for what is answered to be saved."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
         return asyncio.run(work)
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="batchrun") as pool:
-        return pool.submit(asyncio.run, work).result()
+        future = pool.submit(asyncio.run, work)
+        try:
+            return future.result()
+        except KeyboardInterrupt:
+            for request_stop in stop:
+                request_stop()
+            return future.result()

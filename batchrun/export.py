@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 
 from batchrun.errors import JobError
 from batchrun.job import Job
-from batchrun.output.layout import OutputLayout
+from batchrun.output.keys import settled_parts
 from batchrun.output.rows import OK
 
 FORMATS = ("openai-batch", "jsonl", "csv")
@@ -38,9 +38,7 @@ _STATUS = re.compile(r"\b([45]\d\d)\b")
 
 def export(job: Job, format_name: str, to: Path) -> dict[str, int]:
     """Write the job's output as ``format_name`` into directory ``to``; rows per file."""
-    parts = OutputLayout(Path(job.spec.output.path)).parts()
-    if not parts:
-        raise JobError(f"{job.spec.output.path}: no output yet: run the job first")
+    parts = settled_parts(Path(job.spec.output.path))
     to.mkdir(parents=True, exist_ok=True)
     if format_name == "openai-batch":
         return _openai_batch(parts, to)
@@ -104,7 +102,7 @@ def _batch_line(row: dict[str, Any]) -> dict[str, Any]:
 def _jsonl(parts: list[Path], sink: IO[bytes]) -> int:
     written = 0
     for batch in _batches(parts):
-        sink.write(b"".join(orjson.dumps(row) + b"\n" for row in batch.to_pylist()))
+        sink.write(b"".join(orjson.dumps(row, default=str) + b"\n" for row in batch.to_pylist()))
         written += batch.num_rows
     return written
 
@@ -127,7 +125,10 @@ def _flat(batch: pa.RecordBatch) -> pa.RecordBatch:
     columns = []
     for column, field in zip(batch.columns, batch.schema, strict=True):
         if pa.types.is_nested(field.type):
-            values = [None if v is None else orjson.dumps(v).decode() for v in column.to_pylist()]
+            values = [
+                None if v is None else orjson.dumps(v, default=str).decode()
+                for v in column.to_pylist()
+            ]
             column = pa.array(values, pa.string())
         columns.append(column)
     return pa.record_batch(columns, names=batch.schema.names)

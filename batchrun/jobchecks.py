@@ -103,12 +103,14 @@ def _check_batch_file(raw: dict[str, Any]) -> list[str]:
             f"{key}: missing; this key is required" for key in ("kind", "model") if key not in raw
         ]
     given: list[str] = [key for key in ("kind", "model", "prompt") if key in raw]
-    output = raw.get("output")
+    output, run = raw.get("output"), raw.get("run")
     if isinstance(output, dict) and "schema" in output:
         given.append("[output].schema")
+    if isinstance(run, dict) and "fallback_model" in run:
+        given.append("[run].fallback_model")
     return [
-        f'{"[prompt]" if key == "prompt" else key}: [input].format = "openai-batch" takes '
-        "it from each line's body; remove it"
+        f'{"[prompt]" if key == "prompt" else key}: [input].format = "openai-batch" sends each '
+        "line's body as written, to the model it names; remove it"
         for key in given
     ]
 

@@ -14,6 +14,7 @@ own counters (``RunStats``, ``Progress``) when scraped: nothing is counted twice
 from __future__ import annotations
 
 import contextlib
+import socket
 from collections.abc import Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, start_http_server
@@ -75,6 +76,24 @@ class RunCollector(Collector):
             yield GaugeMetricFamily("batchrun_eta_seconds", "Seconds left at the run's rate", eta)
 
 
+def check_port(port: int | None) -> None:
+    """JobError unless ``port`` can serve the metrics (asked before the run starts)."""
+    if port is None:
+        return
+    if not 0 < port < 65536:
+        raise JobError(f"--metrics-port {port}: give a port between 1 and 65535")
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((HOST, port))
+        except OSError as exc:
+            raise _unavailable(port, exc) from None
+
+
+def _unavailable(port: int, error: OSError) -> JobError:
+    reason = error.strerror or error
+    return JobError(f"--metrics-port {port}: cannot listen on {HOST}:{port} ({reason})")
+
+
 @contextlib.contextmanager
 def served_metrics(port: int | None, stats: RunStats, progress: Progress) -> Iterator[None]:
     """Serve the run's metrics on 127.0.0.1:``port`` for the block (nothing when None)."""
@@ -86,9 +105,7 @@ def served_metrics(port: int | None, stats: RunStats, progress: Progress) -> Ite
     try:
         server, thread = start_http_server(port, addr=HOST, registry=registry)
     except OSError as exc:
-        raise JobError(
-            f"--metrics-port {port}: cannot listen on {HOST}:{port} ({exc.strerror})"
-        ) from None
+        raise _unavailable(port, exc) from None
     try:
         yield
     finally:

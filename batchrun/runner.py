@@ -12,7 +12,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +25,7 @@ from batchrun.indexing import input_index
 from batchrun.input.checks import open_input
 from batchrun.input.index import InputCheck, duplicate_lines
 from batchrun.job import Job
-from batchrun.metrics import served_metrics
+from batchrun.metrics import check_port, served_metrics
 from batchrun.output.archive import Archive
 from batchrun.output.compaction import prune
 from batchrun.output.events import EventLog
@@ -60,6 +60,9 @@ class RunOptions:
     shard: Shard | None = None
     progress: bool = True
     metrics_port: int | None = None
+    on_start: Callable[[Callable[[], None]], None] | None = None
+    """Given a thread-safe "stop" once the run sends (``batchrun.run`` in a notebook's
+    thread: Ctrl-C there stops the run gracefully)."""
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,7 @@ class Console:
 async def run_job(job: Job, options: RunOptions, out: TextIO = sys.stdout) -> RunOutcome:
     """``batchrun run``: do what the input holds and the output does not (yet, or any more)."""
     console = Console(out)
+    check_port(options.metrics_port)
     files, kept = open_input(job)
     schema = job_schema(job, kept)
     task = task_for(job, schema)
@@ -133,7 +137,7 @@ async def run_job(job: Job, options: RunOptions, out: TextIO = sys.stdout) -> Ru
                     writer = Writer(store, schema, stats, progress, part_rows, PART_SECONDS)
                     plan = Plan(job, files, changes.todo, options.limit)
                     scheduler = Scheduler(plan, task, sender, writer, stats)
-                    await _run_with_signals(scheduler)
+                    await _run_with_signals(scheduler, options.on_start)
             finally:
                 progress.close()
                 trace.close()
@@ -212,9 +216,17 @@ async def team_pacing(job: Job, progress: Progress) -> AsyncIterator[PacerFactor
         await limiter.close()
 
 
-async def _run_with_signals(scheduler: Scheduler) -> None:
+async def _run_with_signals(
+    scheduler: Scheduler, on_start: Callable[[Callable[[], None]], None] | None = None
+) -> None:
     """Run the scheduler; SIGINT/SIGTERM ask it to stop (a second one: at once)."""
     loop = asyncio.get_running_loop()
+    if on_start is not None:
+
+        def request_stop() -> None:
+            loop.call_soon_threadsafe(scheduler.request_stop)
+
+        on_start(request_stop)
     handled = threading.current_thread() is threading.main_thread()  # (batchrun.run from a
     # notebook runs the job in a thread of its own: signals are the notebook's there)
     for sig in (signal.SIGINT, signal.SIGTERM) if handled else ():

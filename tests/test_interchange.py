@@ -4,7 +4,11 @@ output, JSONL and CSV out, and the Python API inside a running event loop."""
 from __future__ import annotations
 
 import csv
+import os
+import shutil
 import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +21,7 @@ import batchrun
 from batchrun.bench.processes import Emulator
 from batchrun.emulator.summaries import summarise
 from batchrun.emulator.vectors import embed
-from batchrun.errors import JobError
+from batchrun.errors import JobError, OutputError
 from batchrun.export import export
 from batchrun.job import load_job
 from batchrun.report import validate_lines
@@ -162,7 +166,7 @@ async def test_the_python_api_runs_inside_a_running_event_loop() -> None:
 def test_the_python_api_raises_the_packages_errors() -> None:
     with pytest.raises(JobError, match=r"<job>: \[run\].concurency: unknown key"):
         batchrun.Job.from_dict({"kind": "chat", "model": THINKER, "run": {"concurency": 2}})
-    with pytest.raises(JobError, match="no output yet"):
+    with pytest.raises(OutputError, match="no output yet"):
         batchrun.read(
             batchrun.Job.from_dict(
                 {
@@ -201,3 +205,56 @@ def test_the_output_exports_as_jsonl_and_csv() -> None:
     for row in exported:
         assert row["embedding"] == pytest.approx(embed(texts[row["id"]]), abs=1e-6)
     assert all(len(orjson.loads(row["embedding"])) == 1024 for row in table)
+
+
+def test_a_batch_file_refuses_a_fallback_model() -> None:
+    write_jsonl(Path("batch.jsonl"), batch_lines()[:2])
+    Path("job.toml").write_text(BATCH_JOB + f'fallback_model = "{CODER}"\n')
+
+    with pytest.raises(JobError, match=r"\[run\].fallback_model: .* to the model it names"):
+        load_job("job.toml")
+
+
+def test_an_output_an_interrupted_run_left_unsettled_is_not_read_or_exported() -> None:
+    write_jsonl(Path("news.jsonl"), news_rows(4))
+    job = batchrun.Job.from_dict(
+        {
+            "kind": "embeddings",
+            "model": EMBEDDER,
+            "input": {"path": "news.jsonl"},
+            "output": {"path": "out"},
+            "models": {EMBEDDER: {"rps": 50}},
+        }
+    )
+    assert batchrun.run(job, progress=False).ok
+    (part,) = Path("out").glob("part-*.parquet")
+    shutil.copy(part, part.with_name("part-all-ffffffffffffffff-1.parquet"))  # ids twice
+
+    with pytest.raises(OutputError, match="an id has rows in two parts"):
+        batchrun.read(job)
+    with pytest.raises(OutputError, match="an id has rows in two parts"):
+        export(job, "jsonl", Path("x"))
+    assert batchrun.run(job, progress=False).ok  # the next run settles it
+    assert batchrun.read(job).height == 4
+
+
+def test_ctrl_c_in_a_script_stops_the_run_saves_it_and_raises(emulator_dir: Path) -> None:
+    write_jsonl(Path("news.jsonl"), news_rows(40))
+    with Emulator(emulator_dir, rps_scale=1, latency_s=0.5) as emulator:
+        Path("job.toml").write_text(
+            f'kind = "chat"\nmodel = "{THINKER}"\n[endpoint]\nbase_url = "{emulator.base_url}"\n'
+            '[input]\npath = "news.jsonl"\n[prompt]\nuser = "Summarise:\\n\\n{text}"\n'
+            '[output]\npath = "out"\npart_rows = 1\n[run]\ngrace_s = 5\n'
+        )
+        script = "import batchrun; batchrun.run('job.toml', progress=False)"
+        process = subprocess.Popen(
+            [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, env={**os.environ, "SCIBOX_API_KEY": "t"},
+        )  # fmt: skip
+        wait_for_a_part(Path("out"))
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+
+    assert process.returncode != 0 and "KeyboardInterrupt: job: interrupted" in err, err
+    done = batchrun.read(load_job("job.toml"))
+    assert 0 < done.height < 40 and set(done["status"]) == {"ok"}

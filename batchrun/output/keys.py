@@ -24,6 +24,7 @@ import orjson
 import polars as pl
 import pyarrow as pa
 
+from batchrun.errors import OutputError
 from batchrun.hashing import HASHER, id_hashes
 from batchrun.output.layout import OutputLayout, part_time
 from batchrun.output.parts import READ_TRIES, read_batches
@@ -219,3 +220,19 @@ def output_counts(path: Path) -> dict[str, int]:
     """Ids answered ok, and ids only failed, in the whole output (every shard's parts)."""
     ok, failed = OutputKeys.load(path).counts()
     return {"ok": ok, "failed": failed}
+
+
+def settled_parts(path: Path) -> list[Path]:
+    """The parts of an output whose ids each have one row, for reading it whole (export,
+    ``batchrun.read``); OutputError while a run is writing it or one was killed before its
+    last compaction."""
+    layout = OutputLayout(path)
+    parts = layout.parts()
+    if not parts:
+        raise OutputError(f"{path}: no output yet: run the job first")
+    if layout.journals() or OutputKeys.load(path).has_repeated_ids:
+        raise OutputError(
+            f"{path}: a run is writing this output, or one was stopped before it settled "
+            "(an id has rows in two parts); wait for it, or run the job again, then read it"
+        )
+    return parts

@@ -2,11 +2,11 @@
 ``{"custom_id", "method": "POST", "url": "/v1/chat/completions" | "/v1/embeddings", "body"}``,
 as vLLM's run-batch, LiteLLM's batches and OpenAI's Batch API read them.
 
-The body is sent as written (``[params]`` adds the keys it lacks), to the model it names, under
-that model's limit; ``custom_id`` is the row's id. The answer is kept as the service sent it,
-so that ``batchrun export --format openai-batch`` gives OpenAI's batch output back. A line that
-cannot be sent (an unknown url, a body that is not an object, no model) makes the file unfit:
-``validate`` and ``run`` name its line (exit 2), as for any input error.
+The body is sent as written (``[params]`` adds the keys a chat body lacks), to the model it
+names, under that model's limit; ``custom_id`` is the row's id. The answer is kept as the
+service sent it, so that ``batchrun export --format openai-batch`` gives OpenAI's batch output
+back. A line that cannot be sent (an unknown url, a body that is not an object, no model)
+makes the file unfit: ``validate`` and ``run`` name its line (exit 2), as for any input error.
 
 Columns: model, url, response (the answer's JSON body), request_id, prompt_tokens,
 completion_tokens, attempts, latency_ms, status, error, request_hash.
@@ -101,7 +101,9 @@ class BatchFileTask:
         return self._digest.of(str(values.get("url")), text)
 
     def _body(self, body: dict[str, Any]) -> dict[str, Any]:
-        return {**self._params, **body}
+        """A chat line's body with ``[params]`` for the keys it lacks; an embeddings line's
+        as written (chat sampling keys would be refused there)."""
+        return {**self._params, **body} if "messages" in body else body
 
     def build(self, records: Iterable[Record]) -> Built:
         built = Built()
