@@ -40,6 +40,7 @@ def write_batches(part: Path, schema: pa.Schema, batches: Iterable[pa.RecordBatc
         if group:
             writer.write_table(pa.Table.from_batches(group, schema=schema))
             written += sum(b.num_rows for b in group)
+    pa.default_memory_pool().release_unused()  # the row groups' buffers, back to the system
     if not written:
         temporary.unlink()
         return 0
@@ -98,7 +99,7 @@ def whole_batches(path: Path) -> Iterator[pa.RecordBatch]:
     """The whole batches of an Arrow IPC stream a run appends to (a journal, a trace); a
     batch torn by a kill ends the reading."""
     try:
-        reader = pa.ipc.open_stream(str(path))
+        reader = pa.ipc.open_stream(pa.OSFile(str(path)))  # read, not mapped: flat RSS
     except (pa.ArrowInvalid, OSError):
         return
     while True:
