@@ -32,6 +32,12 @@ ERROR = pa.field("error", pa.string())
 REQUEST_HASH = pa.field("request_hash", pa.int64())
 
 
+def answer_fields(*own: pa.Field) -> list[pa.Field]:
+    """The columns of a task whose request answers one row: the model, the task's own
+    columns, then tokens, attempts, latency, status and error."""
+    return [MODEL, *own, PROMPT_TOKENS, COMPLETION_TOKENS, ATTEMPTS, LATENCY_MS, STATUS, ERROR]
+
+
 def output_schema(kept: dict[str, pa.DataType], answer_fields: Sequence[pa.Field]) -> pa.Schema:
     """The schema of a job's output: id, the kept input columns, the task's fields, and the
     request hash."""

@@ -10,16 +10,17 @@ answer into output rows. The sender and the scheduler see only this protocol.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 import orjson
 import pyarrow as pa
 
+from batchrun.input.index import RowRules
 from batchrun.input.readers import Record, has_text
 from batchrun.output.archive import Archive
-from batchrun.output.rows import Row, failed_row, kept_values
+from batchrun.output.rows import OK, Row, failed_row, kept_values
 from batchrun.service.answers import ChatAnswer, EmbeddingAnswer, RawAnswer
 from batchrun.service.ratelimits import Quota
 
@@ -204,10 +205,36 @@ class RowsOf:
         kept = kept_values(item.kept, self.schema)
         return {"id": item.id, **kept, "request_hash": item.request_hash}
 
-    def unsendable(self, record: Record, item: Item, problem: str) -> Row:
-        """The failed row of a record that cannot be sent (``Task.problem``)."""
-        error = f"{record.where}: {problem}; not sent"
-        return failed_row(self.head(item), self.schema, None, error, 0)
+    def sendable(
+        self, records: Iterable[Record], rules: RowRules, built: Built
+    ) -> Iterator[tuple[Record, Item]]:
+        """Each record that can be sent, with its item; a record that cannot (``problem``)
+        becomes its failed row in ``built``, never a request."""
+        for record in records:
+            item = self.item(record, rules.request_hash(record.values))
+            if (problem := rules.problem(record.values)) is None:
+                yield record, item
+            else:
+                error = f"{record.where}: {problem}; not sent"
+                built.rows.append(failed_row(self.head(item), self.schema, None, error, 0))
+
+    def answered(
+        self, request: Request, model: str, answer: Answer, latency_s: float, **own: Any
+    ) -> Row:
+        """The ok row of a request that answers one row: its head, the task's ``own``
+        values, and the model, tokens, attempts and latency (``rows.answer_fields``)."""
+        (item,) = request.items
+        return {
+            **self.head(item),
+            "model": model,
+            **own,
+            "prompt_tokens": answer.prompt_tokens,
+            "completion_tokens": answer.completion_tokens,
+            "attempts": request.attempts,
+            "latency_ms": round(latency_s * 1000),
+            "status": OK,
+            "error": None,
+        }
 
     def failed(self, request: Request, model: str | None, error: str) -> list[Row]:
         return [

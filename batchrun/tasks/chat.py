@@ -22,17 +22,7 @@ import pyarrow as pa
 from batchrun.input.readers import Record
 from batchrun.job import Job
 from batchrun.output.archive import Archive
-from batchrun.output.rows import (
-    ATTEMPTS,
-    COMPLETION_TOKENS,
-    ERROR,
-    LATENCY_MS,
-    MODEL,
-    OK,
-    PROMPT_TOKENS,
-    STATUS,
-    Row,
-)
+from batchrun.output.rows import Row, answer_fields
 from batchrun.service.answers import ChatAnswer
 from batchrun.structured import InvalidAnswer
 from batchrun.tasks.base import (
@@ -46,18 +36,11 @@ from batchrun.tasks.base import (
 )
 from batchrun.tasks.conversations import Messages, conversation, with_system
 
-FIELDS = [
-    MODEL,
+FIELDS = answer_fields(
     pa.field("content", pa.string()),
     pa.field("reasoning", pa.string()),
     pa.field("finish_reason", pa.string()),
-    PROMPT_TOKENS,
-    COMPLETION_TOKENS,
-    ATTEMPTS,
-    LATENCY_MS,
-    STATUS,
-    ERROR,
-]
+)
 
 
 class ChatTask:
@@ -84,13 +67,9 @@ class ChatTask:
 
     def build(self, records: Iterable[Record]) -> Built:
         built = Built()
-        for record in records:
-            item = self._rows.item(record, self.request_hash(record.values))
-            if (problem := self.problem(record.values)) is not None:
-                built.rows.append(self._rows.unsendable(record, item, problem))
-            else:
-                messages = self._messages(record.values)
-                built.requests.append(Request([item], {"messages": messages, **self._params}))
+        for record, item in self._rows.sendable(records, self, built):
+            messages = self._messages(record.values)
+            built.requests.append(Request([item], {"messages": messages, **self._params}))
         return built
 
     refuses_unsendable = False
@@ -140,26 +119,14 @@ class ChatTask:
     def answered(
         self, request: Request, model: str, answer: ChatAnswer, latency_s: float
     ) -> list[Row]:
-        (item,) = request.items
         if answer.finish_reason == "length" and not self._accept_cut:
             limit = self._params.get("max_tokens", "the service's default")
             error = f"answer cut at max_tokens = {limit}: raise [params].max_tokens"
             return self._rows.failed(request, model, error)
         values = self._structured(request, answer.content)
-        row = {
-            **self._rows.head(item),
-            "model": model,
-            "content": answer.content,
-            "reasoning": answer.reasoning,
-            "finish_reason": answer.finish_reason,
-            "prompt_tokens": answer.prompt_tokens,
-            "completion_tokens": answer.completion_tokens,
-            "attempts": request.attempts,
-            "latency_ms": round(latency_s * 1000),
-            "status": OK,
-            "error": None,
-        }
-        return [{**row, **values}]
+        own = {"content": answer.content, "reasoning": answer.reasoning}
+        own["finish_reason"] = answer.finish_reason
+        return [self._rows.answered(request, model, answer, latency_s, **own, **values)]
 
     def _structured(self, request: Request, content: str | None) -> dict[str, Any]:
         """The schema's columns of a valid answer; ``Reask`` for an invalid one."""

@@ -79,11 +79,7 @@ class EmbeddingsTask:
 
     def build(self, records: Iterable[Record]) -> Built:
         built = Built()
-        for record in records:
-            item = self._rows.item(record, self.request_hash(record.values))
-            if (problem := self.problem(record.values)) is not None:
-                built.rows.append(self._rows.unsendable(record, item, problem))
-                continue
+        for record, item in self._rows.sendable(records, self, built):
             item.text = record.values[self._text]
             if item.request_hash in self._reusable:
                 self._deferred.append(item)

@@ -23,35 +23,18 @@ import pyarrow as pa
 from batchrun.input.readers import Record
 from batchrun.job import Job
 from batchrun.output.archive import Archive
-from batchrun.output.rows import (
-    ATTEMPTS,
-    COMPLETION_TOKENS,
-    ERROR,
-    LATENCY_MS,
-    MODEL,
-    OK,
-    PROMPT_TOKENS,
-    STATUS,
-    Row,
-)
+from batchrun.output.rows import Row, answer_fields
 from batchrun.service.answers import RawAnswer
 from batchrun.tasks.base import Built, Request, RequestDigest, RowsOf, Service
 
 CHAT_URL, EMBEDDINGS_URL = "/v1/chat/completions", "/v1/embeddings"
 NEEDS = {CHAT_URL: "messages", EMBEDDINGS_URL: "input"}
 """What a body must hold for each url."""
-FIELDS = [
-    MODEL,
+FIELDS = answer_fields(
     pa.field("url", pa.string()),
     pa.field("response", pa.string()),
     pa.field("request_id", pa.string()),
-    PROMPT_TOKENS,
-    COMPLETION_TOKENS,
-    ATTEMPTS,
-    LATENCY_MS,
-    STATUS,
-    ERROR,
-]
+)
 
 
 class BatchFileTask:
@@ -107,11 +90,7 @@ class BatchFileTask:
 
     def build(self, records: Iterable[Record]) -> Built:
         built = Built()
-        for record in records:
-            item = self._rows.item(record, self.request_hash(record.values))
-            if (problem := self.problem(record.values)) is not None:
-                built.rows.append(self._rows.unsendable(record, item, problem))
-                continue
+        for record, item in self._rows.sendable(records, self, built):
             body = self._body(record.values["body"])
             model = body.pop("model")
             built.requests.append(Request([item], body, model=model))
@@ -129,21 +108,9 @@ class BatchFileTask:
     def answered(
         self, request: Request, model: str, answer: RawAnswer, latency_s: float
     ) -> list[Row]:
-        (item,) = request.items
-        row = {
-            **self._rows.head(item),
-            "model": model,
-            "url": _url(request.body),
-            "response": answer.body.decode("utf-8", "replace"),
-            "request_id": answer.request_id,
-            "prompt_tokens": answer.prompt_tokens,
-            "completion_tokens": answer.completion_tokens,
-            "attempts": request.attempts,
-            "latency_ms": round(latency_s * 1000),
-            "status": OK,
-            "error": None,
-        }
-        return [row]
+        response = answer.body.decode("utf-8", "replace")
+        own = {"url": _url(request.body), "response": response, "request_id": answer.request_id}
+        return [self._rows.answered(request, model, answer, latency_s, **own)]
 
     def failed(self, request: Request, model: str | None, error: str) -> list[Row]:
         return [
