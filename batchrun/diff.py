@@ -9,12 +9,12 @@ until ``--redo``.
 
 Memory stays flat: the output is read as its keys (``batchrun.output.keys``: 64-bit id hashes
 sorted, with their request hashes), each frame of the index is sorted by id hash and looked up
-in them with one binary search; only the rows left to do are listed (at most ``limit``).
+in them with one binary search; only the rows left to do are listed (at most ``limit``), on
+disk (``input.selection.TodoList``).
 """
 
 from __future__ import annotations
 
-from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,13 +23,10 @@ import polars as pl
 import pyarrow as pa
 
 from batchrun.hashing import member
+from batchrun.input.selection import TodoList
 from batchrun.output.keys import Found, OutputKeys
 from batchrun.shards import Shard
 
-Rows = dict[int, tuple["array[int]", "array[int]"]]
-"""Rows to read, by file index: their offsets and line numbers, in file order (a
-``readers.Selection``)."""
-Listing = dict[int, tuple[list[pl.Series], list[pl.Series]]]
 INDEX_FRAME_ROWS = 262_144
 """Index rows looked up at once (9 MB of index): bigger frames are a little faster, and hold
 more memory (a run over ten million done rows: 2.7 s and 450 MB with half a million)."""
@@ -47,10 +44,20 @@ class Changes:
     retried: int = 0
     legacy: int = 0
     """Output rows without a request hash (written before batchrun recorded them)."""
-    todo: Rows = field(default_factory=dict)
-    todo_count: int = 0
+    todo: TodoList = field(default_factory=TodoList)
+    """The rows to send, listed on disk."""
     reusable: set[int] = field(default_factory=set)
     """Request hashes of rows to do that the output already answered under another id."""
+
+    def __enter__(self) -> Changes:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.todo.close()
+
+    @property
+    def todo_count(self) -> int:
+        return self.todo.total
 
     @property
     def total(self) -> int:
@@ -85,8 +92,7 @@ def diff(
     with ``reuse``, the requests among them the output already answered)."""
     keys = OutputKeys.load(output)
     answered = keys.answered() if reuse else None
-    changes = Changes()
-    listing: Listing = {}
+    changes = Changes(todo=TodoList(index.parent))
     for batch in _index_batches(index):
         if shard is not None:
             batch = batch.filter(shard.holds_keys(batch["shard_key"]))
@@ -96,15 +102,12 @@ def diff(
         todo = batch[order.filter(send).sort()]  # in file order
         if limit is not None:
             todo = todo.head(max(limit - changes.todo_count, 0))
-        _take(todo, listing, changes)
+        for (number,), rows in todo.group_by(["file"], maintain_order=True):
+            changes.todo.add(int(number), rows["offset"].to_arrow(), rows["line"].to_arrow())
         if answered is not None:
             requests = todo["request_hash"]
             reused = member(requests.reinterpret(signed=False), answered)
             changes.reusable.update(requests.filter(reused).to_list())
-    changes.todo = {
-        number: (_int_array(offsets), _int_array(lines))
-        for number, (offsets, lines) in listing.items()
-    }
     if shard is None:
         ok, failed = keys.counts()
         changes.removed = max(ok + failed - changes.changed - changes.unchanged, 0)
@@ -126,23 +129,6 @@ def _classify(
     retried = same & ~found.ok if retry_failed else pl.repeat(False, len(requests), eager=True)
     changes.retried += int(retried.sum())
     return ~unchanged | retried
-
-
-def _take(
-    rows: pl.DataFrame,
-    listing: dict[int, tuple[list[pl.Series], list[pl.Series]]],
-    changes: Changes,
-) -> None:
-    changes.todo_count += len(rows)
-    for (number,), group in rows.group_by(["file"]):
-        offsets, lines = listing.setdefault(int(number), ([], []))
-        offsets.append(group["offset"])
-        lines.append(group["line"])
-
-
-def _int_array(chunks: list[pl.Series]) -> array[int]:
-    merged = pl.concat(chunks).sort() if chunks else pl.Series([], dtype=pl.Int64)
-    return array("q", merged.to_list())
 
 
 def _index_batches(index: Path) -> Iterator[pl.DataFrame]:

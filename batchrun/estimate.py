@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from batchrun.diff import Changes, Rows
+from batchrun.diff import Changes
 from batchrun.input.readers import RecordReader
 from batchrun.job import Job
 
@@ -22,7 +22,7 @@ def estimate_line(job: Job, files: list[Path], changes: Changes, requests: int) 
     """``estimate: about N tokens in ...; cost about C`` for the rows left to do."""
     if not changes.todo_count:
         return "estimate: nothing left to do"
-    sample = _first(changes.todo, SAMPLE)
+    sample = changes.todo.first(SAMPLE)
     chars = rows = 0
     for records in RecordReader(files, job.id_column, job.input_columns, only=sample):
         for record in records:
@@ -46,15 +46,3 @@ def _cost(job: Job, tokens_in: int, tokens_out: int | None) -> str:
     if tokens_out is None:
         return f"; cost from {low:.4f} by [pricing], plus the answers'"
     return f"; cost at most {low + tokens_out * per_out / 1e6:.4f} by [pricing]"
-
-
-def _first(todo: Rows, count: int) -> Rows:
-    """The first ``count`` rows of a to-do selection."""
-    taken: Rows = {}
-    for number in sorted(todo):
-        left = count - sum(len(offsets) for offsets, _ in taken.values())
-        if left <= 0:
-            break
-        offsets, lines = todo[number]
-        taken[number] = (offsets[:left], lines[:left])
-    return taken

@@ -41,6 +41,8 @@ def _plan(job: Job) -> tuple[list[str], bool, Job]:
     requests = task.requests_for(changes.todo_count)
     rate = sum(job.rps[model] for model in job.models) or math.inf
     models = ", ".join(f"{m} at {job.rps[m]:g} RPS" for m in job.models)
+    with changes:
+        estimate = estimate_line(job, files, changes, requests)
     lines = [
         f"job {job.name}: {job.kind}, {models}",
         f"input: {len(files)} file(s), {check.rows} rows, columns "
@@ -48,7 +50,7 @@ def _plan(job: Job) -> tuple[list[str], bool, Job]:
         f"output: {job.spec.output.path}: {changes.summary()}",
         f"to do: {changes.todo_count} rows in {requests} requests; the rate limit allows that "
         f"in no less than {_duration(requests / rate)}",
-        estimate_line(job, files, changes, requests),
+        estimate,
     ]
     if check.duplicate_count:
         lines += duplicate_lines(check)
@@ -99,6 +101,7 @@ def status_lines(job: Job) -> list[str]:
     output = Path(job.spec.output.path)
     counts = output_counts(output)
     _, _, changes, _ = _against_output(job)
+    changes.todo.close()
     return [
         f"job {job.name}: output {output}",
         f"{counts['ok']} ok, {counts['failed']} failed, {changes.todo_count} left of "

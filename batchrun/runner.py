@@ -126,8 +126,10 @@ async def run_job(job: Job, options: RunOptions, out: TextIO = sys.stdout) -> Ru
             store = Store(output, schema, options.shard).open(identity)
             trace = EventLog(OutputLayout(output).event_log(token), job.spec.run.event_log)
             try:
-                with served_metrics(options.metrics_port, stats, progress):
-                    changes = _changes(job, task, index, options, console)
+                with (
+                    served_metrics(options.metrics_port, stats, progress),
+                    _changes(job, task, index, options, console) as changes,
+                ):
                     stats.rows_skipped = changes.unchanged - changes.retried
                     progress.start(changes.todo_count)
                     sender = Sender.for_job(

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from batchrun.diff import Rows
 from batchrun.errors import fatal_first
 from batchrun.input.readers import RecordReader
+from batchrun.input.selection import Selection
 from batchrun.job import Job
 from batchrun.output.rows import Row
 from batchrun.output.writer import Writer
@@ -44,7 +44,7 @@ class Plan:
 
     job: Job
     files: list[Path]
-    rows: Rows | None = None
+    rows: Selection | None = None
     limit: int | None = None
 
 

@@ -8,7 +8,7 @@ Parquet is read with ``ParquetFile.iter_batches`` over the needed columns only.
 from __future__ import annotations
 
 import glob
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ import orjson
 import pyarrow.parquet as pq
 
 from batchrun.errors import JobError
+from batchrun.input.selection import Selection
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -78,11 +79,8 @@ def read_records(
     return iter(RecordReader(files, id_column, columns, batch_rows=batch_rows))
 
 
-Wanted = tuple[Sequence[int], Sequence[int]]
-"""Rows of one file to read: their offsets (a JSONL line's byte offset, a Parquet row's index)
-and line numbers, in file order, as the input index has them."""
-Selection = Mapping[int, Wanted]
-"""Rows to read, by file index."""
+Wanted = Iterator[tuple[int, int]]
+"""(offset, line number) of the rows of one file to read, in file order."""
 
 
 class RecordReader:
@@ -106,9 +104,11 @@ class RecordReader:
 
     def __iter__(self) -> Iterator[list[Record]]:
         for index, file in enumerate(self._files):
-            wanted = self._only.get(index, ((), ())) if self._only is not None else None
-            if wanted is not None and not wanted[0]:
-                continue
+            wanted = None
+            if self._only is not None:
+                if not self._only.count(index):
+                    continue
+                wanted = self._only.wanted(index)
             if file.suffix in PARQUET_SUFFIXES:
                 yield from self._parquet(file, wanted)
             else:
@@ -131,7 +131,7 @@ class RecordReader:
     def _parquet(self, file: Path, wanted: Wanted | None) -> Iterator[list[Record]]:
         parquet = _parquet_file(file)
         _check_columns(file, self._columns, parquet.schema_arrow.names)
-        rows = iter(zip(*wanted, strict=True)) if wanted is not None else None
+        rows = wanted
         start, nxt = 0, next(rows, None) if rows is not None else None
         columns = list(self._columns)
         for batch in parquet.iter_batches(batch_size=self._batch_rows, columns=columns):
@@ -213,7 +213,7 @@ def _lines(lines: Any, wanted: Wanted | None) -> Iterator[tuple[int, int, bytes]
             offset += len(line)
         return
     position = 0
-    for offset, number in zip(*wanted, strict=True):
+    for offset, number in wanted:
         if offset != position:
             lines.seek(offset)
         line = lines.readline()

@@ -18,6 +18,7 @@ from batchrun.output.layout import OutputLayout, temporary_of
 
 READ_TRIES = 3
 ROW_GROUP_ROWS = 8_192
+ROW_GROUP_BYTES = 8 << 20
 BATCH_ROWS = 65_536
 
 
@@ -27,14 +28,16 @@ def write_part(part: Path, table: pa.Table) -> None:
 
 
 def write_batches(part: Path, schema: pa.Schema, batches: Iterable[pa.RecordBatch]) -> int:
-    """Write ``batches`` as ``part`` (nothing when they hold no row), row groups of about
-    ``ROW_GROUP_ROWS``, holding no more than one row group at a time (a 20,000-row part of
-    1024-dimensional vectors is 80 MB); the part appears whole or not at all. Rows written."""
+    """Write ``batches`` as ``part`` (nothing when they hold no row) a row group at a time,
+    holding no more than one in memory; the part appears whole or not at all. Rows written."""
     temporary, written, group = temporary_of(part), 0, []
-    with pq.ParquetWriter(temporary, schema, compression="zstd") as writer:
+    flat = [field.name for field in schema if not pa.types.is_nested(field.type)]
+    with pq.ParquetWriter(
+        temporary, schema, compression="zstd", use_dictionary=flat, write_statistics=flat
+    ) as writer:  # vectors: no dictionary or min/max (each is a buffer the size of the group)
         for batch in batches:
             group.append(batch)
-            if sum(b.num_rows for b in group) >= ROW_GROUP_ROWS:
+            if sum(b.num_rows for b in group) >= _group_rows(group[0]):
                 writer.write_table(pa.Table.from_batches(group, schema=schema))
                 written, group = written + sum(b.num_rows for b in group), []
         if group:
@@ -49,6 +52,13 @@ def write_batches(part: Path, schema: pa.Schema, batches: Iterable[pa.RecordBatc
     os.replace(temporary, part)
     fsync_directory(part.parent)
     return written
+
+
+def _group_rows(batch: pa.RecordBatch) -> int:
+    """Rows in a row group: about ``ROW_GROUP_BYTES`` of them (a row of a 1024-dimensional
+    vector is 4 kB), between ``ROW_GROUP_ROWS / 8`` and ``ROW_GROUP_ROWS``."""
+    size = batch.nbytes / max(batch.num_rows, 1)
+    return int(min(max(ROW_GROUP_BYTES / max(size, 1), ROW_GROUP_ROWS / 8), ROW_GROUP_ROWS))
 
 
 def fsync_directory(directory: Path) -> None:
