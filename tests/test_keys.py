@@ -4,6 +4,7 @@ unchanged, and combined with the parts written since by compaction's rule."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +12,12 @@ import orjson
 import polars as pl
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from batchrun.hashing import id_hashes
-from batchrun.output.keys import OutputKeys, output_counts
+from batchrun.output.keyruns import EMPTY, merge, read_run, winners
+from batchrun.output.keys import OutputKeys, output_counts, settle
 from batchrun.output.layout import OutputLayout
 from batchrun.output.parts import write_part
 from batchrun.output.rows import output_schema
@@ -53,6 +57,10 @@ def saved(output: Path) -> tuple[pa.Table, dict[str, Any]]:
     return table, orjson.loads((table.schema.metadata or {})[b"batchrun"])
 
 
+def saved_rows(keys: OutputKeys) -> int:
+    return sum(map(len, keys.saved))
+
+
 def saved_parts(output: Path) -> list[str]:
     return [name for name, *_ in saved(output)[1]["parts"]]
 
@@ -75,7 +83,7 @@ def test_a_changed_part_makes_the_saved_keys_stale(tmp_path: Path) -> None:
 
     keys = OutputKeys.load(tmp_path)
 
-    assert keys.saved.is_empty()
+    assert not keys.saved
     assert keys.counts() == (2, 0)
 
 
@@ -86,7 +94,7 @@ def test_saved_keys_answer_lookups_and_counts(tmp_path: Path) -> None:
 
     keys = OutputKeys.load(tmp_path)
 
-    assert len(keys.saved) == 2 and keys.recent.is_empty()
+    assert saved_rows(keys) == 2 and keys.recent.is_empty()
     assert look_up(keys, "a", "b", "c") == [
         (True, 11, True),
         (True, 12, False),
@@ -102,7 +110,7 @@ def test_parts_written_since_join_the_saved_keys_by_compactions_rule(tmp_path: P
 
     keys = OutputKeys.load(tmp_path)
 
-    assert len(keys.saved) == 3 and len(keys.recent) == 3
+    assert saved_rows(keys) == 3 and len(keys.recent) == 3
     assert keys.has_repeated_ids
     assert look_up(keys, "a", "b", "c", "d") == [
         (True, 11, True),
@@ -140,7 +148,7 @@ def test_keys_of_another_hash_function_or_unsorted_are_not_trusted(tmp_path: Pat
 
         keys = OutputKeys.load(tmp_path)
 
-        assert keys.saved.is_empty() and len(keys.recent) == 3
+        assert not keys.saved and len(keys.recent) == 3
         assert keys.counts() == (3, 0)
 
 
@@ -152,13 +160,99 @@ def test_lookups_take_sorted_ids(tmp_path: Path) -> None:
         keys.find(pl.Series([3, 1, 2], dtype=pl.UInt64))
 
 
-def test_a_part_sealed_while_the_keys_are_saved_is_read_next_time(tmp_path: Path) -> None:
+def test_a_part_sealed_while_the_keys_are_merged_is_merged_next_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     part(tmp_path, "all-1-1", [("a", "ok", 11)])
-    keys = OutputKeys.load(tmp_path)
-    part(tmp_path, "s1of2-2-2", [("b", "ok", 12)])  # another shard seals a part meanwhile
 
-    keys.save(tmp_path)
+    def read_run_while_a_shard_seals(path: Path, age: int) -> Iterator[pl.DataFrame]:
+        if not OutputLayout(tmp_path).part("s1of2-2-2").exists():
+            part(tmp_path, "s1of2-2-2", [("b", "ok", 12)])
+        return read_run(path, age)
 
-    again = OutputKeys.load(tmp_path)
+    monkeypatch.setattr("batchrun.output.keys.read_run", read_run_while_a_shard_seals)
+    assert not settle(tmp_path)
+    monkeypatch.undo()
+
     assert saved_parts(tmp_path) == ["part-all-1-1.parquet"]
+    again = OutputKeys.load(tmp_path)
     assert again.counts() == (2, 0) and look_up(again, "b") == [(True, 12, True)]
+    assert not settle(tmp_path)
+    assert saved_parts(tmp_path) == ["part-all-1-1.parquet", "part-s1of2-2-2.parquet"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.lists(st.tuples(st.integers(0, 40), st.booleans()), max_size=30), min_size=1, max_size=6
+    )
+)
+def test_merging_runs_a_batch_at_a_time_gives_compactions_winners(
+    runs: list[list[tuple[int, bool]]],
+) -> None:
+    frames = [
+        pl.DataFrame(
+            {
+                "id_hash": [i for i, _ in rows],
+                "request_hash": [age] * len(rows),
+                "ok": [o for _, o in rows],
+            },
+            schema=EMPTY,
+        )
+        for age, rows in enumerate(runs)
+    ]
+    expected = winners(pl.concat(frames))[0]  # oldest run first
+    sorted_runs = [winners(frame)[0] for frame in frames]
+    merged: list[pl.DataFrame] = []
+
+    def batches(frame: pl.DataFrame, age: int) -> Iterator[pl.DataFrame]:
+        for start in range(0, len(frame), 4):  # tiny batches: many merge steps
+            yield frame.slice(start, 4).with_columns(age=pl.lit(age, pl.Int32))
+
+    in_several = merge([batches(f, age) for age, f in enumerate(sorted_runs)], merged.append)
+
+    result = pl.concat(merged).select(list(EMPTY.names())) if merged else pl.DataFrame(schema=EMPTY)
+    assert result.rows() == expected.rows()
+    ids_per_run = [set(frame["id_hash"].to_list()) for frame in frames]
+    assert in_several == (sum(map(len, ids_per_run)) > len(set().union(*ids_per_run)))
+
+
+def test_saved_keys_in_several_batches_answer_lookups_and_counts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("batchrun.output.keys.SAVED_BATCH_ROWS", 3)
+    names = [f"id-{n}" for n in range(20)]
+    part(
+        tmp_path,
+        "all-1-1",
+        [(name, "ok" if n % 3 else "failed", n) for n, name in enumerate(names)],
+    )
+
+    assert not settle(tmp_path)
+
+    keys = OutputKeys.load(tmp_path)
+    assert len(keys.saved) == 7 and keys.recent.is_empty()
+    assert look_up(keys, *names, "absent") == [
+        *((True, n, bool(n % 3)) for n in range(20)),
+        (False, None, False),
+    ]
+    assert keys.counts() == (13, 7)
+
+
+def test_a_sealed_part_brings_its_keys_and_closing_merges_them(tmp_path: Path) -> None:
+    store = Store(tmp_path, SCHEMA).open()
+    for token in ("a", "b"):
+        rows = [
+            {"id": f"{token}{n}", "model": "m", "status": "ok", "attempts": 1, "request_hash": n}
+            for n in range(5)
+        ]
+        store.append(pa.Table.from_pylist(rows, schema=SCHEMA))
+        store.seal()
+    layout = OutputLayout(tmp_path)
+    assert len(layout.part_keys_files()) == 2  # one run per part, not merged yet
+
+    store.close()
+
+    assert layout.part_keys_files() == []
+    assert saved_parts(tmp_path) == [p.name for p in layout.parts()]
+    assert output_counts(tmp_path) == {"ok": 10, "failed": 0}

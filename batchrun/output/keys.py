@@ -2,11 +2,15 @@
 whether that row is ok, sorted by id hash. The diff, compaction and the counts look ids up in
 them instead of reading id strings from the parts.
 
-A finished run saves the keys in ``_keys.arrows`` (Arrow IPC, memory-mapped when read), with
-the parts they cover (name, size, mtime) and the id hash function. Parts written since are
-read from Parquet; when one of the covered parts changed or went (a compaction or ``--prune``
-rewrote it), or the hash function is another, every part is read again. Ten million keys are
-170 MB mapped, against 2.8 s and 700 MB to read and hash ten million id strings.
+Each part's keys are written beside it when it is sealed (a run: ``output.keyruns``). A run
+settles the output (``settle``, at its start and its end) by merging the runs into the saved
+keys, ``_keys.arrows``: Arrow IPC in sorted batches of a million rows, memory-mapped when read,
+with the parts they cover (name, size, mtime, inode) and the id hash function. The merge holds
+a few thousand keys of each run at a time: a run's memory does not grow with the output.
+Parts not covered are read from their runs, else from Parquet; when a covered part changed or
+went (compaction or ``--prune`` rewrote it), or the hash function is another, the saved keys
+are stale and everything is merged again. Ten million keys are 170 MB mapped, against 2.8 s
+and 700 MB to read and hash ten million id strings.
 
 Each id has one entry: when an output holds several rows for an id (compaction not done yet),
 the entry is compaction's winner: an ok row beats a failed one, then the newest part.
@@ -14,8 +18,7 @@ the entry is compaction's winner: an ok row beats a failed one, then the newest 
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,20 +28,29 @@ import polars as pl
 import pyarrow as pa
 
 from batchrun.errors import OutputError
-from batchrun.hashing import HASHER, id_hashes
+from batchrun.hashing import HASHER
+from batchrun.output.keyruns import (
+    EMPTY,
+    SCHEMA,
+    RunWriter,
+    keys_of,
+    merge,
+    read_run,
+    run_metadata,
+    winners,
+    write_run,
+)
 from batchrun.output.layout import OutputLayout, part_time
 from batchrun.output.parts import READ_TRIES, read_batches
-from batchrun.output.rows import OK, REQUEST_HASH
+from batchrun.output.rows import REQUEST_HASH
 
-KEYS_FORMAT = 2
-"""2: parts are signed with their inode too."""
-SCHEMA = pa.schema([("id_hash", pa.uint64()), ("request_hash", pa.uint64()), ("ok", pa.bool_())])
-RESAVE_ROWS = 100_000
-"""Rows in parts written since the keys were saved that make the next close save them again."""
+KEYS_FORMAT = 3
+"""2: parts are signed with their inode too; 3: sorted batches of ``SAVED_BATCH_ROWS``,
+merged from the parts' own keys."""
+SAVED_BATCH_ROWS = 1 << 20
 _PART_COLUMNS = pa.schema([("id", pa.string()), REQUEST_HASH, ("status", pa.string())])
 Signature = list[Any]
 """``[name, size, mtime_ns, inode]`` of a part."""
-_EMPTY = pl.Schema({"id_hash": pl.UInt64, "request_hash": pl.UInt64, "ok": pl.Boolean})
 
 
 @dataclass(frozen=True)
@@ -53,33 +65,32 @@ class Found:
 
 
 class OutputKeys:
-    """The keys of every part: the saved ones (``saved``) and those of the parts written
-    since (``recent``), each sorted by id hash with one entry per id."""
+    """The keys of every part: the saved ones (``saved``, sorted batches) and those of the
+    parts written since (``recent``, sorted, in memory), each with one entry per id."""
 
-    def __init__(
-        self,
-        saved: pl.DataFrame,
-        recent: pl.DataFrame,
-        repeated: bool,
-        signatures: list[Signature],
-    ) -> None:
+    def __init__(self, saved: list[pl.DataFrame], recent: pl.DataFrame, repeated: bool) -> None:
         self.saved = saved
         self.recent = recent
         self._repeated = repeated
-        self._signatures = signatures
-        """The parts these keys were read from, as they were before they were read."""
 
     @classmethod
     def load(cls, path: Path) -> OutputKeys:
+        """The keys as they stand (nothing is written: ``settle`` merges them)."""
         layout = OutputLayout(path)
         for attempt in range(READ_TRIES):
-            parts = layout.parts()
             try:
-                signatures = _signatures(parts)  # before reading: a part replaced meanwhile
-                # then no longer matches, and its keys are read again next time
+                parts = layout.parts()
+                signatures = _signatures(parts)
                 saved, covered = _saved(layout, signatures)
-                recent, repeated = _read([part for part in parts if part.name not in covered])
-                return cls(saved, recent, repeated, signatures)
+                recent = [
+                    (p, s) for p, s in zip(parts, signatures, strict=True) if p.name not in covered
+                ]
+                keys, repeated = winners(
+                    pl.concat([_keys_read(layout, *entry) for entry in _oldest_first(recent)])
+                    if recent
+                    else pl.DataFrame(schema=EMPTY)
+                )
+                return cls(saved, keys, repeated)
             except FileNotFoundError:  # another shard's compaction replaced a part
                 if attempt == READ_TRIES - 1:
                     raise
@@ -88,9 +99,11 @@ class OutputKeys:
     def find(self, ids: pl.Series) -> Found:
         """Look sorted ``ids`` up. An id in both the saved and
         the recent keys takes compaction's winner: ok first, then the recent row."""
-        if self.recent.is_empty() or self.saved.is_empty():
-            return _find(self.recent if self.saved.is_empty() else self.saved, ids)
-        old, new = _find(self.saved, ids), _find(self.recent, ids)
+        if not ids.is_sorted():
+            raise ValueError("OutputKeys.find takes sorted ids")
+        if self.recent.is_empty() or not self.saved:
+            return _find_saved(self.saved, ids) if self.saved else _find(self.recent, ids)
+        old, new = _find_saved(self.saved, ids), _find(self.recent, ids)
         take_new = new.present & (new.ok | ~old.ok)
         return Found(
             present=old.present | new.present,
@@ -103,62 +116,131 @@ class OutputKeys:
     @property
     def has_repeated_ids(self) -> bool:
         """Whether some id has several rows in the parts (compaction has work)."""
-        return self._repeated or bool(_find(self.saved, self.recent["id_hash"]).present.any())
+        return self._repeated or bool(self._in_saved(self.recent["id_hash"]).present.any())
 
     def counts(self) -> tuple[int, int]:
         """Ids with an ok row, and ids with failed rows only."""
         ids = self.recent["id_hash"]
-        old = _find(self.saved, ids)
-        ok = int(self.saved["ok"].sum()) + int((self.recent["ok"] & ~old.ok).sum())
-        every = len(self.saved) + len(ids) - int(old.present.sum())
+        old = self._in_saved(ids)
+        saved_ok = sum(int(batch["ok"].sum()) for batch in self.saved)
+        ok = saved_ok + int((self.recent["ok"] & ~old.ok).sum())
+        every = sum(map(len, self.saved)) + len(ids) - int(old.present.sum())
         return ok, every - ok
 
     def answered(self) -> pl.Series:
         """The request hashes answered ok, sorted (for answers reused across ids)."""
-        frames = (self.saved, self.recent)
+        frames = [*self.saved, self.recent]
         chunks = [frame.filter("ok")["request_hash"].drop_nulls() for frame in frames]
         return pl.concat(chunks).sort()
 
-    @property
-    def resave_due(self) -> bool:
-        return self.saved.is_empty() or len(self.recent) >= RESAVE_ROWS
-
-    def save(self, path: Path) -> None:
-        """Save these keys for the parts they were read from (a part sealed since is read
-        as recent next time); only keys with one row per id are saved."""
-        layout = OutputLayout(path)
-        merged = pl.concat([self.saved, self.recent]).sort("id_hash")
-        metadata = {"format": KEYS_FORMAT, "hasher": HASHER, "parts": self._signatures}
-        table = (
-            merged.to_arrow()
-            .cast(SCHEMA)
-            .replace_schema_metadata({"batchrun": orjson.dumps(metadata)})
-        )
-        temporary = layout.keys.with_name(f".{layout.keys.name}.{os.getpid()}.tmp")
-        with pa.OSFile(str(temporary), "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
-            w.write_table(table, max_chunksize=max(len(table), 1))
-        os.replace(temporary, layout.keys)
+    def _in_saved(self, ids: pl.Series) -> Found:
+        return _find_saved(self.saved, ids.sort().set_sorted())
 
 
-def _saved(layout: OutputLayout, signatures: list[Signature]) -> tuple[pl.DataFrame, set[str]]:
-    """The saved keys and the names of the parts they cover; none when they are stale (a
-    covered part changed or went, another hash function) or unreadable."""
-    empty = pl.DataFrame(schema=_EMPTY)
+def settle(path: Path) -> bool:
+    """Merge every part's keys into the saved keys (the caller holds the maintenance lock),
+    writing the runs of parts that have none; whether some id has several rows (then nothing
+    is saved: compaction comes first)."""
+    layout = OutputLayout(path)
+    for attempt in range(READ_TRIES):
+        try:
+            return _settle(layout)
+        except FileNotFoundError:  # a part went while it was read
+            if attempt == READ_TRIES - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _settle(layout: OutputLayout) -> bool:
+    parts = layout.parts()
+    signatures = _signatures(parts)  # before reading: a part replaced meanwhile then no
+    # longer matches, and its keys are merged again next time
+    saved, covered = _saved(layout, signatures)
+    recent = [(p, s) for p, s in zip(parts, signatures, strict=True) if p.name not in covered]
+    if not recent and (saved or not parts):
+        _remove_runs(layout, parts)
+        return False
+    runs = [
+        read_run(_run_of(layout, *entry), age) for age, entry in enumerate(_oldest_first(recent), 1)
+    ]
+    sources = ([read_run(layout.keys, 0)] if saved else []) + runs
+    metadata = {"format": KEYS_FORMAT, "hasher": HASHER, "parts": signatures}
+    schema = SCHEMA.with_metadata({"batchrun": orjson.dumps(metadata)})
+    with RunWriter(layout.keys, schema, SAVED_BATCH_ROWS) as writer:
+        repeated = merge(sources, writer.add)
+        writer.keep = not repeated
+    if not repeated:
+        _remove_runs(layout, parts)
+    return repeated
+
+
+def save_part_keys(layout: OutputLayout, part: Path, keys: pl.DataFrame) -> None:
+    """Write a freshly sealed part's keys beside it (its run)."""
+    (signature,) = _signatures([part])
+    write_run(layout.part_keys(part), keys, _run_label(signature))
+
+
+def _run_label(signature: Signature) -> dict[str, Any]:
+    return {"format": KEYS_FORMAT, "hasher": HASHER, "part": signature}
+
+
+def _run_of(layout: OutputLayout, part: Path, signature: Signature) -> Path:
+    """The path of a part's run; written now from the part's rows when it has none (a part
+    of an older batchrun, one a compaction rewrote, one sealed by a run killed meanwhile)."""
+    run = layout.part_keys(part)
+    if run_metadata(run) != _run_label(signature):
+        write_run(run, _read_part(part), _run_label(signature))
+    return run
+
+
+def _keys_read(layout: OutputLayout, part: Path, signature: Signature) -> pl.DataFrame:
+    """A part's keys, from its run when it is current, else from its rows (nothing is
+    written)."""
+    run = layout.part_keys(part)
+    if run_metadata(run) == _run_label(signature):
+        return pl.concat(list(read_run(run, 0))).drop("age")
+    return _read_part(part)
+
+
+def _remove_runs(layout: OutputLayout, parts: list[Path]) -> None:
+    """Runs merged into the saved keys, and runs of parts that went."""
+    merged = {layout.part_keys(part) for part in parts}
+    for run in layout.part_keys_files():
+        if run in merged or not layout.part(run.name[len("_keys-") : -len(".arrows")]).exists():
+            run.unlink(missing_ok=True)
+
+
+def _oldest_first(entries: list[tuple[Path, Signature]]) -> list[tuple[Path, Signature]]:
+    return sorted(entries, key=lambda entry: (part_time(entry[0]), entry[0].name))
+
+
+def _saved(
+    layout: OutputLayout, signatures: list[Signature]
+) -> tuple[list[pl.DataFrame], set[str]]:
+    """The saved keys' batches and the names of the parts they cover; none when they are
+    stale (a covered part changed or went, another hash function) or unreadable."""
     try:
-        source = pa.memory_map(str(layout.keys))
-        table = pa.ipc.open_file(source).read_all()
-        metadata = orjson.loads((table.schema.metadata or {})[b"batchrun"])
+        reader = pa.ipc.open_file(pa.memory_map(str(layout.keys)))
+        metadata = orjson.loads((reader.schema.metadata or {})[b"batchrun"])
         listed = [list(entry) for entry in metadata["parts"]]
         now = {signature[0]: signature for signature in signatures}
         current = all(now.get(entry[0]) == entry for entry in listed)
         known = metadata.get("hasher") == HASHER and metadata.get("format") == KEYS_FORMAT
+        batches = [pl.from_arrow(reader.get_batch(n)) for n in range(reader.num_record_batches)]
     except (OSError, LookupError, TypeError, ValueError, pa.ArrowInvalid):
-        return empty, set()
-    frame = pl.from_arrow(table)
-    assert isinstance(frame, pl.DataFrame)
-    if not (current and known and frame.schema == _EMPTY and frame["id_hash"].is_sorted()):
-        return empty, set()
-    return frame.with_columns(pl.col("id_hash").set_sorted()), {entry[0] for entry in listed}
+        return [], set()
+    frames = [frame for frame in batches if isinstance(frame, pl.DataFrame) and len(frame)]
+    if not (current and known and _in_order(frames)):
+        return [], set()
+    frames = [frame.with_columns(pl.col("id_hash").set_sorted()) for frame in frames]
+    return frames, {entry[0] for entry in listed}
+
+
+def _in_order(frames: list[pl.DataFrame]) -> bool:
+    """Whether saved batches are keys sorted by id hash, across batches too."""
+    if any(frame.schema != EMPTY or not frame["id_hash"].is_sorted() for frame in frames):
+        return False
+    return all(a["id_hash"][-1] < b["id_hash"][0] for a, b in itertools.pairwise(frames))
 
 
 def _signatures(parts: list[Path]) -> list[Signature]:
@@ -171,38 +253,25 @@ def _signatures(parts: list[Path]) -> list[Signature]:
     return signatures
 
 
-def _read(parts: list[Path]) -> tuple[pl.DataFrame, bool]:
-    """The keys of ``parts`` read from their rows, one entry per id; and whether some id
-    had several rows."""
-    ordered = sorted(parts, key=lambda part: (part_time(part), part.name))
-    frames = list(_part_frames(ordered))
-    if not frames:
-        return pl.DataFrame(schema=_EMPTY), False
-    keys = pl.concat(frames, rechunk=True)
-    frames.clear()
-    keys = keys.sort("id_hash", maintain_order=True)  # an id's rows stay oldest first (and
-    # the column is flagged sorted: lookups are merge joins)
-    ids = keys["id_hash"]
-    repeated = bool((ids == ids.shift(1)).any())
-    if repeated:  # compaction's winner, last of its id: the newest ok row, else the newest
-        keys = keys.sort(["id_hash", "ok"], maintain_order=True)
-        keys = keys.unique("id_hash", keep="last", maintain_order=True)
-        keys = keys.with_columns(pl.col("id_hash").set_sorted())
-    return keys, repeated
+def _read_part(part: Path) -> pl.DataFrame:
+    """A part's keys read from its rows, sorted, one entry per id."""
+    frames = [keys_of(batch) for batch in read_batches([part], _PART_COLUMNS)]
+    return winners(pl.concat(frames) if frames else pl.DataFrame(schema=EMPTY))[0]
 
 
-def _part_frames(parts: list[Path]) -> Iterator[pl.DataFrame]:
-    """The keys of each row group of ``parts``, in order."""
-    for batch in read_batches(parts, _PART_COLUMNS):
-        yield pl.DataFrame(
-            {
-                "id_hash": id_hashes(batch.column("id")),
-                "request_hash": pl.Series(batch.column(REQUEST_HASH.name)).reinterpret(
-                    signed=False
-                ),
-                "ok": (pl.Series(batch.column("status")) == OK).fill_null(False),
-            }
-        )
+def _find_saved(saved: list[pl.DataFrame], ids: pl.Series) -> Found:
+    """``_find`` over sorted batches: each batch is joined with the ids in its range."""
+    if not saved:
+        return _find(pl.DataFrame(schema=EMPTY), ids)
+    starts = [int(ids.search_sorted(frame["id_hash"][0], side="left")) for frame in saved[1:]]
+    cuts = [0, *starts, len(ids)]
+    found = [
+        _find(frame, ids.slice(start, end - start).set_sorted())
+        for frame, start, end in zip(saved, cuts[:-1], cuts[1:], strict=True)
+    ]
+    return Found(
+        *(pl.concat([getattr(f, name) for f in found]) for name in ("present", "request", "ok"))
+    )
 
 
 def _find(keys: pl.DataFrame, ids: pl.Series) -> Found:

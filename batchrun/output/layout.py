@@ -15,6 +15,7 @@ Layout of ``[output].path``::
                                 (``output.events``)
     _keys.arrows                every id's hash, request hash and status, sorted, for the
                                 parts it names (``output.keys``)
+    _keys-<token>.arrows        the same for one part, until merged into ``_keys.arrows``
     .lock                       held (flock) by the run writing here; says its pid and host
     .lock-sIofN                 the same for shard I of N (``--shard I/N``)
     .lock-maintenance           held while journals are sealed and parts compacted
@@ -83,6 +84,12 @@ class OutputLayout:
     @property
     def keys(self) -> Path:
         return self.root / "_keys.arrows"
+
+    def part_keys(self, part: Path) -> Path:
+        return self.root / f"_keys-{token_of(part)}.arrows"
+
+    def part_keys_files(self) -> list[Path]:
+        return sorted(self.root.glob("_keys-*.arrows")) if self.root.is_dir() else []
 
     @property
     def input_index(self) -> Path:

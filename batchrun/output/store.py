@@ -7,8 +7,8 @@ a process killed at any moment loses only the requests in flight and the few ans
 for the writer. ``seal()`` turns the journal into a part; a journal left by a killed run is
 sealed by the next one (a torn last batch is dropped: those rows are sent again). A part's name
 is derived from its journal's, so a journal sealed twice yields one part. After sealing,
-``batchrun.output.compaction`` makes sure every id has one row, and the output's keys are
-saved (``batchrun.output.keys``).
+``batchrun.output.compaction`` makes sure every id has one row, and the parts' keys are
+merged into the saved keys (``batchrun.output.keys``).
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ import pyarrow as pa
 from batchrun.errors import OutputError
 from batchrun.output.compaction import compact
 from batchrun.output.identity import Identity
-from batchrun.output.keys import OutputKeys
+from batchrun.output.keyruns import Collector
+from batchrun.output.keys import save_part_keys, settle
 from batchrun.output.layout import (
     WHOLE_JOB,
     OutputLayout,
@@ -140,15 +141,13 @@ class Store:
             os.close(fd)
 
     def _compact(self) -> None:
-        """Compact when some id has several rows; save the output's keys when they are due
-        (a resumed run over ten million rows then reads no id string: ``output.keys``)."""
-        keys = OutputKeys.load(self.path)
+        """Merge the parts' keys into the saved keys (a resumed run over ten million rows
+        then reads no id string: ``output.keys``); compact first when some id has several
+        rows."""
         try:
-            if keys.has_repeated_ids:
+            if settle(self.path):
                 compact(self.path, self._shard.holds if self._shard else None)
-                keys = OutputKeys.load(self.path)
-            if keys.resave_due and not keys.has_repeated_ids:
-                keys.save(self.path)
+                settle(self.path)
         except OSError as exc:
             raise OutputError(f"{self.path}: cannot rewrite a part ({exc})") from None
 
@@ -164,7 +163,10 @@ class Store:
     def _seal_journal(self, journal: Path) -> None:
         part = self.layout.part(token_of(journal))
         if not part.exists() and (rows := _with_request_hash(whole_batches(journal))):
-            write_batches(part, *rows)
+            schema, batches = rows
+            keys = Collector()
+            write_batches(part, schema, keys.watch(batches))
+            save_part_keys(self.layout, part, keys.keys())
         journal.unlink(missing_ok=True)
 
     def _lock(self) -> None:
