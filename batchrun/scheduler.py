@@ -33,7 +33,7 @@ from batchrun.sender import Sender
 from batchrun.stats import RunStats
 from batchrun.tasks.base import Built, Request, Task
 
-DONE_QUEUE = 64
+DONE_QUEUE = 16
 """Answered requests waiting for the writer; each may hold a packed batch of vectors."""
 
 

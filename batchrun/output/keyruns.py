@@ -17,9 +17,11 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from batchrun.hashing import id_hashes
 from batchrun.output.rows import OK, REQUEST_HASH
@@ -31,11 +33,14 @@ RUN_BATCH_ROWS = 4_096
 
 
 def keys_of(batch: pa.RecordBatch) -> pl.DataFrame:
-    """The keys of some output rows (columns id, request_hash, status), in their order."""
+    """The keys of some output rows (columns id, request_hash, status), in their order. The
+    request hashes are copied: a column of a batch read from Arrow IPC shares one buffer with
+    the whole batch, 4 MB of vectors a thousand rows."""
+    requests = pc.cast(batch.column(REQUEST_HASH.name), pa.uint64(), safe=False)
     return pl.DataFrame(
         {
             "id_hash": id_hashes(batch.column("id")),
-            "request_hash": pl.Series(batch.column(REQUEST_HASH.name)).reinterpret(signed=False),
+            "request_hash": pl.Series(requests),
             "ok": (pl.Series(batch.column("status")) == OK).fill_null(False),
         }
     )
@@ -174,3 +179,52 @@ def merge(runs: list[Iterator[pl.DataFrame]], emit: Callable[[pl.DataFrame], Non
             keys = keys.unique("id_hash", keep="last", maintain_order=True)
         emit(keys)
     return repeated
+
+
+class MappedKeys:
+    """One batch of sorted keys looked up in place (a memory-mapped file's pages, never
+    copied): binary searches on the id hash column as a numpy view."""
+
+    def __init__(self, batch: pa.RecordBatch) -> None:
+        self.batch = batch
+        self.ids = _values(batch.column("id_hash"), np.uint64)
+        self._requests = batch.column("request_hash")
+        self._ok = batch.column("ok")
+
+    def __len__(self) -> int:
+        return int(self.batch.num_rows)
+
+    def look_up(self, needles: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """For sorted ``needles``: present, request hash, whether it is known (not null),
+        ok; the last three are false or zero where absent."""
+        if not len(self):
+            none = np.zeros(len(needles), bool)
+            return none, np.zeros(len(needles), np.uint64), none, none
+        at = np.minimum(np.searchsorted(self.ids, needles), len(self) - 1)
+        present = self.ids[at] == needles
+        requests = np.where(present, _values(self._requests, np.uint64)[at], 0)
+        known = present & _bits(self._requests.buffers()[0], self._requests.offset, at)
+        ok = present & _bits(self._ok.buffers()[1], self._ok.offset, at)
+        return present, requests, known, ok
+
+    def ok_count(self) -> int:
+        total: int | None = pc.sum(self._ok).as_py()
+        return total or 0
+
+
+def _values(array: pa.Array, kind: type[np.generic]) -> np.ndarray:
+    """The values buffer of a fixed-width Arrow array, as a numpy view."""
+    width = np.dtype(kind).itemsize
+    view = np.frombuffer(array.buffers()[1], dtype=kind, count=array.offset + len(array))
+    assert view.itemsize == width
+    return view[array.offset :]
+
+
+def _bits(bitmap: pa.Buffer | None, offset: int, at: np.ndarray) -> np.ndarray:
+    """Bits ``at`` of an Arrow bitmap (a missing validity bitmap: all set)."""
+    if bitmap is None:
+        return np.ones(len(at), bool)
+    bits = np.frombuffer(bitmap, dtype=np.uint8)
+    where = at + offset
+    values: np.ndarray = ((bits[where >> 3] >> (where & 7).astype(np.uint8)) & 1).astype(bool)
+    return values

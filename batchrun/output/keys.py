@@ -4,7 +4,7 @@ them instead of reading id strings from the parts.
 
 Each part's keys are written beside it when it is sealed (a run: ``output.keyruns``). A run
 settles the output (``settle``, at its start and its end) by merging the runs into the saved
-keys, ``_keys.arrows``: Arrow IPC in sorted batches of a million rows, memory-mapped when read,
+keys, ``_keys.arrows``: Arrow IPC in sorted batches of 262,144 rows, memory-mapped when read,
 with the parts they cover (name, size, mtime, inode) and the id hash function. The merge holds
 a few thousand keys of each run at a time: a run's memory does not grow with the output.
 Parts not covered are read from their runs, else from Parquet; when a covered part changed or
@@ -23,15 +23,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from batchrun.errors import OutputError
 from batchrun.hashing import HASHER
 from batchrun.output.keyruns import (
     EMPTY,
     SCHEMA,
+    MappedKeys,
     RunWriter,
     keys_of,
     merge,
@@ -47,7 +50,8 @@ from batchrun.output.rows import REQUEST_HASH
 KEYS_FORMAT = 3
 """2: parts are signed with their inode too; 3: sorted batches of ``SAVED_BATCH_ROWS``,
 merged from the parts' own keys."""
-SAVED_BATCH_ROWS = 1 << 20
+SAVED_BATCH_ROWS = 1 << 18
+"""Keys in a batch of the saved keys (4.5 MB): what merging them holds at most."""
 _PART_COLUMNS = pa.schema([("id", pa.string()), REQUEST_HASH, ("status", pa.string())])
 Signature = list[Any]
 """``[name, size, mtime_ns, inode]`` of a part."""
@@ -68,7 +72,7 @@ class OutputKeys:
     """The keys of every part: the saved ones (``saved``, sorted batches) and those of the
     parts written since (``recent``, sorted, in memory), each with one entry per id."""
 
-    def __init__(self, saved: list[pl.DataFrame], recent: pl.DataFrame, repeated: bool) -> None:
+    def __init__(self, saved: list[MappedKeys], recent: pl.DataFrame, repeated: bool) -> None:
         self.saved = saved
         self.recent = recent
         self._repeated = repeated
@@ -122,15 +126,17 @@ class OutputKeys:
         """Ids with an ok row, and ids with failed rows only."""
         ids = self.recent["id_hash"]
         old = self._in_saved(ids)
-        saved_ok = sum(int(batch["ok"].sum()) for batch in self.saved)
+        saved_ok = sum(batch.ok_count() for batch in self.saved)
         ok = saved_ok + int((self.recent["ok"] & ~old.ok).sum())
         every = sum(map(len, self.saved)) + len(ids) - int(old.present.sum())
         return ok, every - ok
 
     def answered(self) -> pl.Series:
         """The request hashes answered ok, sorted (for answers reused across ids)."""
-        frames = [*self.saved, self.recent]
-        chunks = [frame.filter("ok")["request_hash"].drop_nulls() for frame in frames]
+        chunks = [self.recent.filter("ok")["request_hash"].drop_nulls()]
+        for keys in self.saved:
+            requests = pc.filter(keys.batch.column("request_hash"), keys.batch.column("ok"))
+            chunks.append(pl.Series("request_hash", requests).drop_nulls())
         return pl.concat(chunks).sort()
 
     def _in_saved(self, ids: pl.Series) -> Found:
@@ -214,11 +220,9 @@ def _oldest_first(entries: list[tuple[Path, Signature]]) -> list[tuple[Path, Sig
     return sorted(entries, key=lambda entry: (part_time(entry[0]), entry[0].name))
 
 
-def _saved(
-    layout: OutputLayout, signatures: list[Signature]
-) -> tuple[list[pl.DataFrame], set[str]]:
-    """The saved keys' batches and the names of the parts they cover; none when they are
-    stale (a covered part changed or went, another hash function) or unreadable."""
+def _saved(layout: OutputLayout, signatures: list[Signature]) -> tuple[list[MappedKeys], set[str]]:
+    """The saved keys' batches (mapped) and the names of the parts they cover; none when they
+    are stale (a covered part changed or went, another hash function) or unreadable."""
     try:
         reader = pa.ipc.open_file(pa.memory_map(str(layout.keys)))
         metadata = orjson.loads((reader.schema.metadata or {})[b"batchrun"])
@@ -226,21 +230,25 @@ def _saved(
         now = {signature[0]: signature for signature in signatures}
         current = all(now.get(entry[0]) == entry for entry in listed)
         known = metadata.get("hasher") == HASHER and metadata.get("format") == KEYS_FORMAT
-        batches = [pl.from_arrow(reader.get_batch(n)) for n in range(reader.num_record_batches)]
+        fits = reader.schema.remove_metadata().equals(SCHEMA)
+        batches = [reader.get_batch(number) for number in range(reader.num_record_batches)]
     except (OSError, LookupError, TypeError, ValueError, pa.ArrowInvalid):
         return [], set()
-    frames = [frame for frame in batches if isinstance(frame, pl.DataFrame) and len(frame)]
-    if not (current and known and _in_order(frames)):
+    if not (current and known and fits):
         return [], set()
-    frames = [frame.with_columns(pl.col("id_hash").set_sorted()) for frame in frames]
-    return frames, {entry[0] for entry in listed}
+    saved = [MappedKeys(batch) for batch in batches if batch.num_rows]
+    if not _in_order(saved):
+        return [], set()
+    return saved, {entry[0] for entry in listed}
 
 
-def _in_order(frames: list[pl.DataFrame]) -> bool:
-    """Whether saved batches are keys sorted by id hash, across batches too."""
-    if any(frame.schema != EMPTY or not frame["id_hash"].is_sorted() for frame in frames):
+def _in_order(saved: list[MappedKeys]) -> bool:
+    """Whether saved batches hold each id hash once, ascending, across batches too."""
+    if any(keys.batch.column("id_hash").null_count for keys in saved):
         return False
-    return all(a["id_hash"][-1] < b["id_hash"][0] for a, b in itertools.pairwise(frames))
+    if not all(bool(np.all(keys.ids[1:] > keys.ids[:-1])) for keys in saved):
+        return False
+    return all(a.ids[-1] < b.ids[0] for a, b in itertools.pairwise(saved))
 
 
 def _signatures(parts: list[Path]) -> list[Signature]:
@@ -259,19 +267,22 @@ def _read_part(part: Path) -> pl.DataFrame:
     return winners(pl.concat(frames) if frames else pl.DataFrame(schema=EMPTY))[0]
 
 
-def _find_saved(saved: list[pl.DataFrame], ids: pl.Series) -> Found:
-    """``_find`` over sorted batches: each batch is joined with the ids in its range."""
+def _find_saved(saved: list[MappedKeys], ids: pl.Series) -> Found:
+    """``_find`` over the saved batches: binary searches of each batch for the ids in its
+    range, on the mapped pages."""
     if not saved:
         return _find(pl.DataFrame(schema=EMPTY), ids)
-    starts = [int(ids.search_sorted(frame["id_hash"][0], side="left")) for frame in saved[1:]]
-    cuts = [0, *starts, len(ids)]
-    found = [
-        _find(frame, ids.slice(start, end - start).set_sorted())
-        for frame, start, end in zip(saved, cuts[:-1], cuts[1:], strict=True)
-    ]
-    return Found(
-        *(pl.concat([getattr(f, name) for f in found]) for name in ("present", "request", "ok"))
-    )
+    needles = ids.to_numpy()
+    size = len(needles)
+    present, ok, known = (np.zeros(size, bool) for _ in range(3))
+    requests = np.zeros(size, np.uint64)
+    starts = [int(np.searchsorted(needles, keys.ids[0])) for keys in saved[1:]]
+    for keys, start, end in zip(saved, [0, *starts], [*starts, size], strict=True):
+        if end > start:
+            found = keys.look_up(needles[start:end])
+            present[start:end], requests[start:end], known[start:end], ok[start:end] = found
+    request = pl.select(pl.when(pl.Series(known)).then(pl.Series("request_hash", requests)))
+    return Found(pl.Series(present), request.to_series(), pl.Series(ok))
 
 
 def _find(keys: pl.DataFrame, ids: pl.Series) -> Found:

@@ -10,7 +10,7 @@ from typing import Literal
 
 from batchrun.tasks.base import Item
 
-REUSED_VECTORS = 4096
+REUSED_VECTORS = 1024
 """Answered texts whose vector is kept for later duplicates (4 KB each for bge-m3)."""
 
 
