@@ -37,8 +37,8 @@ lock:
 	rm -rf .venv-lock
 	$(PYTHON) -m venv .venv-lock
 	.venv-lock/bin/pip install --quiet --upgrade pip $(PIP_TOOLS)
-	.venv-lock/bin/pip-compile $(LOCK_FLAGS) -o $(RUN_LOCK) pyproject.toml
-	.venv-lock/bin/pip-compile $(LOCK_FLAGS) --extra dev -o $(DEV_LOCK) pyproject.toml
+	CUSTOM_COMPILE_COMMAND="make lock" .venv-lock/bin/pip-compile $(LOCK_FLAGS) -o $(RUN_LOCK) pyproject.toml
+	CUSTOM_COMPILE_COMMAND="make lock" .venv-lock/bin/pip-compile $(LOCK_FLAGS) --extra dev -o $(DEV_LOCK) pyproject.toml
 	rm -rf .venv-lock
 
 run: $(READY)
