@@ -30,7 +30,15 @@ and ``output/`` never import each other;
 ``runner``; ``export`` writes the output in other formats.
 """
 
+import os
 from typing import TYPE_CHECKING, Any
+
+# Freed memory goes back to the system at once: Arrow's allocator (mimalloc) and polars'
+# (jemalloc) otherwise keep freed pages for a while, and a run's peak RSS holds what each
+# kept (a 200,000-text embeddings run: 403 MB, 356 MB with these). They are read when the
+# libraries load, so here, before any of them; a value set by the user wins.
+os.environ.setdefault("MIMALLOC_PURGE_DELAY", "0")
+os.environ.setdefault("_RJEM_MALLOC_CONF", "dirty_decay_ms:0,muzzy_decay_ms:0")
 
 from batchrun.errors import (
     ApiError,

@@ -38,7 +38,6 @@ from batchrun.progress import Progress
 from batchrun.scheduler import Plan, Scheduler
 from batchrun.sender import PacerFactory, Sender
 from batchrun.service.pacing import Pacer
-from batchrun.service.teampacing import TeamLimiter, TeamSlots, default_workspace
 from batchrun.shards import Shard
 from batchrun.stats import RunStats
 from batchrun.tasks import job_schema, task_for
@@ -205,6 +204,12 @@ async def team_pacing(job: Job, progress: Progress) -> AsyncIterator[PacerFactor
     if not url:
         yield lambda model, rps: Pacer(rps)
         return
+    from batchrun.service.teampacing import (  # redis's client: loaded when used (6 MB)
+        TeamLimiter,
+        TeamSlots,
+        default_workspace,
+    )
+
     workspace = job.spec.limits.workspace or default_workspace(job.spec.endpoint.base_url)
 
     def lost(now_lost: bool) -> None:

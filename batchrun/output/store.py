@@ -117,16 +117,28 @@ class Store:
 
     def seal(self) -> None:
         """Turn the current journal into a part file."""
+        if (journal := self.rotate()) is not None:
+            self.seal_journal(journal)
+
+    def rotate(self) -> Path | None:
+        """Close the current journal (rows appended from now on start another); its path,
+        for ``seal_journal`` (which may run in another thread meanwhile)."""
         if self._journal is None:
-            return
+            return None
         journal, journal_file = self._journal, self._journal_file
         path, self._journal, self._journal_path = self._journal_path, None, None
         self.rows_in_journal = 0
         try:
             journal.close()
             journal_file.close()
-            assert path is not None
-            self._seal_journal(path)
+        except OSError as exc:
+            raise OutputError(f"{path}: cannot write ({exc})") from None
+        return path
+
+    def seal_journal(self, journal: Path) -> None:
+        """Turn a closed journal into a part file."""
+        try:
+            self._seal_journal(journal)
         except OSError as exc:
             raise OutputError(f"{self.path}: cannot write a part ({exc})") from None
 
