@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from batchrun.hashing import HASHER
 from batchrun.input.checks import input_signature
-from batchrun.input.index import SCHEMA, InputCheck, index_input
+from batchrun.input.index import SCHEMA, InputCheck, check_duplicates, index_input
 from batchrun.job import Job
 from batchrun.output.layout import OutputLayout, read_json, write_json
 from batchrun.tasks.base import Task
@@ -63,6 +63,7 @@ def _build(job: Job, files: list[Path], task: Task[Any], index: Path) -> InputCh
         check = index_input(
             files, job.id_column, job.input_columns, task, writer.write_batch,
         )  # fmt: skip
+    check_duplicates(check, temporary, job.id_column)
     os.replace(temporary, index)
     return check
 

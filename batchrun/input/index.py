@@ -4,8 +4,10 @@ Each entry holds the row's id hash, the hash of the request it makes (from the j
 its shard key (CRC-32 of the id, as ``--shard`` uses), and where it stands (file, byte offset
 or row index, line number): 36 bytes a row, written in Arrow batches as the pass goes, so a
 ten-million-row input costs no more memory than a batch. The same pass checks the whole input:
-row count, duplicate ids (their 64-bit hashes sorted; the few found are then located
-exactly) and rows that cannot be sent (the task says why: no text, a malformed conversation).
+row count and rows that cannot be sent (the task says why: no text, a malformed
+conversation). Duplicate ids are found after it (``check_duplicates``): the index's id hashes
+sorted two million at a time, one range of hashes in each pass; the few found are then
+located exactly.
 
 A later run diffs the index against the output (``batchrun.diff``) instead of parsing the input
 again, and reads only the rows left to do, by their offsets.
@@ -13,8 +15,10 @@ again, and reads only the rows left to do, by their offsets.
 
 from __future__ import annotations
 
+import itertools
+import math
 import zlib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -37,6 +41,8 @@ SCHEMA = pa.schema(
 )
 SHOWN = 5
 """Duplicate ids and rows without text named in a message."""
+DUPLICATE_CHECK_ROWS = 1 << 21
+"""Id hashes sorted at once by the duplicate check (16 MB and as much to sort them)."""
 
 
 class RowRules(Protocol):
@@ -73,19 +79,55 @@ def index_input(
 ) -> InputCheck:
     """Read every row once: give ``sink`` the index batches, return the whole-input check."""
     check = InputCheck(files)
-    chunks: list[pl.Series] = []
     models: set[str] = set()
     for rows in scan_rows(files, id_column, columns):
         hashes = id_hashes([row[3] for row in rows])
-        chunks.append(hashes)
         sink(_entries(rows, hashes, rules.request_hash))
         _count_unsendable(check, rows, rules.problem)
         models.update(model for row in rows if (model := rules.model_of(row[4])) is not None)
-    every = pl.concat(chunks) if chunks else pl.Series("id_hash", [], pl.UInt64)
-    check.rows = len(every)
+        check.rows += len(rows)
     check.models = sorted(models)
-    _find_duplicates(check, every, id_column)
     return check
+
+
+def check_duplicates(check: InputCheck, index: Path, id_column: str) -> None:
+    """Find the ids the input holds more than once (after ``index_input`` wrote ``index``):
+    count them, and locate the first few exactly."""
+    count, repeated = _repeated_hashes(index, check.rows)
+    if count:
+        check.duplicates = _locate(check.files, id_column, set(repeated))
+        check.duplicate_count = count if check.duplicates else 0
+
+
+def _repeated_hashes(index: Path, rows: int) -> tuple[int, list[int]]:
+    """Rows whose id hash an earlier row has, and a few of those hashes. The hashes are
+    sorted ``DUPLICATE_CHECK_ROWS`` at a time: a bigger input takes a pass over its index
+    for each range of hashes."""
+    passes = max(1, math.ceil(rows / DUPLICATE_CHECK_ROWS))
+    bounds = [part * (1 << 64) // passes for part in range(passes)] + [None]
+    count, shown = 0, list[int]()
+    for low, high in itertools.pairwise(bounds):
+        assert low is not None
+        ordered = pl.concat([_hashes_within(batch, low, high) for batch in _index_hashes(index)])
+        ordered = ordered.sort()
+        later = ordered.slice(1)
+        repeated = later.filter(later == ordered.slice(0, max(len(ordered) - 1, 0)))
+        count += len(repeated)
+        shown += repeated.unique().head(max(SHOWN - len(shown), 0)).to_list()
+    return count, shown
+
+
+def _index_hashes(index: Path) -> Iterator[pl.Series]:
+    with pa.OSFile(str(index)) as source, pa.ipc.open_file(source) as reader:
+        yield pl.Series("id_hash", [], pl.UInt64)
+        for number in range(reader.num_record_batches):
+            yield pl.Series(reader.get_batch(number).column("id_hash"))
+
+
+def _hashes_within(hashes: pl.Series, low: int, high: int | None) -> pl.Series:
+    """The hashes in [low, high), copied (not a view of the batch they were read with)."""
+    inside = hashes >= low if high is None else (hashes >= low) & (hashes < high)
+    return hashes.filter(inside)
 
 
 def _entries(
@@ -112,16 +154,6 @@ def _count_unsendable(
             check.unsendable += 1
             if len(check.unsendable_at) < SHOWN:
                 check.unsendable_at.append(f"{location(check.files[number], line)} ({reason})")
-
-
-def _find_duplicates(check: InputCheck, hashes: pl.Series, id_column: str) -> None:
-    ordered = hashes.sort()
-    later = ordered.slice(1)
-    repeated = later.filter(later == ordered.slice(0, max(len(ordered) - 1, 0)))
-    if len(repeated):
-        wanted = set(repeated.unique().head(SHOWN).to_list())
-        check.duplicates = _locate(check.files, id_column, wanted)
-        check.duplicate_count = len(repeated) if check.duplicates else 0
 
 
 def _locate(files: Iterable[Path], id_column: str, wanted: set[int]) -> dict[str, list[str]]:
