@@ -256,3 +256,15 @@ def test_a_sealed_part_brings_its_keys_and_closing_merges_them(tmp_path: Path) -
     assert layout.part_keys_files() == []
     assert saved_parts(tmp_path) == [p.name for p in layout.parts()]
     assert output_counts(tmp_path) == {"ok": 10, "failed": 0}
+
+
+def test_keys_a_killed_run_was_writing_are_removed(tmp_path: Path) -> None:
+    part(tmp_path, "all-1-1", [("a", "ok", 11)])
+    leftovers = [tmp_path / "._keys.arrows.999.tmp", tmp_path / "._keys-all-2-2.arrows.999.tmp"]
+    for leftover in leftovers:
+        leftover.write_bytes(b"half")
+
+    Store(tmp_path, SCHEMA).open().close()
+
+    assert not any(leftover.exists() for leftover in leftovers)
+    assert output_counts(tmp_path) == {"ok": 1, "failed": 0}

@@ -43,7 +43,7 @@ from batchrun.output.keyruns import (
     winners,
     write_run,
 )
-from batchrun.output.layout import OutputLayout, part_time
+from batchrun.output.layout import OutputLayout, part_time, token_of
 from batchrun.output.parts import READ_TRIES, read_batches
 from batchrun.output.rows import REQUEST_HASH
 
@@ -212,7 +212,7 @@ def _remove_runs(layout: OutputLayout, parts: list[Path]) -> None:
     """Runs merged into the saved keys, and runs of parts that went."""
     merged = {layout.part_keys(part) for part in parts}
     for run in layout.part_keys_files():
-        if run in merged or not layout.part(run.name[len("_keys-") : -len(".arrows")]).exists():
+        if run in merged or not layout.part(token_of(run)).exists():
             run.unlink(missing_ok=True)
 
 

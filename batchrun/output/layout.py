@@ -16,6 +16,7 @@ Layout of ``[output].path``::
     _keys.arrows                every id's hash, request hash and status, sorted, for the
                                 parts it names (``output.keys``)
     _keys-<token>.arrows        the same for one part, until merged into ``_keys.arrows``
+    ._keys*.<pid>.tmp           keys being written (a killed run may leave one: removed)
     .lock                       held (flock) by the run writing here; says its pid and host
     .lock-sIofN                 the same for shard I of N (``--shard I/N``)
     .lock-maintenance           held while journals are sealed and parts compacted
@@ -36,6 +37,7 @@ import orjson
 PART_PREFIX, PART_SUFFIX = "part-", ".parquet"
 JOURNAL_PREFIX, JOURNAL_SUFFIX = ".journal-", ".arrows"
 TEMPORARY_PREFIX, TEMPORARY_SUFFIX = ".part-", ".tmp"
+PART_KEYS_PREFIX, PART_KEYS_SUFFIX = "_keys-", ".arrows"
 WHOLE_JOB = "all"
 
 
@@ -73,6 +75,10 @@ class OutputLayout:
     def temporaries(self) -> list[Path]:
         return sorted(self.root.glob(f"{TEMPORARY_PREFIX}*{TEMPORARY_SUFFIX}"))
 
+    def keys_temporaries(self) -> list[Path]:
+        """Keys being written (``.<name>.<pid>.tmp``): the output's, or a part's."""
+        return sorted(self.root.glob("._keys*.tmp"))
+
     @property
     def job_file(self) -> Path:
         return self.root / "_job.json"
@@ -86,10 +92,11 @@ class OutputLayout:
         return self.root / "_keys.arrows"
 
     def part_keys(self, part: Path) -> Path:
-        return self.root / f"_keys-{token_of(part)}.arrows"
+        return self.root / f"{PART_KEYS_PREFIX}{token_of(part)}{PART_KEYS_SUFFIX}"
 
     def part_keys_files(self) -> list[Path]:
-        return sorted(self.root.glob("_keys-*.arrows")) if self.root.is_dir() else []
+        pattern = f"{PART_KEYS_PREFIX}*{PART_KEYS_SUFFIX}"
+        return sorted(self.root.glob(pattern)) if self.root.is_dir() else []
 
     @property
     def input_index(self) -> Path:
@@ -108,12 +115,14 @@ class OutputLayout:
 
 
 def token_of(path: Path) -> str:
-    """The ``<owner>-<time>-<pid>`` token of a part, journal or temporary part's name."""
+    """The ``<owner>-<time>-<pid>`` token of a part, journal, temporary part or part's keys
+    name."""
     name = path.name
     for prefix, suffix in (
         (PART_PREFIX, PART_SUFFIX),
         (JOURNAL_PREFIX, JOURNAL_SUFFIX),
         (TEMPORARY_PREFIX, TEMPORARY_SUFFIX),
+        (PART_KEYS_PREFIX, PART_KEYS_SUFFIX),
     ):
         if name.startswith(prefix) and name.endswith(suffix):
             return name[len(prefix) : -len(suffix)]

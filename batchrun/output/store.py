@@ -80,6 +80,10 @@ class Store:
         for stale in self.layout.temporaries():  # a part a killed run was writing
             if self._orphaned(owner_of(stale)):
                 stale.unlink(missing_ok=True)
+        for stale in self.layout.keys_temporaries():  # keys a killed run was writing
+            part_keys = stale.name.removeprefix(".").rsplit(".", 2)[0]
+            if part_keys == self.layout.keys.name or self._orphaned(owner_of(Path(part_keys))):
+                stale.unlink(missing_ok=True)  # (the output's keys: written under this lock)
         for journal in self.layout.journals():
             if self._orphaned(owner_of(journal)):
                 self._seal_journal(journal)
