@@ -11,10 +11,12 @@ from typing import Any
 import orjson
 import polars as pl
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from batchrun.errors import OutputError
 from batchrun.hashing import id_hashes
 from batchrun.output.keyruns import EMPTY, merge, read_run, winners
 from batchrun.output.keys import OutputKeys, output_counts, settle
@@ -268,3 +270,59 @@ def test_keys_a_killed_run_was_writing_are_removed(tmp_path: Path) -> None:
 
     assert not any(leftover.exists() for leftover in leftovers)
     assert output_counts(tmp_path) == {"ok": 1, "failed": 0}
+
+
+def test_an_id_twice_in_one_part_is_seen_and_compacted(tmp_path: Path) -> None:
+    written = part(tmp_path, "all-1-1", [("a", "failed", 1), ("a", "ok", 1), ("b", "ok", 2)])
+    assert OutputKeys.load(tmp_path).has_repeated_ids
+
+    Store(tmp_path, SCHEMA).open().close()
+
+    ids = pq.read_table(written, columns=["id", "status"]).to_pylist()
+    assert sorted((row["id"], row["status"]) for row in ids) == [("a", "ok"), ("b", "ok")]
+    assert not OutputKeys.load(tmp_path).has_repeated_ids
+
+
+def test_more_keys_files_than_merged_at_once_merge_in_rounds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("batchrun.output.keyruns.MERGE_FAN_IN", 3)
+    for number in range(1, 11):  # ten parts; a0 in the first (failed) and the last (ok)
+        rows = [(f"a{number}", "failed" if number % 2 else "ok", number)]
+        rows += {1: [("a0", "failed", 98)], 10: [("a0", "ok", 99)]}.get(number, [])
+        part(tmp_path, f"all-{number}-1", rows)
+
+    assert settle(tmp_path)  # a0 is in two parts (1 and 10): compaction's turn
+
+    part(tmp_path, "all-10-1", [("a10", "ok", 10)])  # rewritten without a0
+    assert not settle(tmp_path)
+    keys = OutputKeys.load(tmp_path)
+    assert keys.recent.is_empty() and saved_rows(keys) == 11
+    assert look_up(keys, "a0", "a1", "a2") == [(True, 98, False), (True, 1, False), (True, 2, True)]
+    assert keys.counts() == (5, 6)
+
+
+def test_closing_waits_for_a_seal_under_way_and_a_failed_seal_loses_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = Store(tmp_path, SCHEMA).open()
+    row = {"id": "a", "model": "m", "status": "ok", "attempts": 1, "request_hash": 1}
+    store.append(pa.Table.from_pylist([row], schema=SCHEMA))
+    assert store.seal_later() is not None
+    store.close()
+    assert output_counts(tmp_path) == {"ok": 1, "failed": 0}
+
+    store = Store(tmp_path, SCHEMA).open()
+    store.append(pa.Table.from_pylist([{**row, "id": "b"}], schema=SCHEMA))
+
+    def disk_full(journal: Path) -> None:
+        raise OutputError(f"{journal}: cannot write a part (No space left on device)")
+
+    monkeypatch.setattr(store, "seal_journal", disk_full)
+    store.seal_later()
+    with pytest.raises(OutputError, match="No space left"):
+        store.close()
+    monkeypatch.undo()
+
+    Store(tmp_path, SCHEMA).open().close()  # the next run seals the journal left behind
+    assert output_counts(tmp_path) == {"ok": 2, "failed": 0}

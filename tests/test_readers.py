@@ -11,6 +11,7 @@ import pytest
 
 from batchrun.errors import JobError
 from batchrun.input.readers import Record, input_files, read_records
+from batchrun.input.selection import TodoList
 from tests.support import news_rows, write_jsonl
 
 
@@ -216,3 +217,19 @@ def test_damaged_parquet_is_a_job_error(tmp_path: Path) -> None:
     path.write_bytes(b"PAR1 this is not parquet")
 
     assert read_error([path]).startswith(f"{path}: not a readable Parquet file")
+
+
+def test_a_todo_list_reads_back_each_files_rows_in_order_and_leaves_no_file(
+    tmp_path: Path,
+) -> None:
+    with TodoList(tmp_path) as todo:
+        todo.add(0, pa.array([0, 10]), pa.array([1, 2]))
+        todo.add(2, pa.array([5]), pa.array([7]))
+        todo.add(0, pa.array([20]), pa.array([3]))  # a later frame of the index, file 0 again
+
+        assert (todo.total, todo.count(0), todo.count(1), todo.count(2)) == (4, 3, 0, 1)
+        assert list(todo.wanted(0)) == [(0, 1), (10, 2), (20, 3)]
+        assert list(todo.wanted(1)) == []
+        assert list(todo.wanted(2)) == [(5, 7)]
+        assert todo.first(3).rows == {0: [(0, 1), (10, 2), (20, 3)]}
+        assert list(tmp_path.iterdir()) == []  # unnamed: nothing to clean up after a kill

@@ -65,9 +65,7 @@ class TodoList:
             return
         assert self._reader is None, "a TodoList takes no row once read"
         if self._writer is None:
-            self._file = tempfile.TemporaryFile(  # noqa: SIM115 (closed by close())
-                dir=self._directory, prefix=".batchrun-todo-"
-            )
+            self._file = _unnamed_file(self._directory)
             self._writer = pa.ipc.new_file(pa.PythonFile(self._file, mode="w"), SCHEMA)
         columns = [offsets.cast(pa.int64()), lines.cast(pa.int64())]
         self._writer.write_batch(pa.record_batch(columns, schema=SCHEMA))
@@ -115,3 +113,11 @@ class TodoList:
             self._file.seek(0)
             self._reader = pa.ipc.open_file(pa.PythonFile(self._file, mode="r"))
         return self._reader
+
+
+def _unnamed_file(directory: Path | None) -> IO[bytes]:
+    """A temporary file in ``directory``, else (read-only, say) in the system's."""
+    try:
+        return tempfile.TemporaryFile(dir=directory, prefix=".batchrun-todo-")
+    except OSError:
+        return tempfile.TemporaryFile(prefix="batchrun-todo-")

@@ -13,11 +13,11 @@ newer run (its ``age``) wins.
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-import numpy as np
 import orjson
 import polars as pl
 import pyarrow as pa
@@ -58,7 +58,7 @@ def winners(keys: pl.DataFrame) -> tuple[pl.DataFrame, bool]:
     return keys.with_columns(pl.col("id_hash").set_sorted()), repeated
 
 
-class Collector:
+class KeysCollector:
     """Gathers the keys of the batches written into one part (``watch``)."""
 
     def __init__(self) -> None:
@@ -69,9 +69,10 @@ class Collector:
             self._frames.append(keys_of(batch))
             yield batch
 
-    def keys(self) -> pl.DataFrame:
+    def keys(self) -> tuple[pl.DataFrame, bool]:
+        """The part's keys, one entry per id, and whether some id had several rows."""
         frames, self._frames = self._frames, []
-        return winners(pl.concat(frames) if frames else pl.DataFrame(schema=EMPTY))[0]
+        return winners(pl.concat(frames) if frames else pl.DataFrame(schema=EMPTY))
 
 
 def write_run(path: Path, keys: pl.DataFrame, metadata: dict[str, Any]) -> None:
@@ -98,7 +99,8 @@ def read_run(path: Path, age: int) -> Iterator[pl.DataFrame]:
         for number in range(reader.num_record_batches):
             frame = pl.from_arrow(reader.get_batch(number))
             assert isinstance(frame, pl.DataFrame)
-            yield frame.with_columns(age=pl.lit(age, pl.Int32))
+            if len(frame):
+                yield frame.with_columns(age=pl.lit(age, pl.Int32))
 
 
 class RunWriter:
@@ -181,50 +183,37 @@ def merge(runs: list[Iterator[pl.DataFrame]], emit: Callable[[pl.DataFrame], Non
     return repeated
 
 
-class MappedKeys:
-    """One batch of sorted keys looked up in place (a memory-mapped file's pages, never
-    copied): binary searches on the id hash column as a numpy view."""
-
-    def __init__(self, batch: pa.RecordBatch) -> None:
-        self.batch = batch
-        self.ids = _values(batch.column("id_hash"), np.uint64)
-        self._requests = batch.column("request_hash")
-        self._ok = batch.column("ok")
-
-    def __len__(self) -> int:
-        return int(self.batch.num_rows)
-
-    def look_up(self, needles: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """For sorted ``needles``: present, request hash, whether it is known (not null),
-        ok; the last three are false or zero where absent."""
-        if not len(self):
-            none = np.zeros(len(needles), bool)
-            return none, np.zeros(len(needles), np.uint64), none, none
-        at = np.minimum(np.searchsorted(self.ids, needles), len(self) - 1)
-        present = self.ids[at] == needles
-        requests = np.where(present, _values(self._requests, np.uint64)[at], 0)
-        known = present & _bits(self._requests.buffers()[0], self._requests.offset, at)
-        ok = present & _bits(self._ok.buffers()[1], self._ok.offset, at)
-        return present, requests, known, ok
-
-    def ok_count(self) -> int:
-        total: int | None = pc.sum(self._ok).as_py()
-        return total or 0
+MERGE_FAN_IN = 64
+"""Keys files merged at once (open files, and a batch of each in memory)."""
 
 
-def _values(array: pa.Array, kind: type[np.generic]) -> np.ndarray:
-    """The values buffer of a fixed-width Arrow array, as a numpy view."""
-    width = np.dtype(kind).itemsize
-    view = np.frombuffer(array.buffers()[1], dtype=kind, count=array.offset + len(array))
-    assert view.itemsize == width
-    return view[array.offset :]
+def fewer_runs(
+    runs: list[Iterator[pl.DataFrame]],
+) -> tuple[list[Iterator[pl.DataFrame]], bool]:
+    """Runs (oldest first) merged ``MERGE_FAN_IN`` at a time into unnamed temporary files
+    until no more than that many are left; whether some id was in several runs."""
+    repeated = False
+    while len(runs) > MERGE_FAN_IN:
+        merged = []
+        for age, start in enumerate(range(0, len(runs), MERGE_FAN_IN)):
+            spill = tempfile.TemporaryFile(prefix=".batchrun-keys-")  # noqa: SIM115
+            with pa.ipc.new_file(pa.PythonFile(spill, mode="w"), SCHEMA) as writer:
+
+                def spilled(keys: pl.DataFrame) -> None:
+                    writer.write_table(keys.select(SCHEMA.names).to_arrow().cast(SCHEMA))
+
+                repeated = merge(runs[start : start + MERGE_FAN_IN], spilled) or repeated
+            merged.append(_read_spill(spill, age))
+        runs = merged
+    return runs, repeated
 
 
-def _bits(bitmap: pa.Buffer | None, offset: int, at: np.ndarray) -> np.ndarray:
-    """Bits ``at`` of an Arrow bitmap (a missing validity bitmap: all set)."""
-    if bitmap is None:
-        return np.ones(len(at), bool)
-    bits = np.frombuffer(bitmap, dtype=np.uint8)
-    where = at + offset
-    values: np.ndarray = ((bits[where >> 3] >> (where & 7).astype(np.uint8)) & 1).astype(bool)
-    return values
+def _read_spill(spill: IO[bytes], age: int) -> Iterator[pl.DataFrame]:
+    with spill:
+        spill.seek(0)
+        reader = pa.ipc.open_file(pa.PythonFile(spill, mode="r"))
+        for number in range(reader.num_record_batches):
+            frame = pl.from_arrow(reader.get_batch(number))
+            assert isinstance(frame, pl.DataFrame)
+            if len(frame):
+                yield frame.with_columns(age=pl.lit(age, pl.Int32))

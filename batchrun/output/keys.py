@@ -19,7 +19,7 @@ the entry is compaction's winner: an ok row beats a failed one, then the newest 
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+import os
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +34,9 @@ from batchrun.hashing import HASHER
 from batchrun.output.keyruns import (
     EMPTY,
     SCHEMA,
-    MappedKeys,
+    KeysCollector,
     RunWriter,
+    fewer_runs,
     keys_of,
     merge,
     read_run,
@@ -44,6 +45,7 @@ from batchrun.output.keyruns import (
     write_run,
 )
 from batchrun.output.layout import OutputLayout, part_time, token_of
+from batchrun.output.lookup import Found, MappedKeys, find_in, find_mapped
 from batchrun.output.parts import READ_TRIES, read_batches
 from batchrun.output.rows import REQUEST_HASH
 
@@ -55,17 +57,6 @@ SAVED_BATCH_ROWS = 1 << 18
 _PART_COLUMNS = pa.schema([("id", pa.string()), REQUEST_HASH, ("status", pa.string())])
 Signature = list[Any]
 """``[name, size, mtime_ns, inode]`` of a part."""
-
-
-@dataclass(frozen=True)
-class Found:
-    """What the output holds for some ids: whether each is there, the request its row
-    answered (null for a row written before request hashes; any value where ``present`` is
-    false) and whether that row is ok."""
-
-    present: pl.Series
-    request: pl.Series
-    ok: pl.Series
 
 
 class OutputKeys:
@@ -89,11 +80,10 @@ class OutputKeys:
                 recent = [
                     (p, s) for p, s in zip(parts, signatures, strict=True) if p.name not in covered
                 ]
-                keys, repeated = winners(
-                    pl.concat([_keys_read(layout, *entry) for entry in _oldest_first(recent)])
-                    if recent
-                    else pl.DataFrame(schema=EMPTY)
-                )
+                read = [_keys_read(layout, *entry) for entry in _oldest_first(recent)]
+                frames = [keys for keys, _ in read] or [pl.DataFrame(schema=EMPTY)]
+                keys, repeated = winners(pl.concat(frames))
+                repeated = repeated or any(twice for _, twice in read)
                 return cls(saved, keys, repeated)
             except FileNotFoundError:  # another shard's compaction replaced a part
                 if attempt == READ_TRIES - 1:
@@ -106,8 +96,8 @@ class OutputKeys:
         if not ids.is_sorted():
             raise ValueError("OutputKeys.find takes sorted ids")
         if self.recent.is_empty() or not self.saved:
-            return _find_saved(self.saved, ids) if self.saved else _find(self.recent, ids)
-        old, new = _find_saved(self.saved, ids), _find(self.recent, ids)
+            return find_mapped(self.saved, ids) if self.saved else find_in(self.recent, ids)
+        old, new = find_mapped(self.saved, ids), find_in(self.recent, ids)
         take_new = new.present & (new.ok | ~old.ok)
         return Found(
             present=old.present | new.present,
@@ -140,7 +130,7 @@ class OutputKeys:
         return pl.concat(chunks).sort()
 
     def _in_saved(self, ids: pl.Series) -> Found:
-        return _find_saved(self.saved, ids.sort().set_sorted())
+        return find_mapped(self.saved, ids.sort().set_sorted())
 
 
 def settle(path: Path) -> bool:
@@ -166,45 +156,65 @@ def _settle(layout: OutputLayout) -> bool:
     if not recent and (saved or not parts):
         _remove_runs(layout, parts)
         return False
-    runs = [
-        read_run(_run_of(layout, *entry), age) for age, entry in enumerate(_oldest_first(recent), 1)
-    ]
-    sources = ([read_run(layout.keys, 0)] if saved else []) + runs
+    ordered = _oldest_first(recent)
+    runs = [_run_of(layout, *entry) for entry in ordered]
+    sources = [read_run(path, age) for age, (path, _) in enumerate(runs, 1)]
+    sources[:0] = [read_run(layout.keys, 0)] if saved else []
     metadata = {"format": KEYS_FORMAT, "hasher": HASHER, "parts": signatures}
     schema = SCHEMA.with_metadata({"batchrun": orjson.dumps(metadata)})
     with RunWriter(layout.keys, schema, SAVED_BATCH_ROWS) as writer:
-        repeated = merge(sources, writer.add)
+        sources, repeated = fewer_runs(sources)
+        repeated = merge(sources, writer.add) or repeated or any(twice for _, twice in runs)
         writer.keep = not repeated
     if not repeated:
         _remove_runs(layout, parts)
     return repeated
 
 
-def save_part_keys(layout: OutputLayout, part: Path, keys: pl.DataFrame) -> None:
-    """Write a freshly sealed part's keys beside it (its run)."""
-    (signature,) = _signatures([part])
-    write_run(layout.part_keys(part), keys, _run_label(signature))
+def save_part_keys(
+    layout: OutputLayout, part: Path, written: os.stat_result, keys: KeysCollector
+) -> None:
+    """Write a freshly sealed part's keys beside it, signed with the part as written (a
+    rewrite by another shard's compaction meanwhile then makes them stale, never wrong)."""
+    signature = [part.name, written.st_size, written.st_mtime_ns, written.st_ino]
+    found, repeated = keys.keys()
+    write_run(layout.part_keys(part), found, _run_label(signature, repeated))
 
 
-def _run_label(signature: Signature) -> dict[str, Any]:
-    return {"format": KEYS_FORMAT, "hasher": HASHER, "part": signature}
+def _run_label(signature: Signature, repeated: bool) -> dict[str, Any]:
+    """A part's keys are for this part as it is, by this hash function; ``repeated``: some
+    id had several rows in the part (its keys hold the winner)."""
+    return {"format": KEYS_FORMAT, "hasher": HASHER, "part": signature, "repeated": repeated}
 
 
-def _run_of(layout: OutputLayout, part: Path, signature: Signature) -> Path:
-    """The path of a part's run; written now from the part's rows when it has none (a part
-    of an older batchrun, one a compaction rewrote, one sealed by a run killed meanwhile)."""
+def _current(run: Path, signature: Signature) -> bool | None:
+    """Whether a part's keys file says some id is repeated; None when it is stale or
+    unreadable."""
+    found = run_metadata(run)
+    if found is None or found != _run_label(signature, bool(found.get("repeated"))):
+        return None
+    return bool(found["repeated"])
+
+
+def _run_of(layout: OutputLayout, part: Path, signature: Signature) -> tuple[Path, bool]:
+    """A part's keys file and whether the part repeats an id; the file is written now from
+    the part's rows when it has none (a part of an older batchrun, one a compaction
+    rewrote, one sealed by a run killed meanwhile)."""
     run = layout.part_keys(part)
-    if run_metadata(run) != _run_label(signature):
-        write_run(run, _read_part(part), _run_label(signature))
-    return run
+    if (repeated := _current(run, signature)) is None:
+        keys, repeated = _read_part(part)
+        write_run(run, keys, _run_label(signature, repeated))
+    return run, repeated
 
 
-def _keys_read(layout: OutputLayout, part: Path, signature: Signature) -> pl.DataFrame:
-    """A part's keys, from its run when it is current, else from its rows (nothing is
-    written)."""
+def _keys_read(layout: OutputLayout, part: Path, signature: Signature) -> tuple[pl.DataFrame, bool]:
+    """A part's keys and whether it repeats an id: from its keys file when it is current,
+    else from its rows (nothing is written)."""
     run = layout.part_keys(part)
-    if run_metadata(run) == _run_label(signature):
-        return pl.concat(list(read_run(run, 0))).drop("age")
+    if (repeated := _current(run, signature)) is not None:
+        return pl.concat(
+            [pl.DataFrame(schema=EMPTY), *(f.drop("age") for f in read_run(run, 0))]
+        ), repeated
     return _read_part(part)
 
 
@@ -261,39 +271,11 @@ def _signatures(parts: list[Path]) -> list[Signature]:
     return signatures
 
 
-def _read_part(part: Path) -> pl.DataFrame:
-    """A part's keys read from its rows, sorted, one entry per id."""
+def _read_part(part: Path) -> tuple[pl.DataFrame, bool]:
+    """A part's keys read from its rows, sorted, one entry per id; whether an id had
+    several rows."""
     frames = [keys_of(batch) for batch in read_batches([part], _PART_COLUMNS)]
-    return winners(pl.concat(frames) if frames else pl.DataFrame(schema=EMPTY))[0]
-
-
-def _find_saved(saved: list[MappedKeys], ids: pl.Series) -> Found:
-    """``_find`` over the saved batches: binary searches of each batch for the ids in its
-    range, on the mapped pages."""
-    if not saved:
-        return _find(pl.DataFrame(schema=EMPTY), ids)
-    needles = ids.to_numpy()
-    size = len(needles)
-    present, ok, known = (np.zeros(size, bool) for _ in range(3))
-    requests = np.zeros(size, np.uint64)
-    starts = [int(np.searchsorted(needles, keys.ids[0])) for keys in saved[1:]]
-    for keys, start, end in zip(saved, [0, *starts], [*starts, size], strict=True):
-        if end > start:
-            found = keys.look_up(needles[start:end])
-            present[start:end], requests[start:end], known[start:end], ok[start:end] = found
-    request = pl.select(pl.when(pl.Series(known)).then(pl.Series("request_hash", requests)))
-    return Found(pl.Series(present), request.to_series(), pl.Series(ok))
-
-
-def _find(keys: pl.DataFrame, ids: pl.Series) -> Found:
-    """A merge join of sorted ``ids`` with ``keys`` (30 ms for half a million ids in ten
-    million keys; a binary search per id takes twice that)."""
-    if not ids.is_sorted():
-        raise ValueError("OutputKeys.find takes sorted ids")
-    needles = pl.DataFrame({"id_hash": ids}).with_columns(pl.col("id_hash").set_sorted())
-    rows = needles.join(keys, on="id_hash", how="left")
-    present = rows["ok"].is_not_null()
-    return Found(present, rows["request_hash"], rows["ok"].fill_null(False))
+    return winners(pl.concat(frames) if frames else pl.DataFrame(schema=EMPTY))
 
 
 def output_counts(path: Path) -> dict[str, int]:

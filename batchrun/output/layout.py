@@ -75,9 +75,17 @@ class OutputLayout:
     def temporaries(self) -> list[Path]:
         return sorted(self.root.glob(f"{TEMPORARY_PREFIX}*{TEMPORARY_SUFFIX}"))
 
-    def keys_temporaries(self) -> list[Path]:
-        """Keys being written (``.<name>.<pid>.tmp``): the output's, or a part's."""
-        return sorted(self.root.glob("._keys*.tmp"))
+    def keys_temporaries(self) -> list[tuple[Path, str | None]]:
+        """Keys being written (``.<name>.<pid>.tmp``), each with the owner of its part (None:
+        the output's keys); a name of another shape is not listed."""
+        found: list[tuple[Path, str | None]] = []
+        for path in sorted(self.root.glob("._keys*.tmp")):
+            name = path.name.removeprefix(".").rsplit(".", 2)[0]
+            if name == self.keys.name:
+                found.append((path, None))
+            elif name.startswith(PART_KEYS_PREFIX) and name.endswith(PART_KEYS_SUFFIX):
+                found.append((path, owner_of(Path(name))))
+        return found
 
     @property
     def job_file(self) -> Path:

@@ -26,9 +26,12 @@ def write_part(part: Path, table: pa.Table) -> None:
     write_batches(part, table.schema, table.to_batches())
 
 
-def write_batches(part: Path, schema: pa.Schema, batches: Iterable[pa.RecordBatch]) -> int:
+def write_batches(
+    part: Path, schema: pa.Schema, batches: Iterable[pa.RecordBatch]
+) -> os.stat_result | None:
     """Write ``batches`` as ``part`` (nothing when they hold no row) a row group at a time,
-    holding no more than one in memory; the part appears whole or not at all. Rows written."""
+    holding no more than one in memory; the part appears whole or not at all. Its stat, as
+    written (None: no row)."""
     temporary, written, group = temporary_of(part), 0, []
     flat = [field.name for field in schema if not pa.types.is_nested(field.type)]
     with pq.ParquetWriter(
@@ -45,12 +48,13 @@ def write_batches(part: Path, schema: pa.Schema, batches: Iterable[pa.RecordBatc
     pa.default_memory_pool().release_unused()  # the row groups' buffers, back to the system
     if not written:
         temporary.unlink()
-        return 0
+        return None
     with open(temporary, "rb") as sink:
         os.fsync(sink.fileno())
+        stat = os.fstat(sink.fileno())
     os.replace(temporary, part)
     fsync_directory(part.parent)
-    return written
+    return stat
 
 
 def _group_rows(batch: pa.RecordBatch) -> int:

@@ -13,6 +13,7 @@ merged into the saved keys (``batchrun.output.keys``).
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import fcntl
 import itertools
@@ -28,7 +29,7 @@ import pyarrow as pa
 from batchrun.errors import OutputError
 from batchrun.output.compaction import compact
 from batchrun.output.identity import Identity
-from batchrun.output.keyruns import Collector
+from batchrun.output.keyruns import KeysCollector
 from batchrun.output.keys import save_part_keys, settle
 from batchrun.output.layout import (
     WHOLE_JOB,
@@ -55,6 +56,8 @@ class Store:
         self._journal_file: Any = None
         self._journal_path: Path | None = None
         self.rows_in_journal = 0
+        self._sealer: concurrent.futures.ThreadPoolExecutor | None = None
+        self._sealing: concurrent.futures.Future[None] | None = None
 
     def open(self, identity: Identity | None = None) -> Store:
         """Create the directory, take the lock, check (and migrate) the output's identity,
@@ -80,10 +83,9 @@ class Store:
         for stale in self.layout.temporaries():  # a part a killed run was writing
             if self._orphaned(owner_of(stale)):
                 stale.unlink(missing_ok=True)
-        for stale in self.layout.keys_temporaries():  # keys a killed run was writing
-            part_keys = stale.name.removeprefix(".").rsplit(".", 2)[0]
-            if part_keys == self.layout.keys.name or self._orphaned(owner_of(Path(part_keys))):
-                stale.unlink(missing_ok=True)  # (the output's keys: written under this lock)
+        for stale, owner in self.layout.keys_temporaries():  # keys a killed run was writing
+            if owner is None or self._orphaned(owner):  # (the output's: under this lock)
+                stale.unlink(missing_ok=True)
         for journal in self.layout.journals():
             if self._orphaned(owner_of(journal)):
                 self._seal_journal(journal)
@@ -98,8 +100,9 @@ class Store:
         return owner == self._owner or self._shard is None or _dead(self.layout, owner)
 
     def close(self) -> None:
-        """Seal the journal into a part and release the lock."""
+        """Finish the seals under way, seal the journal into a part and release the lock."""
         try:
+            self._finish_sealing()
             self.seal()
             with self._maintenance():
                 self._compact()
@@ -123,6 +126,26 @@ class Store:
         """Turn the current journal into a part file."""
         if (journal := self.rotate()) is not None:
             self.seal_journal(journal)
+
+    def seal_later(self) -> concurrent.futures.Future[None] | None:
+        """Close the current journal (rows appended from now on start another) and seal it
+        into a part in the store's own thread: parts in order, one at a time; ``close()``
+        waits for them. None: the journal held no row."""
+        if (journal := self.rotate()) is None:
+            return None
+        if self._sealer is None:
+            self._sealer = concurrent.futures.ThreadPoolExecutor(1, "batchrun-seal")
+        self._sealing = self._sealer.submit(self.seal_journal, journal)
+        return self._sealing
+
+    def _finish_sealing(self) -> None:
+        """Wait for every seal under way; the last one's error, if any, is raised."""
+        if self._sealer is not None:
+            self._sealer.shutdown(wait=True)
+            self._sealer = None
+        sealing, self._sealing = self._sealing, None
+        if sealing is not None:
+            sealing.result()
 
     def rotate(self) -> Path | None:
         """Close the current journal (rows appended from now on start another); its path,
@@ -180,9 +203,9 @@ class Store:
         part = self.layout.part(token_of(journal))
         if not part.exists() and (rows := _with_request_hash(whole_batches(journal))):
             schema, batches = rows
-            keys = Collector()
-            write_batches(part, schema, keys.watch(batches))
-            save_part_keys(self.layout, part, keys.keys())
+            keys = KeysCollector()
+            if (written := write_batches(part, schema, keys.watch(batches))) is not None:
+                save_part_keys(self.layout, part, written, keys)
         journal.unlink(missing_ok=True)
 
     def _lock(self) -> None:
