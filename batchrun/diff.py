@@ -28,9 +28,10 @@ from batchrun.output.keys import OutputKeys
 from batchrun.output.lookup import Found
 from batchrun.shards import Shard
 
-INDEX_FRAME_ROWS = 262_144
-"""Index rows looked up at once (9 MB of index): fewer, bigger frames are faster (each costs
-a few polars calls), and what a frame took is given back before the next."""
+INDEX_FRAME_ROWS = 131_072
+"""Index rows looked up at once (4.7 MB of index): fewer, bigger frames are faster (each
+costs a few polars calls) and hold more (over ten million done rows: 2.6 s and 366 MB with
+65,536; 2.0 s and 405 MB with 262,144)."""
 
 
 @dataclass

@@ -326,3 +326,25 @@ def test_closing_waits_for_a_seal_under_way_and_a_failed_seal_loses_nothing(
 
     Store(tmp_path, SCHEMA).open().close()  # the next run seals the journal left behind
     assert output_counts(tmp_path) == {"ok": 2, "failed": 0}
+
+
+def test_a_few_new_keys_are_read_beside_the_saved_ones_until_a_rewrite_is_worth_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("batchrun.output.partkeys.RESAVE_ROWS", 3)
+    part(tmp_path, "all-1-1", [("a", "ok", 1), ("b", "ok", 2)])
+    Store(tmp_path, SCHEMA).open().close()
+    store = Store(tmp_path, SCHEMA).open()
+    for name in ("c", "d"):  # two rows in parts of their own: fewer than 3
+        row = {"id": name, "model": "m", "status": "failed", "attempts": 1, "request_hash": 3}
+        store.append(pa.Table.from_pylist([row], schema=SCHEMA))
+        store.seal()
+
+    store.close()
+
+    assert saved_parts(tmp_path) == ["part-all-1-1.parquet"]  # not rewritten
+    keys = OutputKeys.load(tmp_path)
+    assert (saved_rows(keys), len(keys.recent)) == (2, 2) and keys.counts() == (2, 2)
+    part(tmp_path, "all-9-1", [("e", "ok", 5)])  # a third: now worth it
+    assert not settle(tmp_path)
+    assert len(saved_parts(tmp_path)) == 4 and OutputLayout(tmp_path).part_keys_files() == []

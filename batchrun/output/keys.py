@@ -2,14 +2,15 @@
 whether that row is ok, sorted by id hash. The diff, compaction and the counts look ids up in
 them instead of reading id strings from the parts.
 
-Each part's keys are written beside it when it is sealed (a run: ``output.keyruns``). A run
-settles the output (``settle``, at its start and its end) by merging the runs into the saved
+Each part's keys are written beside it when it is sealed (``output.partkeys``). A run
+settles the output (``settle``, at its start and its end) by merging them into the saved
 keys, ``_keys.arrows``: Arrow IPC in sorted batches of 262,144 rows, memory-mapped when read,
-with the parts they cover (name, size, mtime, inode) and the id hash function. The merge holds
-a few thousand keys of each run at a time: a run's memory does not grow with the output.
-Parts not covered are read from their runs, else from Parquet; when a covered part changed or
-went (compaction or ``--prune`` rewrote it), or the hash function is another, the saved keys
-are stale and everything is merged again. Ten million keys are 170 MB mapped, against 2.8 s
+with the parts they cover (name, size, mtime, inode) and the id hash function, once the
+parts' own keys add up to ``RESAVE_ROWS`` (fewer are read beside the saved keys). The merge
+holds a few thousand keys of each file at a time (``output.keyruns``): a run's memory does
+not grow with the output. Parts not covered are read from their keys files, else from
+Parquet; when a covered part changed or went (compaction or ``--prune`` rewrote it), or the
+hash function is another, the saved keys are stale and everything is merged again. Ten million keys are 170 MB mapped, against 2.8 s
 and 700 MB to read and hash ten million id strings.
 
 Each id has one entry: when an output holds several rows for an id (compaction not done yet),
@@ -19,9 +20,7 @@ the entry is compaction's winner: an ok row beats a failed one, then the newest 
 from __future__ import annotations
 
 import itertools
-import os
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import orjson
@@ -34,29 +33,26 @@ from batchrun.hashing import HASHER
 from batchrun.output.keyruns import (
     EMPTY,
     SCHEMA,
-    KeysCollector,
     RunWriter,
     fewer_runs,
-    keys_of,
     merge,
     read_run,
-    run_metadata,
     winners,
-    write_run,
 )
 from batchrun.output.layout import OutputLayout, part_time, token_of
 from batchrun.output.lookup import Found, MappedKeys, find_in, find_mapped
-from batchrun.output.parts import READ_TRIES, read_batches
-from batchrun.output.rows import REQUEST_HASH
+from batchrun.output.partkeys import (
+    KEYS_FORMAT,
+    Signature,
+    current_label,
+    few_keys,
+    keys_file_of,
+    part_keys,
+)
+from batchrun.output.parts import READ_TRIES
 
-KEYS_FORMAT = 3
-"""2: parts are signed with their inode too; 3: sorted batches of ``SAVED_BATCH_ROWS``,
-merged from the parts' own keys."""
 SAVED_BATCH_ROWS = 1 << 18
 """Keys in a batch of the saved keys (4.5 MB): what merging them holds at most."""
-_PART_COLUMNS = pa.schema([("id", pa.string()), REQUEST_HASH, ("status", pa.string())])
-Signature = list[Any]
-"""``[name, size, mtime_ns, inode]`` of a part."""
 
 
 class OutputKeys:
@@ -80,7 +76,7 @@ class OutputKeys:
                 recent = [
                     (p, s) for p, s in zip(parts, signatures, strict=True) if p.name not in covered
                 ]
-                read = [_keys_read(layout, *entry) for entry in _oldest_first(recent)]
+                read = [part_keys(layout, *entry) for entry in _oldest_first(recent)]
                 frames = [keys for keys, _ in read] or [pl.DataFrame(schema=EMPTY)]
                 keys, repeated = winners(pl.concat(frames))
                 repeated = repeated or any(twice for _, twice in read)
@@ -156,8 +152,10 @@ def _settle(layout: OutputLayout) -> bool:
     if not recent and (saved or not parts):
         _remove_runs(layout, parts)
         return False
+    if saved and few_keys([current_label(layout.part_keys(part), sign) for part, sign in recent]):
+        return OutputKeys.load(layout.root).has_repeated_ids  # not worth a rewrite yet
     ordered = _oldest_first(recent)
-    runs = [_run_of(layout, *entry) for entry in ordered]
+    runs = [keys_file_of(layout, *entry) for entry in ordered]
     sources = [read_run(path, age) for age, (path, _) in enumerate(runs, 1)]
     sources[:0] = [read_run(layout.keys, 0)] if saved else []
     metadata = {"format": KEYS_FORMAT, "hasher": HASHER, "parts": signatures}
@@ -169,53 +167,6 @@ def _settle(layout: OutputLayout) -> bool:
     if not repeated:
         _remove_runs(layout, parts)
     return repeated
-
-
-def save_part_keys(
-    layout: OutputLayout, part: Path, written: os.stat_result, keys: KeysCollector
-) -> None:
-    """Write a freshly sealed part's keys beside it, signed with the part as written (a
-    rewrite by another shard's compaction meanwhile then makes them stale, never wrong)."""
-    signature = [part.name, written.st_size, written.st_mtime_ns, written.st_ino]
-    found, repeated = keys.keys()
-    write_run(layout.part_keys(part), found, _run_label(signature, repeated))
-
-
-def _run_label(signature: Signature, repeated: bool) -> dict[str, Any]:
-    """A part's keys are for this part as it is, by this hash function; ``repeated``: some
-    id had several rows in the part (its keys hold the winner)."""
-    return {"format": KEYS_FORMAT, "hasher": HASHER, "part": signature, "repeated": repeated}
-
-
-def _current(run: Path, signature: Signature) -> bool | None:
-    """Whether a part's keys file says some id is repeated; None when it is stale or
-    unreadable."""
-    found = run_metadata(run)
-    if found is None or found != _run_label(signature, bool(found.get("repeated"))):
-        return None
-    return bool(found["repeated"])
-
-
-def _run_of(layout: OutputLayout, part: Path, signature: Signature) -> tuple[Path, bool]:
-    """A part's keys file and whether the part repeats an id; the file is written now from
-    the part's rows when it has none (a part of an older batchrun, one a compaction
-    rewrote, one sealed by a run killed meanwhile)."""
-    run = layout.part_keys(part)
-    if (repeated := _current(run, signature)) is None:
-        keys, repeated = _read_part(part)
-        write_run(run, keys, _run_label(signature, repeated))
-    return run, repeated
-
-
-def _keys_read(layout: OutputLayout, part: Path, signature: Signature) -> tuple[pl.DataFrame, bool]:
-    """A part's keys and whether it repeats an id: from its keys file when it is current,
-    else from its rows (nothing is written)."""
-    run = layout.part_keys(part)
-    if (repeated := _current(run, signature)) is not None:
-        return pl.concat(
-            [pl.DataFrame(schema=EMPTY), *(f.drop("age") for f in read_run(run, 0))]
-        ), repeated
-    return _read_part(part)
 
 
 def _remove_runs(layout: OutputLayout, parts: list[Path]) -> None:
@@ -269,13 +220,6 @@ def _signatures(parts: list[Path]) -> list[Signature]:
         stat = part.stat()
         signatures.append([part.name, stat.st_size, stat.st_mtime_ns, stat.st_ino])
     return signatures
-
-
-def _read_part(part: Path) -> tuple[pl.DataFrame, bool]:
-    """A part's keys read from its rows, sorted, one entry per id; whether an id had
-    several rows."""
-    frames = [keys_of(batch) for batch in read_batches([part], _PART_COLUMNS)]
-    return winners(pl.concat(frames) if frames else pl.DataFrame(schema=EMPTY))
 
 
 def output_counts(path: Path) -> dict[str, int]:

@@ -30,13 +30,14 @@ from batchrun.errors import OutputError
 from batchrun.output.compaction import compact
 from batchrun.output.identity import Identity
 from batchrun.output.keyruns import KeysCollector
-from batchrun.output.keys import save_part_keys, settle
+from batchrun.output.keys import settle
 from batchrun.output.layout import (
     WHOLE_JOB,
     OutputLayout,
     owner_of,
     token_of,
 )
+from batchrun.output.partkeys import save_part_keys
 from batchrun.output.parts import whole_batches, write_batches
 from batchrun.output.rows import REQUEST_HASH
 from batchrun.shards import Shard
