@@ -10,8 +10,9 @@ parts' own keys add up to ``RESAVE_ROWS`` (fewer are read beside the saved keys)
 holds a few thousand keys of each file at a time (``output.keyruns``): a run's memory does
 not grow with the output. Parts not covered are read from their keys files, else from
 Parquet; when a covered part changed or went (compaction or ``--prune`` rewrote it), or the
-hash function is another, the saved keys are stale and everything is merged again. Ten million keys are 170 MB mapped, against 2.8 s
-and 700 MB to read and hash ten million id strings.
+hash function is another, the saved keys are stale and everything is merged again. Ten
+million keys are 170 MB mapped, against 2.8 s and 700 MB to read and hash ten million id
+strings.
 
 Each id has one entry: when an output holds several rows for an id (compaction not done yet),
 the entry is compaction's winner: an ok row beats a failed one, then the newest part.
