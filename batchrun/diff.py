@@ -19,10 +19,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from batchrun.hashing import member
+from batchrun.hashing import SortedHashes, member
 from batchrun.input.selection import TodoList
 from batchrun.output.keys import OutputKeys
 from batchrun.output.lookup import Found
@@ -32,6 +33,10 @@ INDEX_FRAME_ROWS = 131_072
 """Index rows looked up at once (4.7 MB of index): fewer, bigger frames are faster (each
 costs a few polars calls) and hold more (over ten million done rows: 2.6 s and 366 MB with
 65,536; 2.0 s and 405 MB with 262,144)."""
+
+REUSE_CHECK_HASHES = 2_097_152
+"""Request hashes of rows to do checked against the output's answers at once (16 MB): each
+check reads the saved keys' ok request hashes once, a batch at a time."""
 
 
 @dataclass
@@ -48,7 +53,7 @@ class Changes:
     """Output rows without a request hash (written before batchrun recorded them)."""
     todo: TodoList = field(default_factory=TodoList)
     """The rows to send, listed on disk."""
-    reusable: set[int] = field(default_factory=set)
+    reusable: SortedHashes = field(default_factory=SortedHashes)
     """Request hashes of rows to do that the output already answered under another id."""
 
     def __enter__(self) -> Changes:
@@ -93,7 +98,7 @@ def diff(
     """Classify every input row of ``index`` against ``output``; list the rows to do (and
     with ``reuse``, the requests among them the output already answered)."""
     keys = OutputKeys.load(output)
-    answered = keys.answered() if reuse else None
+    reusable = ReusableAnswers(keys) if reuse and not keys.is_empty else None
     changes = Changes(todo=TodoList(index.parent))
     for batch in _index_batches(index):
         if shard is not None:
@@ -106,14 +111,39 @@ def diff(
             todo = todo.head(max(limit - changes.todo_count, 0))
         for (number,), rows in todo.group_by(["file"], maintain_order=True):
             changes.todo.add(int(number), rows["offset"].to_arrow(), rows["line"].to_arrow())
-        if answered is not None:
-            requests = todo["request_hash"]
-            reused = member(requests.reinterpret(signed=False), answered)
-            changes.reusable.update(requests.filter(reused).to_list())
+        if reusable is not None:
+            reusable.add(todo["request_hash"].to_numpy())
+    if reusable is not None:
+        changes.reusable = reusable.found()
     if shard is None:
         ok, failed = keys.counts()
         changes.removed = max(ok + failed - changes.changed - changes.unchanged, 0)
     return changes
+
+
+class ReusableAnswers:
+    """Which rows to do make requests the output already answered (under other ids): their
+    request hashes checked against the output's answers a few million at a time."""
+
+    def __init__(self, keys: OutputKeys) -> None:
+        self._keys = keys
+        self._waiting: list[np.ndarray] = []
+        self._found: list[np.ndarray] = []
+
+    def add(self, requests: np.ndarray) -> None:
+        self._waiting.append(requests)
+        if sum(map(len, self._waiting)) >= REUSE_CHECK_HASHES:
+            self._check()
+
+    def found(self) -> SortedHashes:
+        self._check()
+        return SortedHashes(np.concatenate(self._found) if self._found else None)
+
+    def _check(self) -> None:
+        if self._waiting:
+            requests = np.unique(np.concatenate(self._waiting))
+            self._found.append(self._keys.answered(requests))
+            self._waiting = []
 
 
 def _classify(

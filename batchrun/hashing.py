@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 
@@ -29,3 +30,29 @@ def member(values: pl.Series, ordered: pl.Series) -> pl.Series:
     found = ordered.search_sorted(needles).clip(0, len(ordered) - 1)
     hits = ordered.gather(found) == needles
     return hits.gather(order.arg_sort())
+
+
+class SortedHashes:
+    """A set of 64-bit request hashes (signed, as rows carry them) held as one sorted array:
+    8 bytes each, where a Python ``set`` of ints takes about 60."""
+
+    def __init__(self, values: np.ndarray | None = None) -> None:
+        self._values = np.unique(np.asarray(values if values is not None else [], np.int64))
+
+    def __contains__(self, value: object) -> bool:
+        if not isinstance(value, int) or not len(self._values):
+            return False
+        at = int(np.searchsorted(self._values, value))
+        return at < len(self._values) and int(self._values[at]) == value
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+
+def among(values: np.ndarray, ordered: np.ndarray) -> np.ndarray:
+    """Those of ``values`` that ``ordered`` (sorted) holds."""
+    if not len(ordered):
+        return values[:0]
+    at = np.minimum(np.searchsorted(ordered, values), len(ordered) - 1)
+    found: np.ndarray = values[ordered[at] == values]
+    return found

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 import polars as pl
 import pyarrow as pa
@@ -16,8 +17,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from batchrun.diff import ReusableAnswers
 from batchrun.errors import OutputError
-from batchrun.hashing import id_hashes
+from batchrun.hashing import SortedHashes, id_hashes
 from batchrun.output.keyruns import EMPTY, merge, read_run, winners
 from batchrun.output.keys import OutputKeys, output_counts, settle
 from batchrun.output.layout import OutputLayout
@@ -239,6 +241,47 @@ def test_saved_keys_in_several_batches_answer_lookups_and_counts(
         (False, None, False),
     ]
     assert keys.counts() == (13, 7)
+
+
+def test_requests_answered_ok_are_found_in_saved_batches_and_in_recent_keys(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("batchrun.output.keys.SAVED_BATCH_ROWS", 2)
+    done = [("a", "ok", 11), ("b", "failed", 12), ("c", "ok", 13), ("d", "ok", -14)]
+    part(tmp_path, "all-1-1", done)
+    Store(tmp_path, SCHEMA).open().close()
+    part(tmp_path, "all-2-1", [("e", "ok", 15), ("f", "failed", 16), ("b", "ok", 17)])
+    keys = OutputKeys.load(tmp_path)
+    assert len(keys.saved) == 2 and len(keys.recent) == 3
+
+    asked = np.array([-14, 11, 12, 15, 16, 17, 99], np.int64)
+
+    assert keys.answered(asked).tolist() == [-14, 11, 15, 17]
+
+
+def test_rows_to_do_checked_a_few_at_a_time_find_every_answered_request(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("batchrun.diff.REUSE_CHECK_HASHES", 2)
+    part(tmp_path, "all-1-1", [(f"id{n}", "ok" if n != 3 else "failed", n) for n in range(6)])
+    reusable = ReusableAnswers(OutputKeys.load(tmp_path))
+
+    for requests in ([1, 9], [2], [3, 8, 4], [5]):
+        reusable.add(np.array(requests, np.int64))
+    found = reusable.found()
+
+    assert [n for n in range(10) if n in found] == [1, 2, 4, 5]
+
+
+@given(
+    values=st.lists(st.integers(-(2**63), 2**63 - 1)),
+    probes=st.lists(st.integers(-(2**63), 2**63 - 1)),
+)
+def test_sorted_hashes_hold_what_a_set_of_them_holds(values: list[int], probes: list[int]) -> None:
+    hashes = SortedHashes(np.array(values, np.int64))
+
+    assert len(hashes) == len(set(values))
+    assert [p in hashes for p in values + probes] == [p in set(values) for p in values + probes]
 
 
 def test_a_sealed_part_brings_its_keys_and_closing_merges_them(tmp_path: Path) -> None:

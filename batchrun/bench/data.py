@@ -115,6 +115,11 @@ def _toml(value: object) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
+DONE_CHUNK_ROWS = 20_000
+"""Done rows written at once by ``write_done_part`` (ten million rows' null vectors at once
+would take 40 GB)."""
+
+
 def write_done_part(job_path: Path, count: int) -> Path:
     """Rows ``0 .. count-1`` as done (status ok) in one part of the job's output, with the
     job's identity and input index beside it, as a finished earlier run would have left them
@@ -133,10 +138,16 @@ def write_done_part(job_path: Path, count: int) -> Path:
         "finish_reason": "stop",
         "attempts": 1,
     }
-    given = {"id": pa.array([row_id(i) for i in range(count)], pa.string()), "request_hash": hashes}
-    columns = [given.get(f.name, _constant(values.get(f.name), f.type, count)) for f in schema]
     part = OutputLayout(output).part("bench")
-    pq.write_table(pa.Table.from_arrays(columns, schema=schema), part)
+    with pq.ParquetWriter(part, schema) as writer:
+        for start in range(0, count, DONE_CHUNK_ROWS):
+            size = min(DONE_CHUNK_ROWS, count - start)
+            ids = pa.array([row_id(i) for i in range(start, start + size)], pa.string())
+            given = {"id": ids, "request_hash": hashes.slice(start, size)}
+            columns = [
+                given.get(f.name, _constant(values.get(f.name), f.type, size)) for f in schema
+            ]
+            writer.write_table(pa.Table.from_arrays(columns, schema=schema))
     check_identity(output, job.name, job.kind, job.fingerprint())
     Store(output, schema).open().close()  # compacted, as a finished run leaves it
     return part

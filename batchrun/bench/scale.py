@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from batchrun.bench.data import (
-    CHAT_MODEL,
+    MODEL_OF,
     NEWS,
     PASSAGE,
     SHORT,
@@ -36,6 +36,7 @@ LIFTED_SPECS = (
 RESUME_SPECS = (
     Spec("resume: start to first request", "s", 5.0, at_most=True),
     Spec("resume: peak RSS", "MB", 400.0, at_most=True),
+    Spec("resume: peak RSS, embeddings job", "MB", 400.0, at_most=True),
 )
 MEMORY_SPECS = (Spec("memory: peak RSS, huge JSONL input", "MB", 400, at_most=True),)
 
@@ -79,32 +80,38 @@ def _cost_note(run: Run, rows: int, server_cpu_s: float) -> str:
 
 
 def resume(ws: Workspace) -> list[Figure]:
-    """Section ``resume``: the output already holds all but the last rows; ``--limit 1``."""
+    """Section ``resume``: the output already holds all but the last rows; ``--limit 1``: a
+    chat job, then an embeddings job (which also looks for answers to reuse across ids)."""
     work = ws.directory("resume")
     done, left = ws.sizes.resume_done, ws.sizes.resume_left
-    ws.say(f"resume: writing {done + left:,} input rows and {done:,} done rows")
+    ws.say(f"resume: writing {done + left:,} input rows")
     data = write_rows(work / "news.jsonl", done + left, NEWS)
-    with Emulator(work) as emulator:
-        job = write_job(
-            work / "resume.toml",
-            kind="chat",
-            base_url=emulator.base_url,
-            input_path=data,
-            keep=("title",),
-        )
-        ws.say(f"resume: the earlier run's input index and {done:,} done rows")
+    chat, first = _resumed(ws, work / "resume.toml", "chat", data)
+    embeddings, _ = _resumed(ws, work / "resume-embeddings.toml", "embeddings", data)
+    note = f"{done:,} done of {done + left:,}; run wall {chat.wall_s:.1f} s, "
+    note += f"peak RSS {chat.peak_rss_mb:.0f} MB"
+    return [
+        Figure(RESUME_SPECS[0], first, note),
+        Figure(RESUME_SPECS[1], chat.peak_rss_mb, f"--limit 1 over {done:,} done rows"),
+        Figure(RESUME_SPECS[2], embeddings.peak_rss_mb, f"--limit 1 over {done:,} done texts"),
+    ]
+
+
+def _resumed(ws: Workspace, path: Path, kind: Kind, data: Path) -> tuple[Run, float]:
+    """The ``--limit 1`` run over ``resume_done`` done rows, and its seconds from start to
+    first request."""
+    done = ws.sizes.resume_done
+    with Emulator(path.parent, name=f"emulator-{path.stem}") as emulator:
+        keep = ("title",) if kind == "chat" else ()
+        job = write_job(path, kind=kind, base_url=emulator.base_url, input_path=data, keep=keep)
+        ws.say(f"resume ({kind}): the earlier run's input index and {done:,} done rows")
         write_done_part(job, done)
-        ws.say(f"resume: run --limit 1 over {done:,} done rows")
+        ws.say(f"resume ({kind}): run --limit 1 over {done:,} done rows")
         run = run_batchrun(job, "--limit", "1")
-        seen = emulator.seen(CHAT_MODEL)
+        seen = emulator.seen(MODEL_OF[kind])
     if seen.first is None:
         raise ValueError(f"no request reached the emulator (exit {run.code})")
-    note = f"{done:,} done of {done + left:,}; run wall {run.wall_s:.1f} s, "
-    note += f"peak RSS {run.peak_rss_mb:.0f} MB"
-    return [
-        Figure(RESUME_SPECS[0], seen.first - run.spawned_at, note),
-        Figure(RESUME_SPECS[1], run.peak_rss_mb, f"--limit 1 over {done:,} done rows"),
-    ]
+    return run, seen.first - run.spawned_at
 
 
 def memory(ws: Workspace) -> list[Figure]:

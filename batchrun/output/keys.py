@@ -27,10 +27,9 @@ import numpy as np
 import orjson
 import polars as pl
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from batchrun.errors import OutputError
-from batchrun.hashing import HASHER
+from batchrun.hashing import HASHER, among
 from batchrun.output.keyruns import (
     EMPTY,
     SCHEMA,
@@ -74,18 +73,22 @@ class OutputKeys:
                 parts = layout.parts()
                 signatures = _signatures(parts)
                 saved, covered = _saved(layout, signatures)
-                recent = [
-                    (p, s) for p, s in zip(parts, signatures, strict=True) if p.name not in covered
-                ]
-                read = [part_keys(layout, *entry) for entry in _oldest_first(recent)]
-                frames = [keys for keys, _ in read] or [pl.DataFrame(schema=EMPTY)]
-                keys, repeated = winners(pl.concat(frames))
-                repeated = repeated or any(twice for _, twice in read)
-                return cls(saved, keys, repeated)
+                return cls.beside(layout, saved, _uncovered(parts, signatures, covered))
             except FileNotFoundError:  # another shard's compaction replaced a part
                 if attempt == READ_TRIES - 1:
                     raise
         raise AssertionError("unreachable")
+
+    @classmethod
+    def beside(
+        cls, layout: OutputLayout, saved: list[MappedKeys], recent: list[tuple[Path, Signature]]
+    ) -> OutputKeys:
+        """The saved keys, and those of the parts they do not cover (from the parts' keys
+        files, read in memory)."""
+        read = [part_keys(layout, *entry) for entry in _oldest_first(recent)]
+        frames = [keys for keys, _ in read] or [pl.DataFrame(schema=EMPTY)]
+        keys, repeated = winners(pl.concat(frames))
+        return cls(saved, keys, repeated or any(twice for _, twice in read))
 
     def find(self, ids: pl.Series) -> Found:
         """Look sorted ``ids`` up. An id in both the saved and
@@ -105,6 +108,11 @@ class OutputKeys:
         )
 
     @property
+    def is_empty(self) -> bool:
+        """Whether the output holds no row."""
+        return not self.saved and self.recent.is_empty()
+
+    @property
     def has_repeated_ids(self) -> bool:
         """Whether some id has several rows in the parts (compaction has work)."""
         return self._repeated or bool(self._in_saved(self.recent["id_hash"]).present.any())
@@ -118,13 +126,13 @@ class OutputKeys:
         every = sum(map(len, self.saved)) + len(ids) - int(old.present.sum())
         return ok, every - ok
 
-    def answered(self) -> pl.Series:
-        """The request hashes answered ok, sorted (for answers reused across ids)."""
-        chunks = [self.recent.filter("ok")["request_hash"].drop_nulls()]
-        for keys in self.saved:
-            requests = pc.filter(keys.batch.column("request_hash"), keys.batch.column("ok"))
-            chunks.append(pl.Series("request_hash", requests).drop_nulls())
-        return pl.concat(chunks).sort()
+    def answered(self, requests: np.ndarray) -> np.ndarray:
+        """Those of some request hashes (signed, sorted, unique) that rows of the output
+        answered ok: each saved batch is read once, a batch at a time."""
+        recent = self.recent.filter("ok")["request_hash"].drop_nulls()
+        found = [among(recent.reinterpret(signed=True).to_numpy(), requests)]
+        found += [among(keys.ok_requests(), requests) for keys in self.saved]
+        return np.unique(np.concatenate(found))
 
     def _in_saved(self, ids: pl.Series) -> Found:
         return find_mapped(self.saved, ids.sort().set_sorted())
@@ -149,12 +157,12 @@ def _settle(layout: OutputLayout) -> bool:
     signatures = _signatures(parts)  # before reading: a part replaced meanwhile then no
     # longer matches, and its keys are merged again next time
     saved, covered = _saved(layout, signatures)
-    recent = [(p, s) for p, s in zip(parts, signatures, strict=True) if p.name not in covered]
+    recent = _uncovered(parts, signatures, covered)
     if not recent and (saved or not parts):
         _remove_runs(layout, parts)
         return False
     if saved and few_keys([current_label(layout.part_keys(part), sign) for part, sign in recent]):
-        return OutputKeys.load(layout.root).has_repeated_ids  # not worth a rewrite yet
+        return OutputKeys.beside(layout, saved, recent).has_repeated_ids  # no rewrite yet
     ordered = _oldest_first(recent)
     runs = [keys_file_of(layout, *entry) for entry in ordered]
     sources = [read_run(path, age) for age, (path, _) in enumerate(runs, 1)]
@@ -176,6 +184,12 @@ def _remove_runs(layout: OutputLayout, parts: list[Path]) -> None:
     for run in layout.part_keys_files():
         if run in merged or not layout.part(token_of(run)).exists():
             run.unlink(missing_ok=True)
+
+
+def _uncovered(
+    parts: list[Path], signatures: list[Signature], covered: set[str]
+) -> list[tuple[Path, Signature]]:
+    return [(p, s) for p, s in zip(parts, signatures, strict=True) if p.name not in covered]
 
 
 def _oldest_first(entries: list[tuple[Path, Signature]]) -> list[tuple[Path, Signature]]:

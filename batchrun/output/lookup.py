@@ -54,6 +54,11 @@ class MappedKeys:
         total: int | None = pc.sum(self._ok).as_py()
         return total or 0
 
+    def ok_requests(self) -> np.ndarray:
+        """The request hashes of the rows answered ok (signed, as the index holds them)."""
+        answered = pc.filter(self._requests, self._ok).drop_null()
+        return _values(answered, np.uint64).view(np.int64)
+
 
 def _values(array: pa.Array, kind: type[np.generic]) -> np.ndarray:
     """The values buffer of a fixed-width Arrow array, as a numpy view."""

@@ -17,6 +17,7 @@ from typing import Any, Protocol, TypeVar
 import orjson
 import pyarrow as pa
 
+from batchrun.hashing import SortedHashes
 from batchrun.input.index import RowRules
 from batchrun.input.readers import Record, has_text
 from batchrun.output.archive import Archive
@@ -160,7 +161,7 @@ class Task(Protocol[AnswerT]):
         """Whether an answer in the output serves every row making the same request."""
         ...
 
-    def reuse_answers(self, archive: Archive, hashes: set[int]) -> None:
+    def reuse_answers(self, archive: Archive, hashes: SortedHashes) -> None:
         """Rows making one of these requests take the answer from ``archive``."""
         ...
 

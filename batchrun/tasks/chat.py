@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
+from batchrun.hashing import SortedHashes
 from batchrun.input.readers import Record
 from batchrun.job import Job
 from batchrun.output.archive import Archive
@@ -157,5 +158,5 @@ class ChatTask:
     reuses_answers = False
     """A chat answer is sampled: the same request may deserve a new one."""
 
-    def reuse_answers(self, archive: Archive, hashes: set[int]) -> None:
+    def reuse_answers(self, archive: Archive, hashes: SortedHashes) -> None:
         return None

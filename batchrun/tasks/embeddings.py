@@ -21,6 +21,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from batchrun.hashing import SortedHashes
 from batchrun.input.readers import Record
 from batchrun.job import Job
 from batchrun.output.archive import Archive
@@ -58,12 +59,12 @@ class EmbeddingsTask:
         self._packed_tokens = 0
         self._archive: Archive | None = None
         self.reused = 0
-        self._reusable: set[int] = set()
+        self._reusable = SortedHashes()
         self._deferred: list[Item] = []
 
     reuses_answers = True
 
-    def reuse_answers(self, archive: Archive, hashes: set[int]) -> None:
+    def reuse_answers(self, archive: Archive, hashes: SortedHashes) -> None:
         self._archive, self._reusable = archive, hashes
 
     @property

@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
+from batchrun.hashing import SortedHashes
 from batchrun.input.readers import Record
 from batchrun.job import Job
 from batchrun.output.archive import Archive
@@ -120,7 +121,7 @@ class BatchFileTask:
     def requests_for(self, rows: int) -> int:
         return rows
 
-    def reuse_answers(self, archive: Archive, hashes: set[int]) -> None:
+    def reuse_answers(self, archive: Archive, hashes: SortedHashes) -> None:
         return None
 
 
