@@ -20,10 +20,11 @@ from hypothesis import strategies as st
 from batchrun.diff import ReusableAnswers
 from batchrun.errors import OutputError
 from batchrun.hashing import SortedHashes, id_hashes
+from batchrun.output import compaction
 from batchrun.output.keyruns import EMPTY, merge, read_run, winners
 from batchrun.output.keys import OutputKeys, output_counts, settle
 from batchrun.output.layout import OutputLayout
-from batchrun.output.parts import write_part
+from batchrun.output.parts import read_columns, write_part
 from batchrun.output.rows import output_schema
 from batchrun.output.store import Store
 from batchrun.tasks.chat import FIELDS as CHAT_FIELDS
@@ -313,6 +314,36 @@ def test_keys_a_killed_run_was_writing_are_removed(tmp_path: Path) -> None:
 
     assert not any(leftover.exists() for leftover in leftovers)
     assert output_counts(tmp_path) == {"ok": 1, "failed": 0}
+
+
+def test_the_keys_name_the_ids_with_several_rows_and_compaction_reads_only_theirs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    part(tmp_path, "all-1-1", [("a", "ok", 1), ("b", "failed", 2), ("c", "ok", 3)])
+    Store(tmp_path, SCHEMA).open().close()  # saved keys cover it
+    part(tmp_path, "all-2-1", [("b", "ok", 4), ("d", "failed", 5)])
+    part(tmp_path, "all-3-1", [("d", "ok", 6), ("e", "ok", 7)])
+    part(tmp_path, "all-4-1", [("f", "failed", 8), ("f", "ok", 8), ("g", "ok", 9)])
+    read: list[list[str]] = []
+    reading = compaction._rows_among
+
+    def spy(path: Path, number: int, repeated: pl.Series) -> pl.DataFrame:
+        rows = reading(path, number, repeated)
+        read.append(sorted(rows["id"].to_list()))
+        return rows
+
+    monkeypatch.setattr(compaction, "_rows_among", spy)
+
+    assert OutputKeys.load(tmp_path).repeated_ids().to_list() == sorted(
+        id_hashes(["b", "d", "f"]).to_list()
+    )
+    assert compaction.compact(tmp_path) == 3
+    assert read == [["b"], ["b", "d"], ["d"], ["f", "f"]]  # only rows of ids with several
+    rows = read_columns(tmp_path, ["id", "status", "request_hash"]).to_pylist()
+    assert sorted(tuple(row.values()) for row in rows) == [
+        ("a", "ok", 1), ("b", "ok", 4), ("c", "ok", 3), ("d", "ok", 6), ("e", "ok", 7),
+        ("f", "ok", 8), ("g", "ok", 9),
+    ]  # fmt: skip
 
 
 def test_an_id_twice_in_one_part_is_seen_and_compacted(tmp_path: Path) -> None:

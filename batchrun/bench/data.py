@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from batchrun.indexing import input_index
 from batchrun.input.checks import open_input
-from batchrun.job import load_job
+from batchrun.job import Job, load_job
 from batchrun.output.identity import check_identity
 from batchrun.output.layout import OutputLayout
 from batchrun.output.rows import OK
@@ -115,22 +115,34 @@ def _toml(value: object) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-DONE_CHUNK_ROWS = 20_000
-"""Done rows written at once by ``write_done_part`` (ten million rows' null vectors at once
-would take 40 GB)."""
+DONE_PART_ROWS = 20_000
+"""Rows of each part ``write_done_parts`` writes: a run's ``part_rows``."""
 
 
-def write_done_part(job_path: Path, count: int) -> Path:
-    """Rows ``0 .. count-1`` as done (status ok) in one part of the job's output, with the
-    job's identity and input index beside it, as a finished earlier run would have left them
-    (the index is made here by batchrun's own code; the rows take its request hashes)."""
+def write_done_parts(job_path: Path, count: int, changed_every: int = 0) -> None:
+    """Rows ``0 .. count-1`` as done (status ok) in parts of the job's output, with the job's
+    identity, input index and keys beside them, as a finished earlier run would have left
+    them (the index is made here by batchrun's own code; the rows take its request hashes,
+    but every ``changed_every``-th row another: its text changed since)."""
     job = load_job(job_path)
     files, kept = open_input(job)
     schema = job_schema(job, kept)
     output = Path(job.spec.output.path)
     output.mkdir(parents=True, exist_ok=True)
     with input_index(job, files, output, task_for(job, schema)) as (index, _):
-        hashes = _first_request_hashes(index, count)
+        hashes = _first_request_hashes(index, count).to_numpy().copy()
+    if changed_every:
+        hashes[::changed_every] ^= 1
+    for number, start in enumerate(range(0, count, DONE_PART_ROWS)):
+        size = min(DONE_PART_ROWS, count - start)
+        ids = pa.array([row_id(i) for i in range(start, start + size)], pa.string())
+        table = _done_rows(job, schema, ids, pa.array(hashes[start : start + size]))
+        pq.write_table(table, OutputLayout(output).part(f"bench{number:05d}-1-1"))
+    check_identity(output, job.name, job.kind, job.fingerprint())
+    Store(output, schema).open().close()  # keys saved, as a finished run leaves them
+
+
+def _done_rows(job: Job, schema: pa.Schema, ids: pa.Array, hashes: pa.Array) -> pa.Table:
     values: dict[str, object] = {
         "model": job.models[0],
         "status": OK,
@@ -138,19 +150,10 @@ def write_done_part(job_path: Path, count: int) -> Path:
         "finish_reason": "stop",
         "attempts": 1,
     }
-    part = OutputLayout(output).part("bench")
-    with pq.ParquetWriter(part, schema) as writer:
-        for start in range(0, count, DONE_CHUNK_ROWS):
-            size = min(DONE_CHUNK_ROWS, count - start)
-            ids = pa.array([row_id(i) for i in range(start, start + size)], pa.string())
-            given = {"id": ids, "request_hash": hashes.slice(start, size)}
-            columns = [
-                given.get(f.name, _constant(values.get(f.name), f.type, size)) for f in schema
-            ]
-            writer.write_table(pa.Table.from_arrays(columns, schema=schema))
-    check_identity(output, job.name, job.kind, job.fingerprint())
-    Store(output, schema).open().close()  # compacted, as a finished run leaves it
-    return part
+    given = {"id": ids, "request_hash": hashes}
+    size = len(ids)
+    columns = [given.get(f.name, _constant(values.get(f.name), f.type, size)) for f in schema]
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
 def _first_request_hashes(index: Path, count: int) -> pa.Array:

@@ -15,7 +15,7 @@ from batchrun.bench.data import (
     NEWS,
     PASSAGE,
     SHORT,
-    write_done_part,
+    write_done_parts,
     write_job,
     write_rows,
 )
@@ -37,7 +37,10 @@ RESUME_SPECS = (
     Spec("resume: start to first request", "s", 5.0, at_most=True),
     Spec("resume: peak RSS", "MB", 400.0, at_most=True),
     Spec("resume: peak RSS, embeddings job", "MB", 400.0, at_most=True),
+    Spec("nightly: changed rows sent, output compacted: peak RSS", "MB", 400.0, at_most=True),
 )
+CHANGED_EVERY = 10_000
+"""One done row in this many changed, in the nightly run of section ``resume``."""
 MEMORY_SPECS = (Spec("memory: peak RSS, huge JSONL input", "MB", 400, at_most=True),)
 
 
@@ -81,19 +84,27 @@ def _cost_note(run: Run, rows: int, server_cpu_s: float) -> str:
 
 def resume(ws: Workspace) -> list[Figure]:
     """Section ``resume``: the output already holds all but the last rows; ``--limit 1``: a
-    chat job, then an embeddings job (which also looks for answers to reuse across ids)."""
+    chat job, then an embeddings job (which also looks for answers to reuse across ids); then
+    a night where one done row in 10,000 changed: those are sent (limit lifted) and the
+    output compacted."""
     work = ws.directory("resume")
     done, left = ws.sizes.resume_done, ws.sizes.resume_left
     ws.say(f"resume: writing {done + left:,} input rows")
     data = write_rows(work / "news.jsonl", done + left, NEWS)
     chat, first = _resumed(ws, work / "resume.toml", "chat", data)
     embeddings, _ = _resumed(ws, work / "resume-embeddings.toml", "embeddings", data)
+    nightly, changed = _nightly(ws, work / "nightly.toml", data)
     note = f"{done:,} done of {done + left:,}; run wall {chat.wall_s:.1f} s, "
     note += f"peak RSS {chat.peak_rss_mb:.0f} MB"
     return [
         Figure(RESUME_SPECS[0], first, note),
         Figure(RESUME_SPECS[1], chat.peak_rss_mb, f"--limit 1 over {done:,} done rows"),
         Figure(RESUME_SPECS[2], embeddings.peak_rss_mb, f"--limit 1 over {done:,} done texts"),
+        Figure(
+            RESUME_SPECS[3],
+            nightly.peak_rss_mb,
+            f"{changed:,} of {done:,} done rows changed; run wall {nightly.wall_s:.1f} s",
+        ),
     ]
 
 
@@ -105,13 +116,29 @@ def _resumed(ws: Workspace, path: Path, kind: Kind, data: Path) -> tuple[Run, fl
         keep = ("title",) if kind == "chat" else ()
         job = write_job(path, kind=kind, base_url=emulator.base_url, input_path=data, keep=keep)
         ws.say(f"resume ({kind}): the earlier run's input index and {done:,} done rows")
-        write_done_part(job, done)
+        write_done_parts(job, done)
         ws.say(f"resume ({kind}): run --limit 1 over {done:,} done rows")
         run = run_batchrun(job, "--limit", "1")
         seen = emulator.seen(MODEL_OF[kind])
     if seen.first is None:
         raise ValueError(f"no request reached the emulator (exit {run.code})")
     return run, seen.first - run.spawned_at
+
+
+def _nightly(ws: Workspace, path: Path, data: Path) -> tuple[Run, int]:
+    """The run sending the changed rows of ``resume_done`` done ones (one in
+    ``CHANGED_EVERY``), limit lifted, then compacting; and how many changed."""
+    done = ws.sizes.resume_done
+    changed = -(-done // CHANGED_EVERY)
+    with Emulator(path.parent, rps_scale=LIFTED, name=f"emulator-{path.stem}") as emulator:
+        job = write_job(path, kind="chat", base_url=emulator.base_url, input_path=data, rps=LIFTED)
+        ws.say(f"resume (nightly): {done:,} done rows, {changed:,} of them changed since")
+        write_done_parts(job, done, changed_every=CHANGED_EVERY)
+        ws.say(f"resume (nightly): run --limit {changed:,}: the changed rows, then compaction")
+        run = run_batchrun(job, "--limit", str(changed))
+    if run.code != 0:
+        raise ValueError(f"the nightly run failed (exit {run.code})")
+    return run, changed
 
 
 def memory(ws: Workspace) -> list[Figure]:

@@ -9,70 +9,88 @@ state that the next compaction finishes.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import polars as pl
+import pyarrow as pa
 import pyarrow.parquet as pq
 
-from batchrun.hashing import id_hashes
-from batchrun.output.layout import part_time
-from batchrun.output.parts import fsync_directory, part_files, write_part
+from batchrun.hashing import id_hashes, member
+from batchrun.output.keyruns import KeysCollector
+from batchrun.output.keys import OutputKeys
+from batchrun.output.layout import OutputLayout, part_time
+from batchrun.output.partkeys import save_part_keys
+from batchrun.output.parts import fsync_directory, part_files, write_batches
 from batchrun.output.rows import OK
+
+REWRITE_BATCH_ROWS = 2_048
+"""Rows of a part rewritten at once (8 MB of 1024-dimensional vectors)."""
 
 
 def compact(path: Path, holds: Callable[[str], bool] | None = None) -> int:
     """Drop the losing rows of ids that have several; return how many rows were dropped.
-    A shard passes ``holds`` and touches only its own ids. (Whether any id has several rows
-    is known cheaply from the output's keys: ``OutputKeys.has_repeated_ids``.)"""
+    A shard passes ``holds`` and touches only its own ids. The output's keys name the ids
+    that have several rows (``OutputKeys.repeated_ids``); each part is read a part at a time
+    for the rows of those ids only."""
     parts = sorted(part_files(path), key=part_time)
-    if not parts:
+    repeated = OutputKeys.load(path).repeated_ids() if parts else None
+    if repeated is None or repeated.is_empty():
         return 0
-    rows = pl.concat(
-        [
-            pl.read_parquet(part, columns=["id", "status"]).with_columns(
-                part=pl.lit(number, pl.Int32), row=pl.int_range(pl.len(), dtype=pl.Int64)
-            )
-            for number, part in enumerate(parts)
-        ]
-    )
-    repeated = rows.filter(pl.col("id").is_duplicated())
-    if repeated.is_empty():
-        return 0
-    ranked = repeated.sort([pl.col("status") == OK, "part", "row"], descending=[True, True, True])
+    rows = pl.concat([_rows_among(part, number, repeated) for number, part in enumerate(parts)])
+    ranked = rows.filter(pl.col("id").is_duplicated())  # not two ids of one hash
+    ranked = ranked.sort([pl.col("status") == OK, "part", "row"], descending=[True, True, True])
     losers = ranked.filter(pl.int_range(pl.len()).over("id") > 0)
     if holds is not None:
         losers = losers.filter(pl.Series([holds(id_) for id_ in losers["id"].to_list()]))
     for (number,), dropped in losers.group_by(["part"]):
-        _rewrite_without(parts[number], set(dropped["row"].to_list()))
+        _rewrite_without(OutputLayout(path), parts[number], set(dropped["row"].to_list()))
     return len(losers)
 
 
-def _rewrite_without(part: Path, rows: set[int]) -> None:
-    table = pq.read_table(part)
-    keep = [i for i in range(table.num_rows) if i not in rows]
-    if keep:
-        write_part(part, table.take(keep))
-    else:
+def _rows_among(part: Path, number: int, repeated: pl.Series) -> pl.DataFrame:
+    """The rows of a part whose id hash is ``repeated``: id, status, part number, row."""
+    rows = pl.read_parquet(part, columns=["id", "status"]).with_columns(
+        part=pl.lit(number, pl.Int32), row=pl.int_range(pl.len(), dtype=pl.Int64)
+    )
+    return rows.filter(member(id_hashes(rows["id"].to_arrow()), repeated))
+
+
+def _rewrite_without(layout: OutputLayout, part: Path, dropped: set[int]) -> None:
+    """Rewrite ``part`` without the rows numbered ``dropped``, a batch at a time, with its
+    keys beside it (the next merge of the keys then reads no Parquet)."""
+    schema = pq.ParquetFile(part).schema_arrow
+    keys = KeysCollector()
+    written = write_batches(part, schema, keys.watch(_kept(part, dropped)))
+    if written is None:
         part.unlink()
         fsync_directory(part.parent)
+    else:
+        save_part_keys(layout, part, written, keys)
+
+
+def _kept(part: Path, dropped: set[int]) -> Iterator[pa.RecordBatch]:
+    source = pq.ParquetFile(part)
+    keep = np.ones(source.metadata.num_rows, bool)
+    keep[sorted(dropped)] = False
+    start = 0
+    for batch in source.iter_batches(batch_size=REWRITE_BATCH_ROWS):
+        kept = batch.filter(pa.array(keep[start : start + batch.num_rows]))
+        start += batch.num_rows
+        if kept.num_rows:
+            yield kept
 
 
 def prune(path: Path, keeps: Callable[[pl.Series], pl.Series]) -> int:
     """``--prune``: drop the rows whose id ``keeps`` refuses (given the ids' 64-bit hashes, it
     says which stay: those the input still holds); return how many went. Each part is
     rewritten atomically, so a crash midway leaves a state the next ``--prune`` finishes."""
-    dropped = 0
+    layout, pruned = OutputLayout(path), 0
     for part in part_files(path):
         keep = keeps(id_hashes(pq.read_table(part, columns=["id"]).column("id")))
-        if keep.all():
-            continue
-        table = pq.read_table(part)
-        kept = table.filter(keep.to_arrow())
-        dropped += table.num_rows - kept.num_rows
-        if kept.num_rows:
-            write_part(part, kept)
-        else:
-            part.unlink()
-            fsync_directory(part.parent)
-    return dropped
+        if not keep.all():
+            dropped = set((~keep).arg_true().to_list())
+            _rewrite_without(layout, part, dropped)
+            pruned += len(dropped)
+    return pruned

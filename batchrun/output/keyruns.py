@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
 import orjson
 import polars as pl
 import pyarrow as pa
@@ -165,8 +166,8 @@ def merge(runs: list[Iterator[pl.DataFrame]], emit: Callable[[pl.DataFrame], Non
     while heads:
         bound = min(head["id_hash"][-1] for head in heads.values())
         taken = []
-        for number, head in list(heads.items()):
-            cut = int(head["id_hash"].search_sorted(bound, side="right"))
+        for number, head in list(heads.items()):  # numpy: a polars search costs 0.2 ms
+            cut = int(np.searchsorted(head["id_hash"].to_numpy(), bound, side="right"))
             taken.append(head.head(cut))
             rest: pl.DataFrame | None = head.slice(cut)
             while rest is not None and rest.is_empty():
@@ -200,7 +201,8 @@ def fewer_runs(
             with pa.ipc.new_file(pa.PythonFile(spill, mode="w"), SCHEMA) as writer:
 
                 def spilled(keys: pl.DataFrame) -> None:
-                    writer.write_table(keys.select(SCHEMA.names).to_arrow().cast(SCHEMA))
+                    table = keys.select(SCHEMA.names).to_arrow().cast(SCHEMA)
+                    writer.write_table(table, max_chunksize=RUN_BATCH_ROWS)
 
                 repeated = merge(runs[start : start + MERGE_FAN_IN], spilled) or repeated
             merged.append(_read_spill(spill, age))

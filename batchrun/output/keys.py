@@ -48,6 +48,7 @@ from batchrun.output.partkeys import (
     few_keys,
     keys_file_of,
     part_keys,
+    repeated_in,
 )
 from batchrun.output.parts import READ_TRIES
 
@@ -59,10 +60,19 @@ class OutputKeys:
     """The keys of every part: the saved ones (``saved``, sorted batches) and those of the
     parts written since (``recent``, sorted, in memory), each with one entry per id."""
 
-    def __init__(self, saved: list[MappedKeys], recent: pl.DataFrame, repeated: bool) -> None:
+    def __init__(
+        self,
+        saved: list[MappedKeys],
+        recent: pl.DataFrame,
+        twice: pl.Series | None = None,
+        repeating: list[Path] | None = None,
+    ) -> None:
         self.saved = saved
         self.recent = recent
-        self._repeated = repeated
+        self._twice = twice if twice is not None else pl.Series("id_hash", [], pl.UInt64)
+        """Id hashes with rows in several of the recent parts."""
+        self._repeating = repeating or []
+        """Recent parts that hold some id twice."""
 
     @classmethod
     def load(cls, path: Path) -> OutputKeys:
@@ -85,10 +95,13 @@ class OutputKeys:
     ) -> OutputKeys:
         """The saved keys, and those of the parts they do not cover (from the parts' keys
         files, read in memory)."""
-        read = [part_keys(layout, *entry) for entry in _oldest_first(recent)]
-        frames = [keys for keys, _ in read] or [pl.DataFrame(schema=EMPTY)]
-        keys, repeated = winners(pl.concat(frames))
-        return cls(saved, keys, repeated or any(twice for _, twice in read))
+        ordered = _oldest_first(recent)
+        read = [part_keys(layout, *entry) for entry in ordered]
+        every = pl.concat([keys for keys, _ in read] or [pl.DataFrame(schema=EMPTY)])
+        keys, _ = winners(every)
+        twice = every["id_hash"].filter(every["id_hash"].is_duplicated()).unique()
+        repeating = [part for (part, _), (_, within) in zip(ordered, read, strict=True) if within]
+        return cls(saved, keys, twice, repeating)
 
     def find(self, ids: pl.Series) -> Found:
         """Look sorted ``ids`` up. An id in both the saved and
@@ -115,7 +128,17 @@ class OutputKeys:
     @property
     def has_repeated_ids(self) -> bool:
         """Whether some id has several rows in the parts (compaction has work)."""
-        return self._repeated or bool(self._in_saved(self.recent["id_hash"]).present.any())
+        if len(self._twice) or self._repeating:
+            return True
+        return bool(self._in_saved(self.recent["id_hash"]).present.any())
+
+    def repeated_ids(self) -> pl.Series:
+        """The hashes of the ids that have several rows, sorted: in the saved keys' parts
+        and a recent one, in several recent ones, or twice in one part (read from it)."""
+        recent = self.recent["id_hash"]
+        found = [self._twice, recent.filter(self._in_saved(recent).present)]
+        found += [repeated_in(part) for part in self._repeating]
+        return pl.concat(found).unique().sort()
 
     def counts(self) -> tuple[int, int]:
         """Ids with an ok row, and ids with failed rows only."""

@@ -12,7 +12,7 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 
-from batchrun.hashing import HASHER
+from batchrun.hashing import HASHER, id_hashes
 from batchrun.output.keyruns import (
     EMPTY,
     MERGE_FAN_IN,
@@ -36,6 +36,7 @@ them: a run that adds a few rows does not rewrite ten million keys)."""
 Signature = list[Any]
 """``[name, size, mtime_ns, inode]`` of a part."""
 _PART_COLUMNS = pa.schema([("id", pa.string()), REQUEST_HASH, ("status", pa.string())])
+_IDS = pa.schema([("id", pa.string())])
 
 
 def save_part_keys(
@@ -107,3 +108,10 @@ def read_part_keys(part: Path) -> tuple[pl.DataFrame, bool]:
     several rows."""
     frames = [keys_of(batch) for batch in read_batches([part], _PART_COLUMNS)]
     return winners(pl.concat(frames) if frames else pl.DataFrame(schema=EMPTY))
+
+
+def repeated_in(part: Path) -> pl.Series:
+    """The hashes of the ids a part holds more than once."""
+    hashes = [id_hashes(batch.column("id")) for batch in read_batches([part], _IDS)]
+    every = pl.concat(hashes) if hashes else pl.Series("id_hash", [], pl.UInt64)
+    return every.filter(every.is_duplicated()).unique()
