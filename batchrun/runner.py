@@ -27,7 +27,6 @@ from batchrun.input.index import InputCheck, duplicate_lines
 from batchrun.job import Job
 from batchrun.metrics import check_port, served_metrics
 from batchrun.output.archive import Archive
-from batchrun.output.compaction import prune
 from batchrun.output.events import EventLog
 from batchrun.output.identity import Identity
 from batchrun.output.keys import output_counts
@@ -127,7 +126,7 @@ async def run_job(job: Job, options: RunOptions, out: TextIO = sys.stdout) -> Ru
             try:
                 with (
                     served_metrics(options.metrics_port, stats, progress),
-                    _changes(job, task, index, options, console) as changes,
+                    _changes(job, task, index, store, options, console) as changes,
                 ):
                     stats.rows_skipped = changes.unchanged - changes.retried
                     progress.start(changes.todo_count)
@@ -175,11 +174,13 @@ def refuse_unfit(job: Job, check: InputCheck, task: Task[Any]) -> None:
         raise JobError(f"[input].path: {job.spec.input.path} holds no rows")
 
 
-def _changes(job: Job, task: Task[Any], index: Path, options: RunOptions, out: Console) -> Changes:
+def _changes(
+    job: Job, task: Task[Any], index: Path, store: Store, options: RunOptions, out: Console
+) -> Changes:
     """``--prune``, then what is left to do; say it in the run's first line."""
     output = Path(job.spec.output.path)
     if options.prune:
-        pruned = prune(output, index_ids(index))
+        pruned = store.prune(index_ids(index))
         out.say(f"--prune: removed {pruned} rows no longer in the input")
     changes = diff(
         index, output, retry_failed=options.retry_failed, shard=options.shard,

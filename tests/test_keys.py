@@ -4,6 +4,7 @@ unchanged, and combined with the parts written since by compaction's rule."""
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from batchrun.output import compaction
 from batchrun.output.keyruns import EMPTY, merge, read_run, winners
 from batchrun.output.keys import OutputKeys, output_counts, settle
 from batchrun.output.layout import OutputLayout
+from batchrun.output.partkeys import current_label
 from batchrun.output.parts import read_columns, write_part
 from batchrun.output.rows import output_schema
 from batchrun.output.store import Store
@@ -176,13 +178,13 @@ def test_a_part_sealed_while_the_keys_are_merged_is_merged_next_time(
         return read_run(path, age)
 
     monkeypatch.setattr("batchrun.output.keys.read_run", read_run_while_a_shard_seals)
-    assert not settle(tmp_path)
+    assert settle(tmp_path).is_empty()
     monkeypatch.undo()
 
     assert saved_parts(tmp_path) == ["part-all-1-1.parquet"]
     again = OutputKeys.load(tmp_path)
     assert again.counts() == (2, 0) and look_up(again, "b") == [(True, 12, True)]
-    assert not settle(tmp_path)
+    assert settle(tmp_path).is_empty()
     assert saved_parts(tmp_path) == ["part-all-1-1.parquet", "part-s1of2-2-2.parquet"]
 
 
@@ -219,7 +221,8 @@ def test_merging_runs_a_batch_at_a_time_gives_compactions_winners(
     result = pl.concat(merged).select(list(EMPTY.names())) if merged else pl.DataFrame(schema=EMPTY)
     assert result.rows() == expected.rows()
     ids_per_run = [set(frame["id_hash"].to_list()) for frame in frames]
-    assert in_several == (sum(map(len, ids_per_run)) > len(set().union(*ids_per_run)))
+    runs_of = Counter(i for ids in ids_per_run for i in ids)
+    assert sorted(in_several.to_list()) == sorted(i for i, count in runs_of.items() if count > 1)
 
 
 def test_saved_keys_in_several_batches_answer_lookups_and_counts(
@@ -233,7 +236,7 @@ def test_saved_keys_in_several_batches_answer_lookups_and_counts(
         [(name, "ok" if n % 3 else "failed", n) for n, name in enumerate(names)],
     )
 
-    assert not settle(tmp_path)
+    assert settle(tmp_path).is_empty()
 
     keys = OutputKeys.load(tmp_path)
     assert len(keys.saved) == 7 and keys.recent.is_empty()
@@ -251,13 +254,13 @@ def test_requests_answered_ok_are_found_in_saved_batches_and_in_recent_keys(
     done = [("a", "ok", 11), ("b", "failed", 12), ("c", "ok", 13), ("d", "ok", -14)]
     part(tmp_path, "all-1-1", done)
     Store(tmp_path, SCHEMA).open().close()
-    part(tmp_path, "all-2-1", [("e", "ok", 15), ("f", "failed", 16), ("b", "ok", 17)])
+    part(tmp_path, "all-2-1", [("e", "ok", -15), ("f", "failed", 16), ("b", "ok", 17)])
     keys = OutputKeys.load(tmp_path)
     assert len(keys.saved) == 2 and len(keys.recent) == 3
 
-    asked = np.array([-14, 11, 12, 15, 16, 17, 99], np.int64)
+    asked = np.array([-15, -14, 11, 12, 16, 17, 99], np.int64)
 
-    assert keys.answered(asked).tolist() == [-14, 11, 15, 17]
+    assert keys.answered(asked).tolist() == [-15, -14, 11, 17]
 
 
 def test_rows_to_do_checked_a_few_at_a_time_find_every_answered_request(
@@ -316,14 +319,17 @@ def test_keys_a_killed_run_was_writing_are_removed(tmp_path: Path) -> None:
     assert output_counts(tmp_path) == {"ok": 1, "failed": 0}
 
 
+@pytest.mark.parametrize("resave_rows", [100_000, 1])  # keys read beside, or merged
 def test_the_keys_name_the_ids_with_several_rows_and_compaction_reads_only_theirs(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, resave_rows: int
 ) -> None:
     part(tmp_path, "all-1-1", [("a", "ok", 1), ("b", "failed", 2), ("c", "ok", 3)])
     Store(tmp_path, SCHEMA).open().close()  # saved keys cover it
     part(tmp_path, "all-2-1", [("b", "ok", 4), ("d", "failed", 5)])
     part(tmp_path, "all-3-1", [("d", "ok", 6), ("e", "ok", 7)])
     part(tmp_path, "all-4-1", [("f", "failed", 8), ("f", "ok", 8), ("g", "ok", 9)])
+    monkeypatch.setattr("batchrun.output.partkeys.RESAVE_ROWS", resave_rows)
+    monkeypatch.setattr(compaction, "REWRITE_BATCH_ROWS", 1)
     read: list[list[str]] = []
     reading = compaction._rows_among
 
@@ -334,16 +340,41 @@ def test_the_keys_name_the_ids_with_several_rows_and_compaction_reads_only_their
 
     monkeypatch.setattr(compaction, "_rows_among", spy)
 
-    assert OutputKeys.load(tmp_path).repeated_ids().to_list() == sorted(
-        id_hashes(["b", "d", "f"]).to_list()
-    )
-    assert compaction.compact(tmp_path) == 3
+    repeated = settle(tmp_path)
+    assert repeated.to_list() == sorted(id_hashes(["b", "d", "f"]).to_list())
+    assert compaction.compact(tmp_path, repeated) == 3
     assert read == [["b"], ["b", "d"], ["d"], ["f", "f"]]  # only rows of ids with several
     rows = read_columns(tmp_path, ["id", "status", "request_hash"]).to_pylist()
     assert sorted(tuple(row.values()) for row in rows) == [
         ("a", "ok", 1), ("b", "ok", 4), ("c", "ok", 3), ("d", "ok", 6), ("e", "ok", 7),
         ("f", "ok", 8), ("g", "ok", 9),
     ]  # fmt: skip
+    layout = OutputLayout(tmp_path)
+    for rewritten in ("all-1-1", "all-2-1", "all-4-1"):  # their keys written beside them
+        path = layout.part(rewritten)
+        stat = path.stat()
+        signature = [path.name, stat.st_size, stat.st_mtime_ns, stat.st_ino]
+        assert current_label(layout.part_keys(path), signature) is not None
+
+
+def test_merging_keys_of_nearby_hashes_finds_an_id_in_two_runs() -> None:
+    base = 2**62  # hashes a few apart: compared as floats, they would look equal
+
+    def run(*batches: list[int]) -> Iterator[pl.DataFrame]:
+        for ids in batches:
+            yield pl.DataFrame(
+                {"id_hash": ids, "request_hash": ids, "ok": [True] * len(ids), "age": 0},
+                schema={**EMPTY, "age": pl.Int32},
+            )
+
+    merged: list[int] = []
+    repeated = merge(
+        [run([base, base + 10]), run([base + 5], [base + 10])],
+        lambda keys: merged.extend(keys["id_hash"].to_list()),
+    )
+
+    assert merged == [base, base + 5, base + 10]
+    assert repeated.to_list() == [base + 10]
 
 
 def test_an_id_twice_in_one_part_is_seen_and_compacted(tmp_path: Path) -> None:
@@ -366,10 +397,10 @@ def test_more_keys_files_than_merged_at_once_merge_in_rounds(
         rows += {1: [("a0", "failed", 98)], 10: [("a0", "ok", 99)]}.get(number, [])
         part(tmp_path, f"all-{number}-1", rows)
 
-    assert settle(tmp_path)  # a0 is in two parts (1 and 10): compaction's turn
+    assert settle(tmp_path).to_list() == id_hashes(["a0"]).to_list()  # compaction's turn
 
     part(tmp_path, "all-10-1", [("a10", "ok", 10)])  # rewritten without a0
-    assert not settle(tmp_path)
+    assert settle(tmp_path).is_empty()
     keys = OutputKeys.load(tmp_path)
     assert keys.recent.is_empty() and saved_rows(keys) == 11
     assert look_up(keys, "a0", "a1", "a2") == [(True, 98, False), (True, 1, False), (True, 2, True)]
@@ -420,5 +451,5 @@ def test_a_few_new_keys_are_read_beside_the_saved_ones_until_a_rewrite_is_worth_
     keys = OutputKeys.load(tmp_path)
     assert (saved_rows(keys), len(keys.recent)) == (2, 2) and keys.counts() == (2, 2)
     part(tmp_path, "all-9-1", [("e", "ok", 5)])  # a third: now worth it
-    assert not settle(tmp_path)
+    assert settle(tmp_path).is_empty()
     assert len(saved_parts(tmp_path)) == 4 and OutputLayout(tmp_path).part_keys_files() == []

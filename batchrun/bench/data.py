@@ -115,10 +115,6 @@ def _toml(value: object) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-DONE_PART_ROWS = 20_000
-"""Rows of each part ``write_done_parts`` writes: a run's ``part_rows``."""
-
-
 def write_done_parts(job_path: Path, count: int, changed_every: int = 0) -> None:
     """Rows ``0 .. count-1`` as done (status ok) in parts of the job's output, with the job's
     identity, input index and keys beside them, as a finished earlier run would have left
@@ -133,8 +129,9 @@ def write_done_parts(job_path: Path, count: int, changed_every: int = 0) -> None
         hashes = _first_request_hashes(index, count).to_numpy().copy()
     if changed_every:
         hashes[::changed_every] ^= 1
-    for number, start in enumerate(range(0, count, DONE_PART_ROWS)):
-        size = min(DONE_PART_ROWS, count - start)
+    part_rows = job.spec.output.part_rows  # parts as big as a run of the job writes
+    for number, start in enumerate(range(0, count, part_rows)):
+        size = min(part_rows, count - start)
         ids = pa.array([row_id(i) for i in range(start, start + size)], pa.string())
         table = _done_rows(job, schema, ids, pa.array(hashes[start : start + size]))
         pq.write_table(table, OutputLayout(output).part(f"bench{number:05d}-1-1"))

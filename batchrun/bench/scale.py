@@ -15,6 +15,7 @@ from batchrun.bench.data import (
     NEWS,
     PASSAGE,
     SHORT,
+    output_of,
     write_done_parts,
     write_job,
     write_rows,
@@ -22,6 +23,7 @@ from batchrun.bench.data import (
 from batchrun.bench.processes import Emulator, Run, run_batchrun
 from batchrun.bench.table import Figure, Spec
 from batchrun.bench.workspace import Workspace
+from batchrun.output.keys import OutputKeys
 from batchrun.service.catalog import Kind
 
 LIFTED = 1_000_000.0
@@ -138,6 +140,8 @@ def _nightly(ws: Workspace, path: Path, data: Path) -> tuple[Run, int]:
         run = run_batchrun(job, "--limit", str(changed))
     if run.code != 0:
         raise ValueError(f"the nightly run failed (exit {run.code})")
+    if OutputKeys.load(output_of(job)).has_repeated_ids:
+        raise ValueError("the nightly run left ids with two rows: it did not compact")
     return run, changed
 
 

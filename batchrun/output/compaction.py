@@ -1,7 +1,8 @@
 """One row per id in the output: when an id has several rows, the best one stays.
 
-Several rows for one id arise on purpose with ``--retry-failed`` (the new answer is written
-before the old failed row goes) and by accident when a run dies between those two steps. The
+Several rows for one id arise on purpose with ``--retry-failed`` and for edited rows (the new
+answer is written before the old row goes) and by accident when a run dies between those two
+steps. The
 rule: an ``ok`` row beats a ``failed`` one; among equals the newest part wins. Parts holding a
 losing row are rewritten without it (each rewrite is atomic), so a crash in the middle leaves a
 state that the next compaction finishes.
@@ -19,7 +20,6 @@ import pyarrow.parquet as pq
 
 from batchrun.hashing import id_hashes, member
 from batchrun.output.keyruns import KeysCollector
-from batchrun.output.keys import OutputKeys
 from batchrun.output.layout import OutputLayout, part_time
 from batchrun.output.partkeys import save_part_keys
 from batchrun.output.parts import fsync_directory, part_files, write_batches
@@ -29,14 +29,13 @@ REWRITE_BATCH_ROWS = 2_048
 """Rows of a part rewritten at once (8 MB of 1024-dimensional vectors)."""
 
 
-def compact(path: Path, holds: Callable[[str], bool] | None = None) -> int:
-    """Drop the losing rows of ids that have several; return how many rows were dropped.
-    A shard passes ``holds`` and touches only its own ids. The output's keys name the ids
-    that have several rows (``OutputKeys.repeated_ids``); each part is read a part at a time
-    for the rows of those ids only."""
+def compact(path: Path, repeated: pl.Series, holds: Callable[[str], bool] | None = None) -> int:
+    """Drop the losing rows of the ids that have several (``repeated``: their hashes, as
+    ``output.keys.settle`` names them); return how many rows were dropped. A shard passes
+    ``holds`` and touches only its own ids. Each part is read for the rows of those ids
+    only, a part at a time."""
     parts = sorted(part_files(path), key=part_time)
-    repeated = OutputKeys.load(path).repeated_ids() if parts else None
-    if repeated is None or repeated.is_empty():
+    if not parts or repeated.is_empty():
         return 0
     rows = pl.concat([_rows_among(part, number, repeated) for number, part in enumerate(parts)])
     ranked = rows.filter(pl.col("id").is_duplicated())  # not two ids of one hash
@@ -71,6 +70,7 @@ def _rewrite_without(layout: OutputLayout, part: Path, dropped: set[int]) -> Non
 
 
 def _kept(part: Path, dropped: set[int]) -> Iterator[pa.RecordBatch]:
+    """The rows of ``part`` but those numbered ``dropped``, a batch at a time."""
     source = pq.ParquetFile(part)
     keep = np.ones(source.metadata.num_rows, bool)
     keep[sorted(dropped)] = False

@@ -29,15 +29,19 @@ from batchrun.output.rows import OK, REQUEST_HASH
 
 SCHEMA = pa.schema([("id_hash", pa.uint64()), ("request_hash", pa.uint64()), ("ok", pa.bool_())])
 EMPTY = pl.Schema({"id_hash": pl.UInt64, "request_hash": pl.UInt64, "ok": pl.Boolean})
+NO_IDS = pl.Series("id_hash", [], pl.UInt64)
 RUN_BATCH_ROWS = 4_096
 """Rows of a part's run read at once while merging (70 kB: a thousand runs merge in 70 MB)."""
 
 
 def keys_of(batch: pa.RecordBatch) -> pl.DataFrame:
-    """The keys of some output rows (columns id, request_hash, status), in their order. The
-    request hashes are copied: a column of a batch read from Arrow IPC shares one buffer with
-    the whole batch, 4 MB of vectors a thousand rows."""
-    requests = pc.cast(batch.column(REQUEST_HASH.name), pa.uint64(), safe=False)
+    """The keys of some output rows (columns id, request_hash, status; a part of an older
+    batchrun has no request_hash), in their order. The request hashes are copied: a column
+    of a batch read from Arrow IPC shares one buffer with the whole batch, 4 MB of vectors a
+    thousand rows."""
+    given = REQUEST_HASH.name in batch.schema.names
+    requests = batch.column(REQUEST_HASH.name) if given else pa.nulls(batch.num_rows, pa.int64())
+    requests = pc.cast(requests, pa.uint64(), safe=False)
     return pl.DataFrame(
         {
             "id_hash": id_hashes(batch.column("id")),
@@ -154,18 +158,18 @@ class RunWriter:
         self._pending = [rest] if len(rest) else []
 
 
-def merge(runs: list[Iterator[pl.DataFrame]], emit: Callable[[pl.DataFrame], None]) -> bool:
+def merge(runs: list[Iterator[pl.DataFrame]], emit: Callable[[pl.DataFrame], None]) -> pl.Series:
     """Merge sorted ``runs`` (frames with an ``age``) into sorted keys with one entry per id,
-    given to ``emit`` in order, holding a batch of each run at a time; whether some id was in
-    several runs."""
+    given to ``emit`` in order, holding a batch of each run at a time; the hashes of the ids
+    found in several runs."""
     heads: dict[int, pl.DataFrame] = {}
     for number, run in enumerate(runs):
         if (first := next(run, None)) is not None:
             heads[number] = first
-    repeated = False
+    repeated = [NO_IDS]
     while heads:
-        bound = min(head["id_hash"][-1] for head in heads.values())
-        taken = []
+        bound = np.uint64(min(head["id_hash"][-1] for head in heads.values()))  # a Python
+        taken = []  # int would be compared as a float: wrong for hashes 1,000 apart
         for number, head in list(heads.items()):  # numpy: a polars search costs 0.2 ms
             cut = int(np.searchsorted(head["id_hash"].to_numpy(), bound, side="right"))
             taken.append(head.head(cut))
@@ -177,11 +181,11 @@ def merge(runs: list[Iterator[pl.DataFrame]], emit: Callable[[pl.DataFrame], Non
             else:
                 heads[number] = rest
         keys = pl.concat(taken).sort(["id_hash", "ok", "age"])
-        if keys["id_hash"].is_duplicated().any():
-            repeated = True
+        if (twice := keys["id_hash"].is_duplicated()).any():
+            repeated.append(keys["id_hash"].filter(twice).unique())
             keys = keys.unique("id_hash", keep="last", maintain_order=True)
         emit(keys)
-    return repeated
+    return pl.concat(repeated)
 
 
 MERGE_FAN_IN = 64
@@ -190,10 +194,10 @@ MERGE_FAN_IN = 64
 
 def fewer_runs(
     runs: list[Iterator[pl.DataFrame]],
-) -> tuple[list[Iterator[pl.DataFrame]], bool]:
+) -> tuple[list[Iterator[pl.DataFrame]], pl.Series]:
     """Runs (oldest first) merged ``MERGE_FAN_IN`` at a time into unnamed temporary files
-    until no more than that many are left; whether some id was in several runs."""
-    repeated = False
+    until no more than that many are left; the hashes of the ids found in several runs."""
+    repeated = [NO_IDS]
     while len(runs) > MERGE_FAN_IN:
         merged = []
         for age, start in enumerate(range(0, len(runs), MERGE_FAN_IN)):
@@ -204,10 +208,10 @@ def fewer_runs(
                     table = keys.select(SCHEMA.names).to_arrow().cast(SCHEMA)
                     writer.write_table(table, max_chunksize=RUN_BATCH_ROWS)
 
-                repeated = merge(runs[start : start + MERGE_FAN_IN], spilled) or repeated
+                repeated.append(merge(runs[start : start + MERGE_FAN_IN], spilled))
             merged.append(_read_spill(spill, age))
         runs = merged
-    return runs, repeated
+    return runs, pl.concat(repeated)
 
 
 def _read_spill(spill: IO[bytes], age: int) -> Iterator[pl.DataFrame]:

@@ -32,6 +32,7 @@ from batchrun.errors import OutputError
 from batchrun.hashing import HASHER, among
 from batchrun.output.keyruns import (
     EMPTY,
+    NO_IDS,
     SCHEMA,
     RunWriter,
     fewer_runs,
@@ -69,7 +70,7 @@ class OutputKeys:
     ) -> None:
         self.saved = saved
         self.recent = recent
-        self._twice = twice if twice is not None else pl.Series("id_hash", [], pl.UInt64)
+        self._twice = twice if twice is not None else NO_IDS
         """Id hashes with rows in several of the recent parts."""
         self._repeating = repeating or []
         """Recent parts that hold some id twice."""
@@ -83,14 +84,15 @@ class OutputKeys:
                 parts = layout.parts()
                 signatures = _signatures(parts)
                 saved, covered = _saved(layout, signatures)
-                return cls.beside(layout, saved, _uncovered(parts, signatures, covered))
+                recent = _uncovered(parts, signatures, covered)
+                return cls.from_saved_and_recent(layout, saved, recent)
             except FileNotFoundError:  # another shard's compaction replaced a part
                 if attempt == READ_TRIES - 1:
                     raise
         raise AssertionError("unreachable")
 
     @classmethod
-    def beside(
+    def from_saved_and_recent(
         cls, layout: OutputLayout, saved: list[MappedKeys], recent: list[tuple[Path, Signature]]
     ) -> OutputKeys:
         """The saved keys, and those of the parts they do not cover (from the parts' keys
@@ -138,7 +140,7 @@ class OutputKeys:
         recent = self.recent["id_hash"]
         found = [self._twice, recent.filter(self._in_saved(recent).present)]
         found += [repeated_in(part) for part in self._repeating]
-        return pl.concat(found).unique().sort()
+        return _ids(found)
 
     def counts(self) -> tuple[int, int]:
         """Ids with an ok row, and ids with failed rows only."""
@@ -152,6 +154,8 @@ class OutputKeys:
     def answered(self, requests: np.ndarray) -> np.ndarray:
         """Those of some request hashes (signed, sorted, unique) that rows of the output
         answered ok: each saved batch is read once, a batch at a time."""
+        if not len(requests):
+            return requests
         recent = self.recent.filter("ok")["request_hash"].drop_nulls()
         found = [among(recent.reinterpret(signed=True).to_numpy(), requests)]
         found += [among(keys.ok_requests(), requests) for keys in self.saved]
@@ -161,10 +165,10 @@ class OutputKeys:
         return find_mapped(self.saved, ids.sort().set_sorted())
 
 
-def settle(path: Path) -> bool:
+def settle(path: Path) -> pl.Series:
     """Merge every part's keys into the saved keys (the caller holds the maintenance lock),
-    writing the runs of parts that have none; whether some id has several rows (then nothing
-    is saved: compaction comes first)."""
+    writing the runs of parts that have none; the hashes of the ids that have several rows
+    (then nothing is saved: compaction comes first)."""
     layout = OutputLayout(path)
     for attempt in range(READ_TRIES):
         try:
@@ -175,7 +179,7 @@ def settle(path: Path) -> bool:
     raise AssertionError("unreachable")
 
 
-def _settle(layout: OutputLayout) -> bool:
+def _settle(layout: OutputLayout) -> pl.Series:
     parts = layout.parts()
     signatures = _signatures(parts)  # before reading: a part replaced meanwhile then no
     # longer matches, and its keys are merged again next time
@@ -183,9 +187,10 @@ def _settle(layout: OutputLayout) -> bool:
     recent = _uncovered(parts, signatures, covered)
     if not recent and (saved or not parts):
         _remove_runs(layout, parts)
-        return False
+        return NO_IDS
     if saved and few_keys([current_label(layout.part_keys(part), sign) for part, sign in recent]):
-        return OutputKeys.beside(layout, saved, recent).has_repeated_ids  # no rewrite yet
+        keys = OutputKeys.from_saved_and_recent(layout, saved, recent)
+        return keys.repeated_ids()  # not worth a rewrite yet
     ordered = _oldest_first(recent)
     runs = [keys_file_of(layout, *entry) for entry in ordered]
     sources = [read_run(path, age) for age, (path, _) in enumerate(runs, 1)]
@@ -193,12 +198,20 @@ def _settle(layout: OutputLayout) -> bool:
     metadata = {"format": KEYS_FORMAT, "hasher": HASHER, "parts": signatures}
     schema = SCHEMA.with_metadata({"batchrun": orjson.dumps(metadata)})
     with RunWriter(layout.keys, schema, SAVED_BATCH_ROWS) as writer:
-        sources, repeated = fewer_runs(sources)
-        repeated = merge(sources, writer.add) or repeated or any(twice for _, twice in runs)
-        writer.keep = not repeated
-    if not repeated:
+        sources, spilled = fewer_runs(sources)
+        within = [
+            repeated_in(part) for (part, _), (_, twice) in zip(ordered, runs, strict=True) if twice
+        ]
+        repeated = _ids([spilled, merge(sources, writer.add), *within])
+        writer.keep = repeated.is_empty()
+    if repeated.is_empty():
         _remove_runs(layout, parts)
     return repeated
+
+
+def _ids(hashes: list[pl.Series]) -> pl.Series:
+    """Id hashes, each once, sorted."""
+    return pl.concat([NO_IDS, *hashes]).unique().sort()
 
 
 def _remove_runs(layout: OutputLayout, parts: list[Path]) -> None:

@@ -16,6 +16,7 @@ from batchrun.hashing import HASHER, id_hashes
 from batchrun.output.keyruns import (
     EMPTY,
     MERGE_FAN_IN,
+    NO_IDS,
     KeysCollector,
     keys_of,
     read_run,
@@ -113,5 +114,5 @@ def read_part_keys(part: Path) -> tuple[pl.DataFrame, bool]:
 def repeated_in(part: Path) -> pl.Series:
     """The hashes of the ids a part holds more than once."""
     hashes = [id_hashes(batch.column("id")) for batch in read_batches([part], _IDS)]
-    every = pl.concat(hashes) if hashes else pl.Series("id_hash", [], pl.UInt64)
+    every = pl.concat([NO_IDS, *hashes])
     return every.filter(every.is_duplicated()).unique()

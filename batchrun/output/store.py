@@ -20,14 +20,15 @@ import itertools
 import os
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import pyarrow as pa
 
 from batchrun.errors import OutputError
-from batchrun.output.compaction import compact
+from batchrun.output.compaction import compact, prune
 from batchrun.output.identity import Identity
 from batchrun.output.keyruns import KeysCollector
 from batchrun.output.keys import settle
@@ -110,6 +111,14 @@ class Store:
         finally:
             self._unlock()
 
+    def prune(self, keeps: Callable[[pl.Series], pl.Series]) -> int:
+        """``--prune`` (``output.compaction.prune``), then the keys merged anew: the diff
+        then maps them, rather than reading every part's keys."""
+        with self._maintenance():
+            pruned = prune(self.path, keeps)
+            self._compact()
+        return pruned
+
     def append(self, table: pa.Table) -> None:
         """Add answered rows to the journal; they survive a kill from now on."""
         if not table.num_rows:
@@ -185,8 +194,8 @@ class Store:
         then reads no id string: ``output.keys``); compact first when some id has several
         rows."""
         try:
-            if settle(self.path):
-                compact(self.path, self._shard.holds if self._shard else None)
+            if not (repeated := settle(self.path)).is_empty():
+                compact(self.path, repeated, self._shard.holds if self._shard else None)
                 settle(self.path)
         except OSError as exc:
             raise OutputError(f"{self.path}: cannot rewrite a part ({exc})") from None
