@@ -23,8 +23,10 @@ from batchrun.errors import OutputError
 from batchrun.hashing import SortedHashes, id_hashes
 from batchrun.output import compaction
 from batchrun.output.keyruns import EMPTY, merge, read_run, winners
+from batchrun.output.keyruns import SCHEMA as KEYS_SCHEMA
 from batchrun.output.keys import OutputKeys, output_counts, settle
 from batchrun.output.layout import OutputLayout
+from batchrun.output.lookup import MappedKeys
 from batchrun.output.partkeys import current_label
 from batchrun.output.parts import read_columns, write_part
 from batchrun.output.rows import output_schema
@@ -355,6 +357,27 @@ def test_the_keys_name_the_ids_with_several_rows_and_compaction_reads_only_their
         stat = path.stat()
         signature = [path.name, stat.st_size, stat.st_mtime_ns, stat.st_ino]
         assert current_label(layout.part_keys(path), signature) is not None
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    ids=st.sets(st.integers(0, 2**64 - 1), min_size=130, max_size=700),
+    others=st.lists(st.integers(0, 2**64 - 1), max_size=50),
+)
+def test_a_lookup_in_mapped_keys_finds_exactly_the_ids_they_hold(
+    ids: set[int], others: list[int]
+) -> None:
+    held = sorted(ids)
+    batch = pa.record_batch(
+        [pa.array(held, pa.uint64()), pa.array(held, pa.uint64()), pa.array([True] * len(held))],
+        schema=KEYS_SCHEMA,
+    )
+    needles = np.array(sorted(held[::3] + others), np.uint64)
+
+    present, requests, _, _ = MappedKeys(batch).look_up(needles)
+
+    assert present.tolist() == [n in ids for n in needles.tolist()]
+    assert requests[present].tolist() == needles[present].tolist()
 
 
 def test_merging_keys_of_nearby_hashes_finds_an_id_in_two_runs() -> None:

@@ -3,6 +3,7 @@ in the saved keys' memory-mapped batches (numpy binary searches, nothing copied)
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +25,12 @@ class Found:
     ok: pl.Series
 
 
+SAMPLE_STRIDE = 64
+"""Every this many id hashes of a saved batch is kept in memory (1/64 of them: 32 kB a
+batch); a search walks that sample, then 6 steps within 64 mapped hashes (half the time of
+a search over the mapped batch: fewer cache misses)."""
+
+
 class MappedKeys:
     """One batch of sorted keys looked up in place (a memory-mapped file's pages, never
     copied): binary searches on the id hash column as a numpy view."""
@@ -43,12 +50,28 @@ class MappedKeys:
         if not len(self):
             none = np.zeros(len(needles), bool)
             return none, np.zeros(len(needles), np.uint64), none, none
-        at = np.minimum(np.searchsorted(self.ids, needles), len(self) - 1)
+        at = self._last_not_above(needles)
         present = self.ids[at] == needles
         requests = np.where(present, _values(self._requests, np.uint64)[at], 0)
         known = present & _bits(self._requests.buffers()[0], self._requests.offset, at)
         ok = present & _bits(self._ok.buffers()[1], self._ok.offset, at)
         return present, requests, known, ok
+
+    @functools.cached_property
+    def _sample(self) -> np.ndarray:
+        return self.ids[::SAMPLE_STRIDE].copy()
+
+    def _last_not_above(self, needles: np.ndarray) -> np.ndarray:
+        """For each needle, the last position whose id hash is not above it (0 if none):
+        its block from the sample, then a binary search within the block."""
+        block = np.maximum(np.searchsorted(self._sample, needles, side="right") - 1, 0)
+        at = block * SAMPLE_STRIDE
+        step = SAMPLE_STRIDE // 2
+        while step:
+            probe = np.minimum(at + step, len(self) - 1)
+            at = np.where(self.ids[probe] <= needles, probe, at)
+            step //= 2
+        return at
 
     def ok_count(self) -> int:
         total: int | None = pc.sum(self._ok).as_py()
