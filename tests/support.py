@@ -58,10 +58,36 @@ def batchrun(*args: str, env: Mapping[str, str] | None = None) -> subprocess.Pop
     )
 
 
-def finish(process: subprocess.Popen[str]) -> tuple[int, str, str]:
-    """Wait for a ``batchrun`` child: its exit code, stdout and stderr."""
-    out, err = process.communicate(timeout=FINISH_TIMEOUT_S)
+def finish(
+    process: subprocess.Popen[str], timeout_s: float = FINISH_TIMEOUT_S
+) -> tuple[int, str, str]:
+    """Wait for a ``batchrun`` child: its exit code, stdout and stderr. A child still running
+    after ``timeout_s`` is killed (never left behind to load later tests) and its stderr
+    shown."""
+    try:
+        out, err = process.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        _, err = process.communicate()
+        raise AssertionError(
+            f"{process.args!r} ran over {timeout_s} s; stderr:\n{err[-3000:]}"
+        ) from None
     return process.returncode, out, err
+
+
+def finish_all(
+    processes: list[subprocess.Popen[str]], timeout_s: float
+) -> list[tuple[int, str, str]]:
+    """``finish`` each child within ``timeout_s`` of now, all together; if one fails, the
+    others are killed too."""
+    deadline = time.monotonic() + timeout_s
+    try:
+        return [finish(process, max(deadline - time.monotonic(), 1.0)) for process in processes]
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
 
 
 def wait_for_a_part(output: Path, timeout_s: float = 60.0) -> None:
