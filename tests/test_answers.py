@@ -73,14 +73,32 @@ def test_chat_answer_takes_reasoning_content_from_the_message() -> None:
     assert (answer.content, answer.reasoning) == ("Answer.", "thought it through")
 
 
-def test_chat_answer_with_null_content_and_no_usage() -> None:
+def test_chat_answer_cut_while_thinking_has_null_content_and_no_usage() -> None:
     body = chat_body("")
     body["choices"][0]["message"]["content"] = None
+    body["choices"][0]["finish_reason"] = "length"
     del body["usage"]
 
     answer = chat_answer(body)
 
-    assert answer == ChatAnswer("", None, "stop", None, None)
+    assert answer == ChatAnswer("", None, "length", None, None)
+
+
+def test_chat_answer_with_null_content_is_retryable_not_an_empty_answer() -> None:
+    body = chat_body("")
+    body["choices"][0]["message"]["content"] = None
+
+    with pytest.raises(RetryableError, match="content: null"):
+        chat_answer(body)
+
+
+@pytest.mark.parametrize("usage", ["lots", {"prompt_tokens": "lots"}, {"prompt_tokens": -100}])
+def test_a_malformed_usage_is_unknown_never_a_crash(usage: object) -> None:
+    body: dict[str, Any] = {**chat_body("Answer."), "usage": usage}
+    vectors = {"data": [{"index": 0, "embedding": [0.5]}], "usage": usage}
+
+    assert chat_answer(body).prompt_tokens is None
+    assert embedding_answer(vectors, expected=1).prompt_tokens is None
 
 
 @pytest.mark.parametrize("body", [{}, {"choices": []}, {"choices": [{}]}, {"choices": "x"}])
@@ -122,8 +140,27 @@ def test_embedding_answer_with_broken_base64_is_retryable() -> None:
 def test_embedding_answer_with_the_wrong_count_is_retryable() -> None:
     body = {"data": [{"index": 0, "embedding": [0.0]}]}
 
-    with pytest.raises(RetryableError, match="returned 1 vectors for 2 inputs"):
+    with pytest.raises(RetryableError, match=r"2 inputs with indexes \[0\], not each of 0..1"):
         embedding_answer(body, expected=2)
+
+
+@pytest.mark.parametrize(
+    "indexes", [[0, 0, 0], [0, 1, 1], [1, 2, 3], [0, 1, True], [0, 1, "2"], [0, 1, 2, 2]]
+)
+def test_embedding_answer_needs_each_index_exactly_once(indexes: list[object]) -> None:
+    body = {"data": [{"index": i, "embedding": [float(n)]} for n, i in enumerate(indexes)]}
+
+    with pytest.raises(RetryableError):
+        embedding_answer(body, expected=3)
+
+
+@pytest.mark.parametrize("number", [float("nan"), float("inf"), float("-inf")])
+def test_embedding_answer_with_a_number_that_is_not_finite_is_retryable(number: float) -> None:
+    packed = base64.b64encode(array("f", [0.5, number]).tobytes()).decode()
+    body = {"data": [{"index": 0, "embedding": packed}]}
+
+    with pytest.raises(RetryableError, match="NaN or infinity"):
+        embedding_answer(body, expected=1)
 
 
 def test_embedding_answer_without_data_is_retryable() -> None:
@@ -215,3 +252,16 @@ def test_stream_cut_before_done_is_retryable() -> None:
 def test_stream_line_that_is_not_json_is_retryable() -> None:
     with pytest.raises(RetryableError, match="not a completion chunk"):
         StreamAccumulator().feed(b'data: {"choices": [\n')
+
+
+def test_a_stream_whose_deltas_never_carry_content_is_retryable() -> None:
+    stream = StreamAccumulator()
+    for line in [
+        sse({"choices": [{"index": 0, "delta": {"role": "assistant", "content": None}}]}),
+        sse({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}),
+        b"data: [DONE]\n",
+    ]:
+        stream.feed(line)
+
+    with pytest.raises(RetryableError, match="content: null"):
+        stream.finish()

@@ -10,6 +10,7 @@ from array import array
 from dataclasses import dataclass
 from typing import Any
 
+import numpy
 import orjson
 
 from batchrun.errors import RetryableError
@@ -52,15 +53,7 @@ class RawAnswer:
 
 
 def raw_answer(raw: bytes, body: dict[str, Any], request_id: str | None) -> RawAnswer:
-    usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
-    assert isinstance(usage, dict)
-    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
-    return RawAnswer(
-        raw,
-        request_id,
-        prompt if isinstance(prompt, int) else None,
-        completion if isinstance(completion, int) else None,
-    )
+    return RawAnswer(raw, request_id, *_usage(body.get("usage")))
 
 
 def split_think(content: str, reasoning: str | None = None) -> tuple[str, str | None]:
@@ -78,23 +71,32 @@ def split_think(content: str, reasoning: str | None = None) -> tuple[str, str | 
 
 
 def chat_answer(body: dict[str, Any]) -> ChatAnswer:
-    """A ``chat.completion`` object as a ChatAnswer; a malformed one is retried."""
+    """A ``chat.completion`` object as a ChatAnswer; a malformed one is retried, and so is
+    ``content: null`` unless the answer was cut (a reasoning model that spent ``max_tokens``
+    thinking sends no content)."""
     try:
         choice = body["choices"][0]
         message = choice["message"]
+        finish_reason = choice.get("finish_reason")
+        if message.get("content") is None and finish_reason != "length":
+            raise RetryableError(NO_CONTENT)
         content = _text(message.get("content"))
         reasoning = _text(_reasoning(message)) or None
-        usage = body.get("usage") or {}
         answer, thought = split_think(content, reasoning)
-        return ChatAnswer(
-            answer,
-            thought,
-            choice.get("finish_reason"),
-            _count(usage.get("prompt_tokens")),
-            _count(usage.get("completion_tokens")),
-        )
+        prompt, completion = _usage(body.get("usage"))
+        return ChatAnswer(answer, thought, finish_reason, prompt, completion)
     except (KeyError, IndexError, TypeError, AttributeError, ValueError):
         raise RetryableError("the service answered without a usable choices[0].message") from None
+
+
+NO_CONTENT = "the service answered with content: null (no text)"
+
+
+def _usage(usage: object) -> tuple[int | None, int | None]:
+    """(prompt, completion) tokens of a ``usage`` object; unknown where malformed."""
+    if not isinstance(usage, dict):
+        return None, None
+    return _count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens"))
 
 
 def _text(value: object) -> str:
@@ -113,24 +115,46 @@ def _reasoning(message: dict[str, Any]) -> object:
 
 
 def _count(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    """A token count as stated; anything but a whole number >= 0 is unknown (None)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return None
 
 
 def embedding_answer(body: dict[str, Any], expected: int) -> EmbeddingAnswer:
     """An embeddings ``list`` object as vectors in input order (by each item's ``index``).
 
     A vector may come as base64 of float32 (``encoding_format: "base64"``, what we ask for)
-    or as a list of numbers (a server that ignores the format).
+    or as a list of numbers (a server that ignores the format). The answer must hold each
+    index ``0..expected-1`` exactly once, and finite numbers only: anything else is malformed
+    (retried), never a row written with another text's vector.
     """
     try:
-        data = sorted(body["data"], key=lambda item: item["index"])
-        vectors = [_float32_bytes(item["embedding"]) for item in data]
+        data = body["data"]
+        by_index = {_index(item["index"]): item["embedding"] for item in data}
+        if len(data) != expected or sorted(by_index) != list(range(expected)):
+            indexes = sorted(_index(item["index"]) for item in data)
+            raise RetryableError(
+                f"the service answered {expected} inputs with indexes {_shorten(indexes)}, "
+                f"not each of 0..{expected - 1} once"
+            )
+        vectors = [_float32_bytes(by_index[i]) for i in range(expected)]
     except (KeyError, TypeError, ValueError, binascii.Error):
         raise RetryableError("the service answered without data[].embedding") from None
-    if len(vectors) != expected:
-        raise RetryableError(f"the service returned {len(vectors)} vectors for {expected} inputs")
-    usage = body.get("usage") or {}
-    return EmbeddingAnswer(vectors, usage.get("prompt_tokens"))
+    if not numpy.isfinite(numpy.frombuffer(b"".join(vectors), dtype="<f4")).all():
+        raise RetryableError("the service sent a vector holding NaN or infinity")
+    return EmbeddingAnswer(vectors, _usage(body.get("usage"))[0])
+
+
+def _index(value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError(f"index {value!r} is not an integer")
+    return value
+
+
+def _shorten(numbers: list[int], most: int = 8) -> str:
+    shown = ", ".join(map(str, numbers[:most]))
+    return f"[{shown}{', ...' if len(numbers) > most else ''}]"
 
 
 def _float32_bytes(vector: str | list[float]) -> bytes:
@@ -153,7 +177,9 @@ class StreamAccumulator:
         self._content: list[str] = []
         self._reasoning: list[str] = []
         self._finish_reason: str | None = None
-        self._usage: dict[str, Any] = {}
+        self._usage: object = None
+        self._texts = 0
+        """Deltas that carried content (not null): none at all is a ``content: null``."""
         self.done = False
 
     def feed(self, line: bytes) -> None:
@@ -175,6 +201,7 @@ class StreamAccumulator:
             if choice.get("index", 0) != 0:
                 continue  # only the first choice is the row's answer
             delta = choice.get("delta") or {}
+            self._texts += delta.get("content") is not None
             self._content.append(_text(delta.get("content")))
             self._reasoning.append(_text(_reasoning(delta)))
             self._finish_reason = choice.get("finish_reason") or self._finish_reason
@@ -182,11 +209,7 @@ class StreamAccumulator:
     def finish(self) -> ChatAnswer:
         if not self.done:
             raise RetryableError("the stream was cut short before [DONE]")
+        if not self._texts and self._finish_reason != "length":
+            raise RetryableError(NO_CONTENT)
         content, reasoning = split_think("".join(self._content), "".join(self._reasoning))
-        return ChatAnswer(
-            content,
-            reasoning,
-            self._finish_reason,
-            self._usage.get("prompt_tokens"),
-            self._usage.get("completion_tokens"),
-        )
+        return ChatAnswer(content, reasoning, self._finish_reason, *_usage(self._usage))

@@ -21,6 +21,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from batchrun.errors import RetryableError
 from batchrun.hashing import SortedHashes
 from batchrun.input.readers import Record
 from batchrun.job import Job
@@ -153,7 +154,16 @@ class EmbeddingsTask:
         return {"input": [item.text for item in items], **self._params}
 
     async def call(self, service: Service, model: str, body: dict[str, Any]) -> EmbeddingAnswer:
-        return await service.embed(model, body)
+        """The answer's vectors, each of the model's size: another size is malformed
+        (retried, then the rows fail with the reason)."""
+        answer = await service.embed(model, body)
+        sizes = {len(vector) // 4 for vector in answer.vectors}
+        wrong = sorted(sizes - {self._dimensions}) if self._dimensions else []
+        if wrong:
+            raise RetryableError(
+                f"the service sent {wrong[0]} numbers per vector, not {self._dimensions}"
+            )
+        return answer
 
     def split(self, request: Request) -> list[Request]:
         if len(request.items) == 1:
@@ -168,10 +178,6 @@ class EmbeddingsTask:
     def answered(
         self, request: Request, model: str, answer: EmbeddingAnswer, latency_s: float
     ) -> list[Row]:
-        wrong = [len(v) // 4 for v in answer.vectors if self._dimensions not in (None, len(v) // 4)]
-        if wrong:
-            error = f"the service sent {wrong[0]} numbers per vector, not {self._dimensions}"
-            return self.failed(request, model, error)
         shares = _token_shares(answer.prompt_tokens, [item.text for item in request.items])
         rows = []
         for item, vector, tokens in zip(request.items, answer.vectors, shares, strict=True):
