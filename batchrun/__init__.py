@@ -30,6 +30,7 @@ and ``output/`` never import each other;
 ``runner``; ``export`` writes the output in other formats.
 """
 
+import importlib
 import os
 from typing import TYPE_CHECKING, Any
 
@@ -49,22 +50,22 @@ from batchrun.errors import (
     RetryableError,
     RowError,
 )
-from batchrun.job import Job, load_job
 from batchrun.version import VERSION as __version__  # noqa: F401 (the usual attribute)
 
 if TYPE_CHECKING:
     from batchrun.api import RunResult, read, run
+    from batchrun.job import Job, load_job
 
-_API = ("RunResult", "read", "run")
+_LAZY = {"RunResult": "api", "read": "api", "run": "api", "Job": "job", "load_job": "job"}
 
 
 def __getattr__(name: str) -> Any:
-    """``run``, ``read`` and ``RunResult`` load the engine on first use, so that ``import
-    batchrun`` (and the command's start) stays quick."""
-    if name in _API:
-        from batchrun import api
-
-        return getattr(api, name)
+    """The engine (``run``, ``read``, ``RunResult``) and the job model (``Job``,
+    ``load_job``: pydantic) load on first use, so that ``import batchrun`` and the command's
+    start stay quick, and a Ctrl-C while they load is the command's to handle."""
+    if name in _LAZY:
+        module = importlib.import_module(f"batchrun.{_LAZY[name]}")
+        return getattr(module, name)
     raise AttributeError(f"module 'batchrun' has no attribute {name!r}")
 
 

@@ -1,7 +1,8 @@
 """The ``batchrun`` command: run, validate, status, emulator, models.
 
 ``main(argv) -> int`` returns the exit code; errors we expect become one clear line on stderr,
-never a traceback. Exit codes (the only place they are decided):
+never a traceback. Which error gets which exit code is decided here (the numbers live in
+``batchrun.errors``, where ``python -m batchrun`` finds them before this module loads)::
 
     0    every row ok
     1    the run finished but some rows failed (they are in the output with their error)
@@ -24,7 +25,17 @@ from pathlib import Path
 from batchrun.emulator import EmulatorConfig, serve
 from batchrun.emulator.config import GATEWAYS
 from batchrun.endpoint import check_endpoint, open_endpoint
-from batchrun.errors import BatchrunError, FatalError, JobError, OutputError
+from batchrun.errors import (
+    EXIT_BAD_JOB,
+    EXIT_FATAL,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_ROWS_FAILED,
+    BatchrunError,
+    FatalError,
+    JobError,
+    OutputError,
+)
 from batchrun.export import FORMATS, export
 from batchrun.job import EndpointSpec, RunSpec, load_job
 from batchrun.report import status_lines, validate
@@ -33,7 +44,6 @@ from batchrun.runreport import write_report
 from batchrun.shards import Shard
 from batchrun.version import WRITTEN_BY
 
-EXIT_OK, EXIT_ROWS_FAILED, EXIT_BAD_JOB, EXIT_FATAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a process ended by SIGPIPE
 
 

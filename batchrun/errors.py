@@ -14,6 +14,9 @@ No message ever contains the API key.
 
 from __future__ import annotations
 
+EXIT_OK, EXIT_ROWS_FAILED, EXIT_BAD_JOB, EXIT_FATAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+"""The command's exit codes (``batchrun.cli`` says which error gets which)."""
+
 
 class BatchrunError(Exception):
     """Base of everything we raise."""

@@ -10,8 +10,9 @@
 The queues give back-pressure, so memory stays flat on any input size. Only the writer
 (``batchrun.output.writer``) touches the store and the progress bar. A fatal answer
 (401/403/404) cancels the feed and the workers at once; the writer still writes every row
-already answered, then the error is raised. ``request_stop()`` (first Ctrl-C) stops the feed
-and gives requests in flight ``grace_s``; a second call cancels them at once. Rows cancelled in
+already answered, then the error is raised. ``request_stop()`` (first Ctrl-C) stops the feed,
+drops every request not yet sent (queued, or waiting for a place, a slot or a retry) and gives
+requests in flight ``grace_s``; a second call cancels them at once. Rows cancelled in
 flight are simply not written: the next run sends them again.
 """
 
@@ -29,7 +30,7 @@ from batchrun.input.selection import Selection
 from batchrun.job import Job
 from batchrun.output.rows import Row
 from batchrun.output.writer import Writer
-from batchrun.sender import Sender
+from batchrun.sender import NotSent, Sender
 from batchrun.stats import RunStats
 from batchrun.tasks.base import Built, Request, Task
 
@@ -95,6 +96,7 @@ class Scheduler:
             self._cancel_workers()
             return
         self._stopping = True
+        self._sender.stop()
         if self._feeder is not None and self._feeding:
             self._feeder.cancel()
         self._drop_queued_requests()
@@ -161,7 +163,10 @@ class Scheduler:
 
     async def _work(self) -> None:
         while (request := await self._todo.get()) is not None:
-            rows = await self._sender.send(request)
+            try:
+                rows = await self._sender.send(request)
+            except NotSent:
+                continue
             try:
                 await self._done.put(rows)
             except asyncio.CancelledError:  # stopped while the writer was busy: keep the rows

@@ -9,15 +9,19 @@ law). A model pool sends each attempt to the model whose next slot is nearest. A
 task cannot use (``Reask``: not valid against the job's schema) is asked again, each re-ask
 an attempt with its own pacing slot, up to ``[run].max_reasks`` times (re-asks do not use up
 ``max_attempts``, which counts the tries that failed); then the rows fail with the reason.
+
+``stop()`` (the first Ctrl-C) drops every request not yet sent: one waiting for an in-flight
+place, a pacing slot or a retry's delay raises ``NotSent``; requests in flight may finish.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
-from collections.abc import Callable, Mapping
-from typing import Generic
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Generic
 
 from batchrun.errors import ApiError, FatalError, RetryableError, RowError
 from batchrun.job import Job
@@ -32,6 +36,11 @@ from batchrun.stats import RunStats
 from batchrun.tasks.base import AnswerT, Reask, Request, Service, Task
 
 PacerFactory = Callable[[str, float], Pacer]
+
+
+class NotSent(Exception):
+    """A stop came before the request was sent: it is not sent, its rows not written (the
+    next run does them)."""
 
 
 class Sender(Generic[AnswerT]):
@@ -63,6 +72,9 @@ class Sender(Generic[AnswerT]):
         self._rejections = rejections or RejectionWatch({})
         self._max_reasks = max_reasks
         self._observe = observe
+        self._stopped = False
+        self._waiting: set[asyncio.Task[Any]] = set()
+        """Tasks waiting to send a request (a place, a slot, a retry's delay)."""
 
     @classmethod
     def for_job(
@@ -121,20 +133,35 @@ class Sender(Generic[AnswerT]):
                     self._rejections.rejected(model, failure)
                 return self._task.failed(request, model, decision.reason)
             if decision.action is Action.SPLIT:
-                return [row for half in halves for row in await self.send(half)]
+                return await self._send_halves(halves)
             if decision.fallback and self._fallback:
                 pinned = self._fallback
             self._stats.model(model).retries += 1
-            await self._sleep(decision.delay)
+            with self._unsent():
+                await self._sleep(decision.delay)
+
+    async def _send_halves(self, halves: list[Request]) -> list[Row]:
+        """The rows of each half in turn; after a stop, those of the halves already done."""
+        rows: list[Row] = []
+        for half in halves:
+            try:
+                rows += await self.send(half)
+            except NotSent:
+                if not rows:
+                    raise
+                break
+        return rows
 
     async def _attempt(self, request: Request, pinned: str | None) -> list[Row]:
         """One try: an in-flight place, then the pool's model with the nearest slot (or the
         pinned one), its pacing slot, the call; counted, traced and fed back. A failure
         raises the service's error with ``model`` set."""
-        async with self._gate.permit() as sent:
-            model = pinned or request.model or self._choose()
-            pacer, stats = self._pacers[model], self._stats.model(model)
-            await pacer.slot()
+        async with contextlib.AsyncExitStack() as stack:
+            with self._unsent():
+                sent = await stack.enter_async_context(self._gate.permit())
+                model = pinned or request.model or self._choose()
+                pacer, stats = self._pacers[model], self._stats.model(model)
+                await pacer.slot()
             sent()
             request.attempts += 1
             stats.requests += 1
@@ -196,6 +223,32 @@ class Sender(Generic[AnswerT]):
         if len(self._models) == 1:
             return self._models[0]
         return min(self._models, key=lambda name: self._pacers[name].expected_wait())
+
+    def stop(self) -> None:
+        """A stop (the first Ctrl-C): requests not yet sent are not sent. Those waiting for an
+        in-flight place, a pacing slot or a retry's delay raise ``NotSent`` now; the rest
+        raise it when they would wait. Requests already sent are left to finish."""
+        self._stopped = True
+        for task in self._waiting:
+            task.cancel()
+
+    @contextlib.contextmanager
+    def _unsent(self) -> Iterator[None]:
+        """A wait before a request is sent, which a stop ends with ``NotSent``."""
+        if self._stopped:
+            raise NotSent
+        task = asyncio.current_task()
+        assert task is not None
+        self._waiting.add(task)
+        try:
+            yield
+        except asyncio.CancelledError:
+            # Ours (a stop) unless the task is cancelled for another reason too.
+            if not self._stopped or task.uncancel() > 0:
+                raise
+            raise NotSent from None
+        finally:
+            self._waiting.discard(task)
 
     def settled_rates(self) -> dict[str, float]:
         """The pacing rate each model settled on."""

@@ -228,3 +228,16 @@ def test_run_refuses_duplicate_ids_and_an_empty_input_before_sending(
     assert "holds no rows" in capsys.readouterr().err
     assert main(["validate", str(job)]) == 2
     assert "the input holds no rows" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("delay_s", [0.3, 0.8, 1.5])
+def test_ctrl_c_while_the_command_starts_exits_130_without_a_traceback(
+    delay_s: float, make_job: Callable[..., Path]
+) -> None:
+    process = batchrun("run", str(make_job()), "--no-progress")
+    time.sleep(delay_s)  # loading its libraries, reading the input, or sending: each is a stop
+    process.send_signal(signal.SIGINT)
+    code, out, err = finish(process)
+    assert code == 130, err
+    assert "Traceback" not in err
+    assert "resume" in out + err

@@ -179,6 +179,33 @@ def test_second_ctrl_c_cancels_requests_in_flight_at_once(
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_the_first_stop_sends_no_request_that_was_not_already_sent(
+    sig: signal.Signals, make_job: Callable[..., Path], emulator_dir: Path
+) -> None:
+    rows = news_rows(400)
+    with Emulator(emulator_dir, rps_scale=15, latency_s=2) as emulator:  # 30 RPS, 2 s answers
+        job = make_job(rows, base_url=emulator.base_url, rps=30, run="grace_s = 3")
+        run = batchrun("run", str(job), "--no-progress")
+        while emulator.seen(THINKER).accepted < 20:  # the run sends, about 60 in flight
+            time.sleep(0.05)
+        run.send_signal(sig)
+        sent = emulator.seen(THINKER).accepted
+        code, out, err = finish(run)
+        after = emulator.seen(THINKER).accepted
+    assert code == 130 and "resume" in out, err
+    assert after - sent <= 3, f"{after - sent} requests accepted after the stop"  # on the wire
+    assert "Traceback" not in err
+    done = read_columns(Path("out"), ["id"]).num_rows
+    assert 0 < done < len(rows)
+    with Emulator(emulator_dir, rps_scale=50) as emulator:
+        job = make_job(rows, base_url=emulator.base_url, rps=100)
+        code, _, err = finish(batchrun("run", str(job), "--no-progress"))
+        assert code == 0, err
+        assert emulator.seen(THINKER).accepted == len(rows) - done  # exactly once
+    check_row_by_row(rows)
+
+
 def test_sigterm_stops_like_ctrl_c(make_job: Callable[..., Path], emulator_dir: Path) -> None:
     with Emulator(emulator_dir, rps_scale=5) as emulator:
         job = make_job(news_rows(200), base_url=emulator.base_url, rps=10, run="grace_s = 5")
