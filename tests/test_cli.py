@@ -230,7 +230,7 @@ def test_run_refuses_duplicate_ids_and_an_empty_input_before_sending(
     assert "the input holds no rows" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("delay_s", [0.3, 0.8, 1.5])
+@pytest.mark.parametrize("delay_s", [0.3, 0.5, 0.8, 1.5])
 def test_ctrl_c_while_the_command_starts_exits_130_without_a_traceback(
     delay_s: float, make_job: Callable[..., Path]
 ) -> None:
