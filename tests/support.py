@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -97,6 +98,20 @@ def wait_for_a_part(output: Path, timeout_s: float = 60.0) -> None:
     while not list(output.glob("part-*.parquet")):
         if time.monotonic() > deadline:
             raise AssertionError(f"no part appeared in {output} within {timeout_s} s")
+        time.sleep(0.05)
+
+
+def wait_until_sending(base_url: str, model: str, count: int = 1, timeout_s: float = 60.0) -> None:
+    """Wait until the emulator at ``base_url`` has admitted ``count`` requests for ``model``:
+    a moment to stop a run at that does not depend on how busy the machine is."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        stats = base_url.removesuffix("/v1") + "/stats"
+        with urllib.request.urlopen(stats, timeout=5) as reply:
+            if orjson.loads(reply.read())["models"][model]["accepted"] >= count:
+                return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{model} got fewer than {count} requests in {timeout_s} s")
         time.sleep(0.05)
 
 

@@ -13,7 +13,15 @@ import pytest
 from batchrun.bench.processes import Emulator
 from batchrun.cli import main
 from batchrun.output.parts import read_columns
-from tests.support import KEY, batchrun, finish, news_rows, write_jsonl
+from tests.support import (
+    KEY,
+    THINKER,
+    batchrun,
+    finish,
+    news_rows,
+    wait_until_sending,
+    write_jsonl,
+)
 
 
 @pytest.fixture
@@ -75,7 +83,7 @@ def test_ctrl_c_writes_what_is_done_and_exits_130(
 ) -> None:
     job = make_job(news_rows(200), base_url=emulator_url, rps=20, run="grace_s = 5")
     process = batchrun("run", str(job), "--no-progress")
-    time.sleep(2.0)
+    wait_until_sending(emulator_url, THINKER, count=5)
     process.send_signal(signal.SIGINT)
     code, out, err = finish(process)
     assert code == 130, err

@@ -210,7 +210,8 @@ def test_sigterm_stops_like_ctrl_c(make_job: Callable[..., Path], emulator_dir: 
     with Emulator(emulator_dir, rps_scale=5) as emulator:
         job = make_job(news_rows(200), base_url=emulator.base_url, rps=10, run="grace_s = 5")
         run = batchrun("run", str(job), "--no-progress")
-        time.sleep(2.0)
+        while emulator.seen(THINKER).accepted < 5:  # the run is sending
+            time.sleep(0.05)
         run.send_signal(signal.SIGTERM)
         code, out, _ = finish(run)
         assert "interrupted" in out
