@@ -61,6 +61,9 @@ class RunOptions:
     on_start: Callable[[Callable[[], None]], None] | None = None
     """Given a thread-safe "stop" once the run sends (``batchrun.run`` in a notebook's
     thread: Ctrl-C there stops the run gracefully)."""
+    signals: bool = True
+    """Whether SIGINT/SIGTERM stop the run (in the main thread); ``batchrun.arun`` runs in
+    the caller's loop, whose signals are the caller's."""
 
 
 @dataclass(frozen=True)
@@ -137,7 +140,7 @@ async def run_job(job: Job, options: RunOptions, out: TextIO = sys.stdout) -> Ru
                     writer = Writer(store, schema, stats, progress, part_rows, PART_SECONDS)
                     plan = Plan(job, files, changes.todo, options.limit)
                     scheduler = Scheduler(plan, task, sender, writer, stats)
-                    await _run_with_signals(scheduler, options.on_start)
+                    await _run_with_signals(scheduler, options.on_start, options.signals)
             finally:
                 progress.close()
                 trace.close()
@@ -225,7 +228,9 @@ async def team_pacing(job: Job, progress: Progress) -> AsyncIterator[PacerFactor
 
 
 async def _run_with_signals(
-    scheduler: Scheduler, on_start: Callable[[Callable[[], None]], None] | None = None
+    scheduler: Scheduler,
+    on_start: Callable[[Callable[[], None]], None] | None = None,
+    signals: bool = True,
 ) -> None:
     """Run the scheduler; SIGINT/SIGTERM ask it to stop (a second one: at once)."""
     loop = asyncio.get_running_loop()
@@ -235,8 +240,8 @@ async def _run_with_signals(
             loop.call_soon_threadsafe(scheduler.request_stop)
 
         on_start(request_stop)
-    handled = threading.current_thread() is threading.main_thread()  # (batchrun.run from a
-    # notebook runs the job in a thread of its own: signals are the notebook's there)
+    handled = signals and threading.current_thread() is threading.main_thread()  # (batchrun.run
+    # from a notebook runs the job in a thread of its own: signals are the notebook's there)
     for sig in (signal.SIGINT, signal.SIGTERM) if handled else ():
         loop.add_signal_handler(sig, scheduler.request_stop)
     try:
