@@ -36,6 +36,7 @@ from batchrun.output.writer import Writer
 from batchrun.progress import Progress
 from batchrun.scheduler import Plan, Scheduler
 from batchrun.sender import PacerFactory, Sender
+from batchrun.service.client import Api
 from batchrun.service.pacing import Pacer
 from batchrun.shards import Shard
 from batchrun.stats import RunStats
@@ -120,7 +121,7 @@ async def run_job(job: Job, options: RunOptions, out: TextIO = sys.stdout) -> Ru
             open_endpoint(job.spec.endpoint, job.spec.run) as api,
             team_pacing(job, progress) as make_pacer,
         ):
-            await check_endpoint(api, job.model_keys)
+            job = await served_models(api, job, task)
             identity = Identity(
                 job.name, job.kind, job.fingerprint(), schema.names, redo=options.redo
             )
@@ -169,12 +170,36 @@ def refuse_unfit(job: Job, check: InputCheck, task: Task[Any]) -> None:
     if check.duplicate_count:
         raise JobError("\n".join(duplicate_lines(check)))
     if check.unsendable and task.refuses_unsendable:
-        raise JobError(
-            f"{job.spec.input.path}: {check.unsendable} lines cannot be sent, e.g. at "
-            f"{', '.join(check.unsendable_at)}; fix them and run again"
-        )
+        raise JobError("\n".join(bad_lines(job, check)))
     if not check.rows:
         raise JobError(f"[input].path: {job.spec.input.path} holds no rows")
+
+
+def bad_lines(job: Job, check: InputCheck) -> list[str]:
+    """What to say of a batch file's lines that cannot be sent: each one, with its reason."""
+    lines = [f"{job.spec.input.path}: {check.unsendable} lines cannot be sent:"]
+    lines += [f"  {where}" for where in check.unsendable_at]
+    if check.unsendable > len(check.unsendable_at):
+        lines.append(f"  ... and {check.unsendable - len(check.unsendable_at)} more")
+    lines.append(
+        'fix them and run again, or set [input].bad_lines = "fail-line" to write each as '
+        "a failed row with its reason and run the rest"
+    )
+    return lines
+
+
+async def served_models(api: Api, job: Job, task: Task[Any]) -> Job:
+    """Check that the endpoint serves the job's models (FatalError if not). A batch file run
+    line by line (``[input].bad_lines = "fail-line"``) only fails the lines naming a model
+    it does not serve; the job then sends to the others."""
+    if job.spec.input.bad_lines != "fail-line":
+        await check_endpoint(api, job.model_keys)
+        return job
+    served = await check_endpoint(api)
+    unknown = [model for model in job.models if served and model not in served]
+    task.unserved(unknown, served)
+    kept = tuple(model for model in job.models if model not in unknown)
+    return job.with_models(kept) if unknown and kept else job
 
 
 def _changes(
