@@ -160,6 +160,7 @@ def run_token(shard: Shard | None) -> str:
 def _create(output: Path) -> None:
     try:
         output.mkdir(parents=True, exist_ok=True)
+        OutputLayout(output).claim_state()
     except OSError as exc:
         raise OutputError(f"{output}: cannot create the output directory ({exc})") from None
 

@@ -19,6 +19,7 @@ from batchrun.bench.processes import Emulator
 from batchrun.emulator import EmulatorConfig, running_emulator
 from batchrun.errors import JobError, RetryableError
 from batchrun.job import load_job
+from batchrun.output.layout import OutputLayout
 from batchrun.output.parts import read_columns
 from batchrun.report import validate_lines
 from batchrun.runner import RunOptions, run_job
@@ -116,7 +117,7 @@ async def test_invalid_answers_are_reasked_and_never_land_in_a_typed_column() ->
     for row in failed:
         assert "after 2 re-asks" in row["error"] and "[output].schema" in row["error"]
         assert all(row[name] is None for name in SCHEMA["properties"])
-    summary = orjson.loads(Path("out/_summary.json").read_bytes())  # noqa: ASYNC240
+    summary = orjson.loads(OutputLayout(Path("out")).summary().read_bytes())
     reasks = summary["models"][THINKER]["reasks"]
     assert reasks > 0 and f"{reasks} re-asks" in out.getvalue()
     assert sent == 60 + reasks  # each re-ask is a request of its own
