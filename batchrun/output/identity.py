@@ -90,9 +90,8 @@ def check_identity(
     every row is then sent again and replaces its old one, and the columns must not change),
     migrate an older output's format, and record the job's identity."""
     layout = OutputLayout(path)
-    recorded = read_json(layout.job_file)
-    if recorded is not None:
-        recorded = _migrated(path, recorded)
+    written = read_json(layout.job_file)
+    recorded = _migrated(path, written) if written is not None else None
     parts = layout.parts() + layout.journals()  # a killed run's journal holds rows too
     if recorded and parts and recorded.get("fingerprint") != fingerprint:
         _refuse_or_redo(path, recorded, parts, columns, redo)
@@ -103,7 +102,7 @@ def check_identity(
         "format": FORMAT_VERSION,
         "written_by": WRITTEN_BY,
     }
-    if recorded != wanted:
+    if written != wanted:  # (a migrated output's new format is written down too)
         try:
             path.mkdir(parents=True, exist_ok=True)
             write_json(layout.job_file, wanted)

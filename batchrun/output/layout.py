@@ -11,10 +11,12 @@ else lives beside it, in the state directory ``.<name>.batchrun``::
                                     renamed)
         .part-<token>.tmp           a part being written (a killed run may leave one: removed);
                                     here, so that the rename never crosses a file system
+        .batchrun-<token>           empty: marks the directory the state beside it belongs to
     out/.news.batchrun/             the state directory
         _job.json                   the job's name, kind, request fingerprint and format version
-        _output.json                the output directory's device and inode: state left by an
-                                    output that was deleted is moved aside, never reused
+        _output.json                the token of the output directory's ``.batchrun-<token>``
+                                    mark: state left by an output that was deleted (a new
+                                    directory, a new mark) is moved aside, never reused
         .journal-<token>.arrows     rows answered since the last part, as Arrow IPC batches
         _input.json                 what the input index was built from (files' size and mtime,
                                     the job's requests) and the whole-input check's result
@@ -42,6 +44,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,6 +57,7 @@ TEMPORARY_PREFIX, TEMPORARY_SUFFIX = ".part-", ".tmp"
 PART_KEYS_PREFIX, PART_KEYS_SUFFIX = "_keys-", ".arrows"
 WHOLE_JOB = "all"
 STATE_SUFFIX = ".batchrun"
+MARK_PREFIX = ".batchrun-"
 LEGACY_STATE = ("_*.json", "_*.arrows", ".journal-*.arrows", "._keys*.tmp", ".lock*")
 """What format 2 kept in the output directory beside the parts."""
 
@@ -163,21 +167,24 @@ class OutputLayout:
         return self.state / ".lock-maintenance"
 
     def claim_state(self) -> None:
-        """Make the state directory, for this output directory (which must exist): state
-        left by a deleted output of the same path (its journals, keys and identity) is
-        moved aside to ``.<name>.batchrun.stale-<time>``, never read as this one's."""
-        here = self.root.stat()
-        owner = {"device": here.st_dev, "inode": here.st_ino}
+        """Make the state directory, for this output directory (which must exist). The
+        directory carries an empty ``.batchrun-<token>`` (every reader skips it) and the state
+        records the token: state left by a deleted output of the same path (its journals,
+        keys and identity) is moved aside to ``.<name>.batchrun.stale-<time>``, never read
+        as this one's."""
+        marks = sorted(self.root.glob(f"{MARK_PREFIX}*"))
+        if not marks:
+            marks = [self.root / f"{MARK_PREFIX}{uuid.uuid4().hex}"]
+            marks[0].touch()
+        token = {"token": marks[0].name.removeprefix(MARK_PREFIX)}
         recorded = read_json(self.owner_file)
-        if recorded is not None and recorded != owner:
-            aside = self.state.with_name(
-                f"{self.state.name}.stale-{time.strftime('%Y%m%d-%H%M%S')}"
-            )
+        if recorded is not None and recorded != token:
+            stamp = time.strftime("%Y%m%d-%H%M%S")
             with contextlib.suppress(FileNotFoundError):  # another run moved it first
-                os.replace(self.state, aside)
+                os.replace(self.state, self.state.with_name(f"{self.state.name}.stale-{stamp}"))
         self.state.mkdir(parents=True, exist_ok=True)
-        if recorded != owner:
-            write_json(self.owner_file, owner)
+        if recorded != token:
+            write_json(self.owner_file, token)
 
 
 def move_legacy_state(root: Path) -> None:
