@@ -262,7 +262,7 @@ class Job:
         if prompt is not None and self.spec.prompt and self.spec.prompt.messages:
             prompt["messages"] = self.spec.prompt.messages  # (written only when set: the
             # fingerprints of jobs older than the key stay as they were)
-        shape = {
+        shape: dict[str, Any] = {
             "kind": self.kind,
             "models": self.models if self.kind != "openai-batch" else (),  # (the lines say)
             "prompt": prompt,
@@ -272,6 +272,9 @@ class Job:
         }
         if self.answer_schema is not None:
             shape["schema"] = self.answer_schema.schema
+            if self.answer_schema.typed_anew:  # an older batchrun's output of this schema has
+                # other columns: it is refused, never mixed with this job's rows
+                shape["columns"] = [str(field.type) for field in self.answer_schema.fields()]
         return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:16]
 
 
