@@ -278,3 +278,24 @@ def test_an_embeddings_job_is_not_exported_as_openai_batch_output() -> None:
 
     with pytest.raises(JobError, match="embeddings job's output: use --format jsonl or csv"):
         export(job, "openai-batch", Path("x"))
+
+
+def test_a_repeated_custom_id_is_refused_whatever_bad_lines_says() -> None:
+    write_lines([*good_lines(3), chat_line("req-1", "Again.")])
+    Path("job.toml").write_text(JOB + 'bad_lines = "fail-line"\n' + REST)
+
+    with pytest.raises(JobError, match=r"'req-1' at batch\.jsonl:2, batch\.jsonl:4"):
+        batchrun.run("job.toml", progress=False)
+
+
+def test_bad_lines_is_a_key_of_batch_files_only() -> None:
+    raw = {
+        "kind": "chat",
+        "model": THINKER,
+        "prompt": {"user": "{text}"},
+        "input": {"path": "x.jsonl", "bad_lines": "fail-line"},
+        "output": {"path": "out"},
+    }
+    only = r'\[input\]\.bad_lines: only for \[input\]\.format = "openai-batch"'
+    with pytest.raises(JobError, match=only):
+        batchrun.Job.from_dict(raw)
