@@ -194,7 +194,10 @@ def move_legacy_state(root: Path) -> None:
     if not root.is_dir():
         return
     state = state_of(root)
-    state.mkdir(exist_ok=True)
+    try:
+        state.mkdir(exist_ok=True)
+    except OSError:  # a read-only place: the parts can still be read
+        return
     if not (root / "_job.json").is_file():
         return
     legacy = [path for pattern in LEGACY_STATE for path in root.glob(pattern)]
