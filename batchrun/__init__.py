@@ -53,14 +53,21 @@ from batchrun.errors import (
 from batchrun.version import VERSION as __version__  # noqa: F401 (the usual attribute)
 
 if TYPE_CHECKING:
-    from batchrun.api import RunResult, read, run
+    from batchrun.api import RunResult, arun, read, run
     from batchrun.job import Job, load_job
 
-_LAZY = {"RunResult": "api", "read": "api", "run": "api", "Job": "job", "load_job": "job"}
+_LAZY = {
+    "RunResult": "api",
+    "arun": "api",
+    "read": "api",
+    "run": "api",
+    "Job": "job",
+    "load_job": "job",
+}
 
 
 def __getattr__(name: str) -> Any:
-    """The engine (``run``, ``read``, ``RunResult``) and the job model (``Job``,
+    """The engine (``run``, ``arun``, ``read``, ``RunResult``) and the job model (``Job``,
     ``load_job``: pydantic) load on first use, so that ``import batchrun`` and the command's
     start stay quick, and a Ctrl-C while they load is the command's to handle."""
     if name in _LAZY:
@@ -79,6 +86,7 @@ __all__ = [
     "RetryableError",
     "RowError",
     "RunResult",
+    "arun",
     "load_job",
     "read",
     "run",

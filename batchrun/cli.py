@@ -95,7 +95,11 @@ def _parser() -> argparse.ArgumentParser:
     export_.set_defaults(handler=_export)
     report = commands.add_parser("report", help="write an HTML report of the output's runs")
     report.add_argument("job")
-    report.add_argument("--to", type=Path, help="the HTML file (default: OUTPUT/report.html)")
+    report.add_argument(
+        "--to",
+        type=Path,
+        help="the HTML file (default: OUTPUT.report.html, beside the output directory)",
+    )
     report.set_defaults(handler=_report)
     _emulator_command(commands.add_parser("emulator", help="serve the local SciBox emulator"))
     models = commands.add_parser("models", help="list the models the endpoint serves")

@@ -38,6 +38,11 @@ class ApiError(BatchrunError):
         self.status = status
         self.model = model
         """The model the failed request was sent to, when there was one."""
+        self.answer: bytes | None = None
+        """The service's error answer as it was sent (an HTTP error's body), for the output
+        of a batch file (``tasks.openai_batch``)."""
+        self.request_id: str | None = None
+        """The answer's ``x-request-id`` header, when it had one."""
 
 
 class RetryableError(ApiError):

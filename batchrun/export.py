@@ -2,10 +2,15 @@
 memory on a ten-million-row output).
 
 - ``openai-batch``: OpenAI's batch output, ``output.jsonl`` (one line per ok row: ``id``,
-  ``custom_id``, ``response: {status_code, request_id, body}`` with the body as the service
-  answered it, ``error: null``) and ``errors.jsonl`` (failed rows: ``response: null``,
-  ``error: {code, message}``). It needs the answers kept whole: a job reading an OpenAI batch
-  file (``[input].format = "openai-batch"``).
+  ``custom_id`` (the row's id), ``response: {status_code, request_id, body}``, ``error:
+  null``) and ``errors.jsonl`` (failed rows). A batch file's rows (``[input].format =
+  "openai-batch"``) give the body as the service answered it; any other chat job's rows give
+  a ``chat.completion`` body made of their columns. A failed row that had an HTTP answer is
+  written as OpenAI writes one, ``response: {status_code, request_id, body: {error: {message,
+  type, param, code}}}`` with the service's own error body where the output kept it (a batch
+  file's rows; a line refused before sending gets status 400 and the code
+  ``invalid_batch_line``); one that had none (no answer in time, a dropped connection, no text
+  to send) ``response: null, error: {code, message}``.
 - ``jsonl``: the output table, a JSON object per row.
 - ``csv``: the output table; lists and structs (vectors, structured answers) as JSON text.
 
@@ -29,11 +34,15 @@ import pyarrow.parquet as pq
 from batchrun.errors import JobError
 from batchrun.job import Job
 from batchrun.output.keys import settled_parts
+from batchrun.output.layout import part_time
 from batchrun.output.rows import OK
+from batchrun.tasks.openai_batch import request_id
 
 FORMATS = ("openai-batch", "jsonl", "csv")
 BATCH_ROWS = 8_192
-_STATUS = re.compile(r"\b([45]\d\d)\b")
+_STATUS = re.compile(r"(?:gave up after \d+ attempts: )?([1-5]\d\d) (?:from|bad request)\b")
+"""The HTTP status of a failed row, from the error the service's client wrote
+(``400 bad request: ...``, ``gave up after 8 attempts: 503 from URL: ...``)."""
 
 
 def export(job: Job, format_name: str, to: Path) -> dict[str, int]:
@@ -67,36 +76,79 @@ def _written(path: Path) -> Iterator[IO[bytes]]:
 
 
 def _openai_batch(parts: list[Path], to: Path) -> dict[str, int]:
-    if "response" not in pq.read_schema(parts[0]).names:
+    names = pq.read_schema(parts[0]).names
+    if "response" not in names and "content" not in names:
         raise JobError(
-            "--format openai-batch needs the answers as the service sent them: a job reading "
-            'an OpenAI batch file ([input].format = "openai-batch"); use --format jsonl or csv'
+            "--format openai-batch writes chat answers (and a batch file's answers); this is "
+            "an embeddings job's output: use --format jsonl or csv"
         )
+    line_of = _batch_file_line if "response" in names else _chat_line
     counts = {"output.jsonl": 0, "errors.jsonl": 0}
     with _written(to / "output.jsonl") as answers, _written(to / "errors.jsonl") as errors:
-        for batch in _batches(parts):
-            for row in batch.select(
-                ["id", "status", "response", "request_id", "error"]
-            ).to_pylist():
-                ok = row["status"] == OK
-                (answers if ok else errors).write(orjson.dumps(_batch_line(row)) + b"\n")
-                counts["output.jsonl" if ok else "errors.jsonl"] += 1
+        for part in parts:
+            created = part_time(part) // 1_000_000_000
+            for batch in pq.ParquetFile(part).iter_batches(batch_size=BATCH_ROWS):
+                for row in batch.to_pylist():
+                    ok = row["status"] == OK
+                    line = line_of(row, created) if ok else _error_line(row)
+                    (answers if ok else errors).write(orjson.dumps(line) + b"\n")
+                    counts["output.jsonl" if ok else "errors.jsonl"] += 1
     return counts
 
 
-def _batch_line(row: dict[str, Any]) -> dict[str, Any]:
-    """One line of OpenAI's batch output for an output row."""
-    line: dict[str, Any] = {"id": f"batch_req_{row['id']}", "custom_id": row["id"]}
-    if row["status"] == OK:
-        body = orjson.Fragment(row["response"])  # as the service sent it, not parsed again
-        line["response"] = {"status_code": 200, "request_id": row["request_id"], "body": body}
-        line["error"] = None
-    else:
-        status = _STATUS.search(row["error"] or "")
-        code = status.group(1) if status else "failed"
-        line["response"] = None
-        line["error"] = {"code": code, "message": row["error"]}
-    return line
+def _line(row: dict[str, Any], response: Any, error: Any = None) -> dict[str, Any]:
+    return {"id": f"batch_req_{row['id']}", "custom_id": row["id"], "response": response,
+            "error": error}  # fmt: skip
+
+
+def _batch_file_line(row: dict[str, Any], created: int) -> dict[str, Any]:
+    """An ok row of a batch file: the body as the service sent it, not parsed again."""
+    body = orjson.Fragment(row["response"])
+    return _line(row, {"status_code": 200, "request_id": row["request_id"], "body": body})
+
+
+def _chat_line(row: dict[str, Any], created: int) -> dict[str, Any]:
+    """An ok row of a chat job, as the ``chat.completion`` its columns tell."""
+    message = {"role": "assistant", "content": row["content"]}
+    if row.get("reasoning") is not None:
+        message["reasoning_content"] = row["reasoning"]
+    prompt, completion = row["prompt_tokens"], row["completion_tokens"]
+    usage = {"prompt_tokens": prompt or 0, "completion_tokens": completion or 0}
+    usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+    choice = {"index": 0, "message": message, "finish_reason": row.get("finish_reason") or "stop"}
+    body = {"id": f"chatcmpl-{row['id']}", "object": "chat.completion", "created": created,
+            "model": row["model"], "choices": [choice], "usage": usage}  # fmt: skip
+    return _line(row, {"status_code": 200, "request_id": request_id(), "body": body})
+
+
+def _error_line(row: dict[str, Any]) -> dict[str, Any]:
+    """A failed row as OpenAI's error file holds it: the HTTP answer it had, or (none) the
+    error's code and message."""
+    message, kept = row["error"] or "failed", row.get("response")
+    status = _STATUS.match(message)
+    if kept is None and status is None:
+        code = "no_answer" if "no answer" in message or "dropped" in message else "failed"
+        return _line(row, None, {"code": code, "message": message})
+    status_code = int(status.group(1)) if status else 400 if kept is not None else 500
+    kind = "invalid_request_error" if status_code < 500 else "server_error"
+    error = {"message": message, "type": kind, "param": None, "code": None}
+    body = {"error": _service_error(kept, error) if kept is not None else error}
+    request = row.get("request_id") or request_id()
+    return _line(row, {"status_code": status_code, "request_id": request, "body": body})
+
+
+def _service_error(kept: str, default: dict[str, Any]) -> dict[str, Any]:
+    """The service's error object (a line refused before sending: batchrun's own), its
+    ``message``, ``type``, ``param`` and ``code`` as it sent them, any it left out null."""
+    try:
+        answer = orjson.loads(kept)
+    except orjson.JSONDecodeError:
+        return {**default, "message": f"{default['message']} ({kept[:300]})"}
+    error = answer.get("error") if isinstance(answer, dict) else None
+    if not isinstance(error, dict):
+        return default
+    fields = {name: error.get(name) for name in ("message", "type", "param", "code")}
+    return {**error, **fields, "message": fields["message"] or default["message"]}
 
 
 def _jsonl(parts: list[Path], sink: IO[bytes]) -> int:

@@ -23,9 +23,10 @@ from batchrun.job import Job
 from batchrun.output.layout import OutputLayout, read_json, write_json
 from batchrun.tasks.base import Task
 
-CHECK_VERSION = 3
+CHECK_VERSION = 4
 """The shape of the remembered whole-input check (2: rows that cannot be sent, with why;
-3: the models the rows name)."""
+3: the models the rows name; 4: a batch file's lines read leniently, up to 1,000 bad lines
+named, and what makes a line bad as issue 25 says)."""
 
 
 @contextlib.contextmanager

@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from batchrun.errors import JobError
+from batchrun.input.readers import BatchId
 from batchrun.jobchecks import check_consistency, describe
 from batchrun.service.catalog import Kind, model_rps
 from batchrun.structured import AnswerSchema
@@ -64,6 +65,9 @@ class InputSpec(_Section):
     text: str = "text"
     format: Literal["rows", "openai-batch"] = "rows"
     """``openai-batch``: lines of OpenAI's batch file format, each a whole request."""
+    bad_lines: Literal["fail-file", "fail-line"] = "fail-file"
+    """A batch file's lines that cannot be sent: refuse the file (as OpenAI's validation
+    does), or write each as a failed row with its reason and run the rest (as vLLM does)."""
 
 
 class PromptSpec(_Section):
@@ -220,7 +224,7 @@ class Job:
 
     @property
     def id_column(self) -> str:
-        return "custom_id" if self.kind == "openai-batch" else self.spec.input.id
+        return BatchId(BATCH_FILE_COLUMNS[0]) if self.kind == "openai-batch" else self.spec.input.id
 
     @property
     def model_keys(self) -> dict[str, str]:
@@ -258,7 +262,7 @@ class Job:
         if prompt is not None and self.spec.prompt and self.spec.prompt.messages:
             prompt["messages"] = self.spec.prompt.messages  # (written only when set: the
             # fingerprints of jobs older than the key stay as they were)
-        shape = {
+        shape: dict[str, Any] = {
             "kind": self.kind,
             "models": self.models if self.kind != "openai-batch" else (),  # (the lines say)
             "prompt": prompt,
@@ -268,6 +272,9 @@ class Job:
         }
         if self.answer_schema is not None:
             shape["schema"] = self.answer_schema.schema
+            if self.answer_schema.typed_anew:  # an older batchrun's output of this schema has
+                # other columns: it is refused, never mixed with this job's rows
+                shape["columns"] = [str(field.type) for field in self.answer_schema.fields()]
         return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -99,9 +99,14 @@ def _check_batch_file(raw: dict[str, Any]) -> list[str]:
     any other job says them in the file."""
     source = raw.get("input")
     if not (isinstance(source, dict) and source.get("format") == "openai-batch"):
-        return [
+        problems = [
             f"{key}: missing; this key is required" for key in ("kind", "model") if key not in raw
         ]
+        if isinstance(source, dict) and "bad_lines" in source:
+            problems.append(
+                '[input].bad_lines: only for [input].format = "openai-batch"; remove it'
+            )
+        return problems
     given: list[str] = [key for key in ("kind", "model", "prompt") if key in raw]
     output, run = raw.get("output"), raw.get("run")
     if isinstance(output, dict) and "schema" in output:

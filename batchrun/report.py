@@ -12,9 +12,10 @@ from batchrun.errors import FatalError, JobError
 from batchrun.estimate import estimate_line
 from batchrun.indexing import input_index
 from batchrun.input.checks import open_input
-from batchrun.input.index import InputCheck, duplicate_lines
+from batchrun.input.index import SHOWN, InputCheck, duplicate_lines
 from batchrun.job import Job
 from batchrun.output.keys import output_counts
+from batchrun.runner import bad_lines
 from batchrun.tasks import job_schema, task_for
 from batchrun.tasks.base import Task
 
@@ -54,18 +55,22 @@ def _plan(job: Job) -> tuple[list[str], bool, Job]:
     ]
     if check.duplicate_count:
         lines += duplicate_lines(check)
-    if check.unsendable:
+    if check.unsendable and job.kind == "openai-batch":
+        lines += bad_lines(job, check)[:-1]
         lines.append(
-            f"{check.unsendable} rows cannot be sent, e.g. at {', '.join(check.unsendable_at)}; "
-            + (
-                "`run` refuses the file until they are fixed"
-                if task.refuses_unsendable
-                else "`run` writes them as failed"
-            )
+            "`run` refuses the file until they are fixed"
+            if task.refuses_unsendable
+            else "`run` writes each as a failed row with its reason and runs the rest"
+        )
+    elif check.unsendable:
+        lines.append(
+            f"{check.unsendable} rows cannot be sent, e.g. at "
+            f"{', '.join(check.unsendable_at[:SHOWN])}; `run` writes them as failed"
         )
     if not check.rows:
         lines.append("the input holds no rows: point [input].path at your data")
-    fit = not check.duplicate_count and not check.unsendable and check.rows > 0
+    refused = check.unsendable and job.spec.input.bad_lines != "fail-line"
+    fit = not check.duplicate_count and not refused and check.rows > 0
     return lines, fit, job
 
 
@@ -82,9 +87,10 @@ def _against_output(job: Job) -> tuple[list[Path], InputCheck, Changes, Task[Any
 async def model_lines(job: Job) -> tuple[list[str], bool]:
     """Whether the endpoint serves every model the job names (without sending a row); an
     endpoint that cannot be asked is said plainly, and is not a failure of the job."""
+    lenient = job.spec.input.bad_lines == "fail-line"  # unknown models fail their lines
     try:
         async with open_endpoint(job.spec.endpoint, job.spec.run) as api:
-            served = await check_endpoint(api, job.model_keys)
+            served = await check_endpoint(api, None if lenient else job.model_keys)
     except (JobError, Unreachable) as exc:  # no API key in the environment, or no answer
         return [f"models not checked: {exc}"], True
     except FatalError as exc:
@@ -92,7 +98,12 @@ async def model_lines(job: Job) -> tuple[list[str], bool]:
     if not served:
         return ["models not checked: the endpoint did not list its models"], True
     where = "the bundled emulator" if job.spec.endpoint.is_local else api.base_url
-    return [f"models: {', '.join(job.model_keys)} served by {where}"], True
+    known = [model for model in job.model_keys if model in served]
+    lines = [f"models: {', '.join(known)} served by {where}"] if known else []
+    if unknown := [model for model in job.model_keys if model not in served]:
+        names = ", ".join(repr(model) for model in unknown)
+        lines.append(f"models: {names} not served by {where}: their lines are written as failed")
+    return lines, True
 
 
 def status_lines(job: Job) -> list[str]:

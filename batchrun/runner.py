@@ -36,6 +36,7 @@ from batchrun.output.writer import Writer
 from batchrun.progress import Progress
 from batchrun.scheduler import Plan, Scheduler
 from batchrun.sender import PacerFactory, Sender
+from batchrun.service.client import Api
 from batchrun.service.pacing import Pacer
 from batchrun.shards import Shard
 from batchrun.stats import RunStats
@@ -61,6 +62,9 @@ class RunOptions:
     on_start: Callable[[Callable[[], None]], None] | None = None
     """Given a thread-safe "stop" once the run sends (``batchrun.run`` in a notebook's
     thread: Ctrl-C there stops the run gracefully)."""
+    signals: bool = True
+    """Whether SIGINT/SIGTERM stop the run (in the main thread); ``batchrun.arun`` runs in
+    the caller's loop, whose signals are the caller's."""
 
 
 @dataclass(frozen=True)
@@ -117,7 +121,7 @@ async def run_job(job: Job, options: RunOptions, out: TextIO = sys.stdout) -> Ru
             open_endpoint(job.spec.endpoint, job.spec.run) as api,
             team_pacing(job, progress) as make_pacer,
         ):
-            await check_endpoint(api, job.model_keys)
+            job = await served_models(api, job, task)
             identity = Identity(
                 job.name, job.kind, job.fingerprint(), schema.names, redo=options.redo
             )
@@ -137,7 +141,7 @@ async def run_job(job: Job, options: RunOptions, out: TextIO = sys.stdout) -> Ru
                     writer = Writer(store, schema, stats, progress, part_rows, PART_SECONDS)
                     plan = Plan(job, files, changes.todo, options.limit)
                     scheduler = Scheduler(plan, task, sender, writer, stats)
-                    await _run_with_signals(scheduler, options.on_start)
+                    await _run_with_signals(scheduler, options.on_start, options.signals)
             finally:
                 progress.close()
                 trace.close()
@@ -156,6 +160,7 @@ def run_token(shard: Shard | None) -> str:
 def _create(output: Path) -> None:
     try:
         output.mkdir(parents=True, exist_ok=True)
+        OutputLayout(output).claim_state()
     except OSError as exc:
         raise OutputError(f"{output}: cannot create the output directory ({exc})") from None
 
@@ -166,12 +171,36 @@ def refuse_unfit(job: Job, check: InputCheck, task: Task[Any]) -> None:
     if check.duplicate_count:
         raise JobError("\n".join(duplicate_lines(check)))
     if check.unsendable and task.refuses_unsendable:
-        raise JobError(
-            f"{job.spec.input.path}: {check.unsendable} lines cannot be sent, e.g. at "
-            f"{', '.join(check.unsendable_at)}; fix them and run again"
-        )
+        raise JobError("\n".join(bad_lines(job, check)))
     if not check.rows:
         raise JobError(f"[input].path: {job.spec.input.path} holds no rows")
+
+
+def bad_lines(job: Job, check: InputCheck) -> list[str]:
+    """What to say of a batch file's lines that cannot be sent: each one, with its reason."""
+    lines = [f"{job.spec.input.path}: {check.unsendable} lines cannot be sent:"]
+    lines += [f"  {where}" for where in check.unsendable_at]
+    if check.unsendable > len(check.unsendable_at):
+        lines.append(f"  ... and {check.unsendable - len(check.unsendable_at)} more")
+    lines.append(
+        'fix them and run again, or set [input].bad_lines = "fail-line" to write each as '
+        "a failed row with its reason and run the rest"
+    )
+    return lines
+
+
+async def served_models(api: Api, job: Job, task: Task[Any]) -> Job:
+    """Check that the endpoint serves the job's models (FatalError if not). A batch file run
+    line by line (``[input].bad_lines = "fail-line"``) only fails the lines naming a model
+    it does not serve; the job then sends to the others."""
+    if job.spec.input.bad_lines != "fail-line":
+        await check_endpoint(api, job.model_keys)
+        return job
+    served = await check_endpoint(api)
+    unknown = [model for model in job.models if served and model not in served]
+    task.unserved(unknown, served)
+    kept = tuple(model for model in job.models if model not in unknown)
+    return job.with_models(kept) if unknown and kept else job
 
 
 def _changes(
@@ -225,7 +254,9 @@ async def team_pacing(job: Job, progress: Progress) -> AsyncIterator[PacerFactor
 
 
 async def _run_with_signals(
-    scheduler: Scheduler, on_start: Callable[[Callable[[], None]], None] | None = None
+    scheduler: Scheduler,
+    on_start: Callable[[Callable[[], None]], None] | None = None,
+    signals: bool = True,
 ) -> None:
     """Run the scheduler; SIGINT/SIGTERM ask it to stop (a second one: at once)."""
     loop = asyncio.get_running_loop()
@@ -235,8 +266,8 @@ async def _run_with_signals(
             loop.call_soon_threadsafe(scheduler.request_stop)
 
         on_start(request_stop)
-    handled = threading.current_thread() is threading.main_thread()  # (batchrun.run from a
-    # notebook runs the job in a thread of its own: signals are the notebook's there)
+    handled = signals and threading.current_thread() is threading.main_thread()  # (batchrun.run
+    # from a notebook runs the job in a thread of its own: signals are the notebook's there)
     for sig in (signal.SIGINT, signal.SIGTERM) if handled else ():
         loop.add_signal_handler(sig, scheduler.request_stop)
     try:

@@ -30,8 +30,8 @@ Figure = Any  # matplotlib.figure.Figure: matplotlib is imported only when a rep
 
 
 def write_report(job: Job, to: Path | None = None) -> Path:
-    """Write the report of ``job``'s output to ``to`` (default: ``report.html`` in the
-    output directory); return where."""
+    """Write the report of ``job``'s output to ``to`` (default: ``<output>.report.html``
+    beside the output directory); return where."""
     output = Path(job.spec.output.path)
     layout = OutputLayout(output)
     if not layout.parts() and not layout.run_records():
@@ -41,7 +41,7 @@ def write_report(job: Job, to: Path | None = None) -> Path:
     limits = {m: r for run in runs for m, r in run.get("limits", {}).items()} | job.rps
     plots = _plots(events, runs, limits)
     page = _page(job, output, events, runs, plots)
-    target = to or output / "report.html"
+    target = to or layout.report
     target.write_text(page, encoding="utf-8")
     return target
 

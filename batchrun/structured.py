@@ -6,7 +6,8 @@ turns that into guided decoding). An answer (its ``<think>`` part already split 
 invalid one raises ``InvalidAnswer``, whose message goes back to the model in a re-ask. A valid
 answer fills one typed column per top-level property: string, integer, number and boolean;
 arrays and objects as Arrow lists and structs where the schema says every type inside, JSON
-text otherwise.
+text otherwise. Local ``$ref``s (``#/$defs/Place``, what Pydantic's ``model_json_schema()``
+writes for a nested model) are resolved first, so a nested model is a struct column.
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ IMPRECISE = frozenset(
 kept as JSON text."""
 _FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL | re.IGNORECASE)
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+REF_DEPTH = 8
+"""``$ref``s followed inside one another; a deeper (recursive) one stays: JSON text."""
 
 
 class InvalidAnswer(Exception):
@@ -105,8 +108,18 @@ class AnswerSchema:
         }
 
     def fields(self) -> list[pa.Field]:
-        """One output column per top-level property."""
-        return [pa.field(name, column_type(spec)) for name, spec in self.properties.items()]
+        """One output column per top-level property, local ``$ref``s resolved; an object
+        with properties is a struct whether or not it says ``additionalProperties = false``
+        (its other keys stay in ``content``)."""
+        properties = inline_refs(self.schema, self.schema)["properties"]
+        return [pa.field(name, column_type(spec)) for name, spec in properties.items()]
+
+    @property
+    def typed_anew(self) -> bool:
+        """Whether these columns differ from those batchrun gave this schema before it
+        resolved ``$ref``s and typed open objects (an output written then is not mixed)."""
+        before = [column_type(spec, closed=True) for spec in self.properties.values()]
+        return before != [field.type for field in self.fields()]
 
     def parse(self, content: str | None) -> dict[str, Any]:
         """The answer as a validated object; InvalidAnswer otherwise."""
@@ -134,23 +147,41 @@ class AnswerSchema:
             raise InvalidAnswer(f"a value does not fit its column: {exc}") from None
 
 
-def column_type(spec: Any) -> pa.DataType:
+def column_type(spec: Any, closed: bool = False) -> pa.DataType:
     """The Arrow type of a property: exact where the schema says every type inside, else
-    text (the value as JSON)."""
+    text (the value as JSON). ``closed``: an object is a struct only with
+    ``additionalProperties = false`` (batchrun's rule before Pydantic's nested models)."""
     kind = _single_type(spec)
     if isinstance(spec, dict) and IMPRECISE & set(spec):
         return pa.string()
     if kind in SCALARS:
         return SCALARS[kind]
     if kind == "array" and isinstance(spec.get("items"), dict):
-        inner = column_type(spec["items"])
+        inner = column_type(spec["items"], closed)
         return pa.list_(inner) if _exact(inner, spec["items"]) else pa.string()
     if kind == "object" and isinstance(spec.get("properties"), dict) and spec["properties"]:
-        members = [pa.field(name, column_type(sub)) for name, sub in spec["properties"].items()]
-        exact = all(_exact(m.type, spec["properties"][m.name]) for m in members)
-        if exact and spec.get("additionalProperties") is False:
+        properties = spec["properties"]
+        members = [pa.field(name, column_type(sub, closed)) for name, sub in properties.items()]
+        exact = all(_exact(m.type, properties[m.name]) for m in members)
+        extra = spec.get("additionalProperties")  # not said: Pydantic's default
+        if exact and (extra is False or (extra is None and not closed)):
             return pa.struct(members)
     return pa.string()
+
+
+def inline_refs(schema: Any, root: dict[str, Any], depth: int = 0) -> Any:
+    """``schema`` with each local ``$ref`` replaced by what it points at in ``root`` (its
+    sibling keys kept), up to ``REF_DEPTH`` deep (a recursive model keeps its ``$ref``)."""
+    if isinstance(schema, list):
+        return [inline_refs(item, root, depth) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    reference = schema.get("$ref")
+    if isinstance(reference, str) and reference.startswith("#") and depth < REF_DEPTH:
+        target = _resolve(root, reference)
+        rest = {key: value for key, value in schema.items() if key != "$ref"}
+        return inline_refs({**target, **rest}, root, depth + 1)
+    return {key: inline_refs(value, root, depth) for key, value in schema.items()}
 
 
 def _single_type(spec: Any) -> str | None:
@@ -206,8 +237,9 @@ def _references(schema: Any) -> Iterator[str]:
             yield from _references(item)
 
 
-def _resolve(schema: dict[str, Any], reference: str) -> None:
-    """ValueError unless ``reference`` points inside the schema (``#/$defs/place``)."""
+def _resolve(schema: dict[str, Any], reference: str) -> Any:
+    """What ``reference`` points at inside the schema (``#/$defs/place``); ValueError if
+    nothing there."""
     if not reference.startswith("#"):
         raise ValueError(f"$ref {reference!r}: only references inside the schema (#/...) work")
     target: Any = schema
@@ -216,3 +248,4 @@ def _resolve(schema: dict[str, Any], reference: str) -> None:
         if not isinstance(target, dict) or token not in target:
             raise ValueError(f"$ref {reference!r} points at nothing in the schema")
         target = target[token]
+    return target

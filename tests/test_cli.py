@@ -12,6 +12,7 @@ import pytest
 
 from batchrun.bench.processes import Emulator
 from batchrun.cli import main
+from batchrun.output.layout import OutputLayout
 from batchrun.output.parts import read_columns
 from tests.support import (
     KEY,
@@ -43,7 +44,7 @@ def test_run_writes_every_row_and_prints_a_summary(
     assert code == 0, err
     assert sorted(ids_in_output()) == [row["id"] for row in news_rows(20)]
     assert "20 ok, 0 failed" in out
-    assert Path("out/_summary.json").exists()
+    assert OutputLayout(Path("out")).summary().exists()
     assert KEY not in out + err
 
 
@@ -60,7 +61,7 @@ def test_a_closed_stdout_ends_quietly_after_saving_rows_and_summary(
     assert process.returncode == 141, err
     assert "Traceback" not in err
     assert sorted(ids_in_output()) == [row["id"] for row in news_rows(20)]
-    assert Path("out/_summary.json").exists()
+    assert OutputLayout(Path("out")).summary().exists()
 
 
 def test_sigkill_mid_run_then_rerun_gives_every_id_once(

@@ -526,6 +526,10 @@ async def test_official_openai_client_works_against_the_emulator() -> None:
     ):
         models = [model.id async for model in client.models.list()]
         assert models == list(MODELS)
+        retrieved = await client.models.retrieve(EMBEDDER)
+        assert (retrieved.id, retrieved.object, retrieved.owned_by) == (EMBEDDER, "model", "scibox")
+        with pytest.raises(openai.NotFoundError, match="'no-such-model' does not exist"):
+            await client.models.retrieve("no-such-model")
         messages: Any = [{"role": "user", "content": TEXT}]
         plain = await client.chat.completions.create(model=CODER, messages=messages)
         assert plain.choices[0].message.content

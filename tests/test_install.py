@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from batchrun.output.layout import OutputLayout
 from batchrun.version import VERSION
 from tests.support import news_rows, write_jsonl
 
@@ -94,4 +95,4 @@ def test_the_wheel_installs_alone_and_runs_a_job(tmp_path: Path) -> None:
     assert version.stdout.strip() == f"batchrun {VERSION}"
     assert done.returncode == 0, done.stdout + done.stderr
     assert "5 ok, 0 failed" in done.stdout
-    assert (work / "out/_job.json").read_text().count(f"batchrun {VERSION}") == 1
+    assert OutputLayout(work / "out").job_file.read_text().count(f"batchrun {VERSION}") == 1

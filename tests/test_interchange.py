@@ -3,12 +3,14 @@ output, JSONL and CSV out, and the Python API inside a running event loop."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -161,6 +163,58 @@ async def test_the_python_api_runs_inside_a_running_event_loop() -> None:
     assert set(frame["status"]) == {"ok"}
     again = batchrun.run(job, progress=False)
     assert again.rows_ok == 0 and again.rows_skipped == 6
+
+
+def news_job(path: str, rows: int) -> batchrun.Job:
+    write_jsonl(Path(f"{path}.jsonl"), news_rows(rows))
+    return batchrun.Job.from_dict(
+        {
+            "kind": "chat",
+            "model": THINKER,
+            "input": {"path": f"{path}.jsonl"},
+            "prompt": {"system": "/no_think Be brief.", "user": "Summarise:\n\n{text}"},
+            "output": {"path": path},
+            "models": {THINKER: {"rps": 50}},
+        }
+    )
+
+
+async def test_arun_runs_two_jobs_at_once_in_one_event_loop(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    first, second = news_job("first", 5), news_job("second", 7)
+
+    results = await asyncio.gather(
+        batchrun.arun(first, progress=False), batchrun.arun(second, progress=False)
+    )
+
+    assert [r.rows_ok for r in results] == [5, 7] and all(r.ok for r in results)
+    assert [r.output for r in results] == [Path("first"), Path("second")]
+    assert "5 rows: 5 new" in results[0].text and "output first: 5 ok" in results[0].text
+    printed = capsys.readouterr()
+    assert printed.out == "" and printed.err == ""  # quiet means quiet
+    again = await batchrun.arun(first, progress=False)
+    assert again.rows_skipped == 5 and again.rows_ok == 0
+
+
+def test_the_python_api_prints_its_summary_unless_quiet(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    job = news_job("news", 3)
+    result = batchrun.run(job)
+    shown = capsys.readouterr().out
+    assert "output news: 3 ok, 0 failed" in shown and shown == result.text
+
+
+def test_an_error_of_the_python_api_carries_no_event_loop_error() -> None:
+    Path("job.toml").write_text(BATCH_JOB.replace("batch.jsonl", "missing.jsonl"))
+
+    with pytest.raises(JobError, match="does not exist") as raised:
+        batchrun.run("job.toml", progress=False)
+
+    assert raised.value.__context__ is None and raised.value.__cause__ is None
+    shown = "".join(traceback.format_exception(raised.value))
+    assert "During handling of the above exception" not in shown and "RuntimeError" not in shown
 
 
 def test_the_python_api_raises_the_packages_errors() -> None:

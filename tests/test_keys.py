@@ -311,7 +311,8 @@ def test_a_sealed_part_brings_its_keys_and_closing_merges_them(tmp_path: Path) -
 
 def test_keys_a_killed_run_was_writing_are_removed(tmp_path: Path) -> None:
     part(tmp_path, "all-1-1", [("a", "ok", 11)])
-    leftovers = [tmp_path / "._keys.arrows.999.tmp", tmp_path / "._keys-all-2-2.arrows.999.tmp"]
+    state = OutputLayout(tmp_path).state
+    leftovers = [state / "._keys.arrows.999.tmp", state / "._keys-all-2-2.arrows.999.tmp"]
     for leftover in leftovers:
         leftover.write_bytes(b"half")
 

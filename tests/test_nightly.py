@@ -15,6 +15,7 @@ import pytest
 from batchrun.emulator import EmulatorConfig, running_emulator
 from batchrun.errors import OutputError
 from batchrun.job import load_job
+from batchrun.output.layout import OutputLayout
 from batchrun.output.parts import read_columns
 from batchrun.report import status_lines, validate_lines
 from batchrun.runner import RunOptions, run_job
@@ -156,8 +157,9 @@ def _make_it_format_1(output: Path) -> None:
     for part in output.glob("part-*.parquet"):
         table = pq.read_table(part)
         pq.write_table(table.drop_columns(["request_hash"]), part)
-    identity = orjson.loads((output / "_job.json").read_bytes())
-    (output / "_job.json").write_bytes(orjson.dumps({**identity, "format": 1}))
+    job_file = OutputLayout(output).job_file
+    identity = orjson.loads(job_file.read_bytes())
+    job_file.write_bytes(orjson.dumps({**identity, "format": 1}))
 
 
 def test_a_row_without_the_template_column_is_reported_not_a_crash(

@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 
 from batchrun.bench.processes import Emulator
 from batchrun.cli import main
+from batchrun.output.layout import OutputLayout
 from batchrun.output.parts import read_columns
 
 T = TypeVar("T")
@@ -567,7 +568,7 @@ def test_a_damaged_bookkeeping_file_in_the_output_exits_2(
         write_inputs(directory)
         (directory / "job.toml").write_text(minimal_job(emulator_url))
         (directory / "out").mkdir()
-        (directory / "out" / name).write_bytes(content)
+        OutputLayout(directory / "out").state.joinpath(name).write_bytes(content)
         assert_clean(call("run", "job.toml", "--limit", "3"))
 
 

@@ -126,7 +126,9 @@ def test_line_that_is_not_an_object_is_reported(tmp_path: Path) -> None:
     path = tmp_path / "news.jsonl"
     path.write_bytes(b'{"id": "a", "text": "x"}\n["b", "y"]\n')
 
-    assert read_error([path]) == f"{path}:2: expected a JSON object, got list"
+    assert (
+        read_error([path]) == f"{path}:2: expected a JSON object, got list; fix or remove the line"
+    )
 
 
 def test_non_utf8_bytes_are_a_job_error_with_the_line(tmp_path: Path) -> None:

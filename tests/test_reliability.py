@@ -22,6 +22,7 @@ from batchrun.emulator import EmulatorConfig, running_emulator
 from batchrun.emulator.summaries import summarise
 from batchrun.errors import OutputError
 from batchrun.job import load_job
+from batchrun.output.layout import OutputLayout
 from batchrun.output.parts import part_files, read_columns
 from batchrun.output.store import Store
 from batchrun.runner import RunOptions, run_job
@@ -77,7 +78,7 @@ def test_ten_kills_at_random_moments_lose_and_duplicate_nothing(
     code, _, err = finish(batchrun("run", str(job), "--no-progress"))
     assert code == 0, err
     check_row_by_row(rows)
-    assert not list(Path("out").glob(".journal-*")), "a journal was left behind"
+    assert not OutputLayout(Path("out")).journals(), "a journal was left behind"
 
 
 async def test_a_misbehaving_service_loses_no_row_and_writes_no_wrong_one(
@@ -304,4 +305,4 @@ def abandon_store(store: Store) -> None:
 
 
 def journal_files(path: str) -> list[Path]:
-    return list(Path(path).glob(".journal-*"))
+    return OutputLayout(Path(path)).journals()

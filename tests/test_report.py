@@ -20,6 +20,7 @@ from batchrun.emulator import EmulatorConfig, running_emulator
 from batchrun.job import load_job
 from batchrun.output.events import read_events
 from batchrun.output.keys import output_counts
+from batchrun.output.layout import OutputLayout
 from batchrun.report import validate_lines
 from batchrun.runner import RunOptions, run_job
 from batchrun.runreport import write_report
@@ -56,7 +57,7 @@ async def test_a_faulty_run_is_traced_and_reported_with_its_counts() -> None:
         out = io.StringIO()
         await run_job(job, RunOptions(progress=False), out)
 
-    summary = orjson.loads(Path("out/_summary.json").read_bytes())  # noqa: ASYNC240
+    summary = orjson.loads(OutputLayout(Path("out")).summary().read_bytes())
     model = summary["models"][THINKER]
     events = read_events(Path("out"))
     assert events.height == model["requests"]  # every attempt traced

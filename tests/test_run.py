@@ -14,7 +14,7 @@ import pytest
 from batchrun.emulator import EmulatorConfig, running_emulator
 from batchrun.errors import FatalError
 from batchrun.job import load_job
-from batchrun.output.layout import read_json
+from batchrun.output.layout import OutputLayout, read_json
 from batchrun.output.parts import read_columns
 from batchrun.runner import RunOptions, run_job
 from tests.support import news_rows
@@ -50,7 +50,7 @@ async def test_chat_job_writes_one_ok_row_per_input_row(make_job: Callable[..., 
     assert all(
         "<think>" not in row["content"] and row["reasoning"] is None for row in rows.values()
     )
-    summary = read_json(Path("out/_summary.json")) or {}
+    summary = read_json(OutputLayout(Path("out")).summary()) or {}
     model = summary["models"]["qwen3-32b-awq"]
     assert (model["requests"], model["answered"], summary["rows_ok"]) == (20, 20, 20)
     assert model["prompt_tokens"] > 0 and model["completion_tokens"] > 0

@@ -17,7 +17,7 @@ import pytest
 
 from batchrun.errors import OutputError
 from batchrun.output.identity import FORMAT_VERSION, check_identity
-from batchrun.output.layout import read_json
+from batchrun.output.layout import OutputLayout, read_json
 from batchrun.output.parts import part_files, read_columns
 from batchrun.output.rows import output_schema
 from batchrun.output.store import Store, move_aside
@@ -26,7 +26,6 @@ from batchrun.tasks.chat import FIELDS as CHAT_FIELDS
 from batchrun.version import VERSION
 
 MODEL = "qwen3-32b-awq"
-JOURNAL_GLOB = ".journal-*.arrows"
 SCHEMA = output_schema({"title": pa.string()}, CHAT_FIELDS)
 
 
@@ -59,7 +58,7 @@ def ids(path: Path) -> list[str]:
 
 
 def journals(path: Path) -> list[Path]:
-    return sorted(path.glob(JOURNAL_GLOB))
+    return OutputLayout(path).journals()
 
 
 def abandon(store: Store) -> None:
@@ -209,7 +208,7 @@ def test_lock_and_journal_of_a_dead_process_are_taken_over(tmp_path: Path) -> No
         """
     )
     subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
-    assert "pid" in (out / ".lock").read_text()
+    assert "pid" in OutputLayout(out).lock().read_text()
     assert part_files(out) == []
 
     store = Store(out, SCHEMA).open()
@@ -217,7 +216,7 @@ def test_lock_and_journal_of_a_dead_process_are_taken_over(tmp_path: Path) -> No
     store.close()
 
     assert ids(out) == [f"n{i:05d}" for i in range(6)]
-    assert f"pid {os.getpid()} " in (out / ".lock").read_text()
+    assert f"pid {os.getpid()} " in OutputLayout(out).lock().read_text()
 
 
 def test_output_that_cannot_be_created_is_an_output_error(tmp_path: Path) -> None:
@@ -232,7 +231,7 @@ def test_check_identity_records_the_job_on_first_use(tmp_path: Path) -> None:
 
     check_identity(out, "digest", "chat", "abc123")
 
-    assert read_json(out / "_job.json") == {
+    assert read_json(OutputLayout(out).job_file) == {
         "name": "digest",
         "kind": "chat",
         "fingerprint": "abc123",
@@ -263,7 +262,7 @@ def test_check_identity_takes_the_new_fingerprint_when_no_part_exists(tmp_path: 
 
     check_identity(out, "digest", "chat", "def456")
 
-    assert read_json(out / "_job.json")["fingerprint"] == "def456"  # type: ignore[index]
+    assert read_json(OutputLayout(out).job_file)["fingerprint"] == "def456"  # type: ignore[index]
 
 
 def test_move_aside_renames_the_output(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import re
 import signal
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +15,14 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from pydantic import BaseModel
 
+import batchrun as batchrun_api
 from batchrun.bench.processes import Emulator
 from batchrun.emulator import EmulatorConfig, running_emulator
 from batchrun.errors import JobError, RetryableError
 from batchrun.job import load_job
+from batchrun.output.layout import OutputLayout
 from batchrun.output.parts import read_columns
 from batchrun.report import validate_lines
 from batchrun.runner import RunOptions, run_job
@@ -116,7 +120,7 @@ async def test_invalid_answers_are_reasked_and_never_land_in_a_typed_column() ->
     for row in failed:
         assert "after 2 re-asks" in row["error"] and "[output].schema" in row["error"]
         assert all(row[name] is None for name in SCHEMA["properties"])
-    summary = orjson.loads(Path("out/_summary.json").read_bytes())  # noqa: ASYNC240
+    summary = orjson.loads(OutputLayout(Path("out")).summary().read_bytes())
     reasks = summary["models"][THINKER]["reasks"]
     assert reasks > 0 and f"{reasks} re-asks" in out.getvalue()
     assert sent == 60 + reasks  # each re-ask is a request of its own
@@ -363,3 +367,60 @@ async def test_reasks_do_not_use_up_the_attempts_for_failures() -> None:
 
     (row,) = table.to_pylist()
     assert row["status"] == "ok" and row["sentiment"] == 1 and row["attempts"] == 4
+
+
+class Place(BaseModel):
+    name: str
+    country: str
+
+
+class Tone(StrEnum):
+    CALM = "calm"
+    TENSE = "tense"
+
+
+class Extract(BaseModel):
+    """What a user writes in Python: nested models become ``$defs`` and ``$ref``s."""
+
+    summary: str
+    place: Place
+    visited: list[Place]
+    tone: Tone
+
+
+def test_a_pydantic_models_nested_models_are_typed_columns_and_answered() -> None:
+    write_jsonl(Path("news.jsonl"), news_rows(4))
+    job = batchrun_api.Job.from_dict(
+        {
+            "kind": "chat",
+            "model": THINKER,
+            "input": {"path": "news.jsonl"},
+            "prompt": {"system": "/no_think Extract.", "user": "{text}"},
+            "output": {"path": "out", "schema": Extract.model_json_schema()},
+            "models": {THINKER: {"rps": 50}},
+        }
+    )
+    place = pa.struct([("name", pa.string()), ("country", pa.string())])
+
+    assert batchrun_api.run(job, progress=False).ok
+
+    table = pq.read_table("out")
+    types = {name: table.schema.field(name).type for name in Extract.model_fields}
+    assert types == {
+        "summary": pa.string(),
+        "place": place,
+        "visited": pa.list_(place),
+        "tone": pa.string(),
+    }
+    for row in table.to_pylist():
+        parsed = Extract.model_validate_json(row["content"])  # the emulator followed the $refs
+        assert row["place"] == parsed.place.model_dump() and row["place"]["name"]
+        assert row["visited"] == [p.model_dump() for p in parsed.visited]
+        assert row["tone"] == parsed.tone.value
+
+
+def test_columns_typed_anew_for_a_schema_change_the_fingerprint() -> None:
+    closed = {"type": "object", "properties": {"p": {"type": "string"}}}
+    nested = Extract.model_json_schema()
+    assert not AnswerSchema.load(closed).typed_anew  # unchanged columns, unchanged outputs
+    assert AnswerSchema.load(nested).typed_anew  # an older output of it is refused, not mixed

@@ -145,6 +145,8 @@ def _bad_request(exc: BadRequest) -> HttpError:
 
 
 EMULATOR = web.AppKey("emulator", Emulator)
+MODELS_CREATED = 1_735_689_600
+"""When the catalog's models say they were created (2025-01-01, fixed: answers are stable)."""
 
 
 @web.middleware
@@ -166,10 +168,24 @@ async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         return HttpError(exc.status, exc.reason, "invalid_request_error", code).response()
 
 
+def _model_card(name: str) -> dict[str, object]:
+    """What ``/v1/models`` says of one model (the fields of the ``openai`` client's Model)."""
+    return {"id": name, "object": "model", "created": MODELS_CREATED, "owned_by": "scibox"}
+
+
 async def list_models(request: web.Request) -> web.Response:
     """``GET /v1/models``: the catalog's models."""
-    data = [{"id": name, "object": "model", "owned_by": "scibox"} for name in MODELS]
-    return json_reply({"object": "list", "data": data})
+    return json_reply({"object": "list", "data": [_model_card(name) for name in MODELS]})
+
+
+async def get_model(request: web.Request) -> web.Response:
+    """``GET /v1/models/{id}`` (the ``openai`` client's ``models.retrieve``): one model, or
+    404 ``model_not_found`` as for a request naming a model not served."""
+    name = request.match_info["model"]
+    if name not in MODELS:
+        message = f"The model '{name}' does not exist"
+        raise HttpError(404, message, "invalid_request_error", "model_not_found")
+    return json_reply(_model_card(name))
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
@@ -256,6 +272,7 @@ def make_app(
 
     app.on_shutdown.append(stop_stalls)
     app.router.add_get("/v1/models", list_models)
+    app.router.add_get("/v1/models/{model:.+}", get_model)
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/embeddings", embeddings)
     app.router.add_get("/stats", get_stats)

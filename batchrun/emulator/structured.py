@@ -26,6 +26,7 @@ from batchrun.emulator.summaries import (
     truncate_tokens,
 )
 from batchrun.service.catalog import ModelInfo
+from batchrun.structured import inline_refs
 
 _CAPITALISED = re.compile(r"\b[A-ZА-ЯЁ][\w-]{2,}")
 
@@ -69,7 +70,12 @@ def structured_summary(
 
 
 def structured_content(schema: dict[str, Any], summary: str, raw: bytes, broken: float) -> str:
-    """The JSON answer for ``schema``; broken for a ``broken`` share of request bodies."""
+    """The JSON answer for ``schema`` (its local ``$ref``s followed: Pydantic's nested
+    models); broken for a ``broken`` share of request bodies."""
+    try:
+        schema = inline_refs(schema, schema)
+    except ValueError as exc:  # a $ref to nothing
+        raise BadRequest(f"'response_format.json_schema.schema': {exc}") from None
     value = _value(schema, summary, _seed(raw)) if schema else {"answer": summary}
     draw = _seed(raw + b"#broken") / 2**64
     if draw < broken / 2:

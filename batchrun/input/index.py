@@ -41,6 +41,9 @@ SCHEMA = pa.schema(
 )
 SHOWN = 5
 """Duplicate ids and rows without text named in a message."""
+NAMED = 1_000
+"""Rows that cannot be sent remembered with their place and reason (a batch file's bad lines
+are each named, as OpenAI's validation does, up to this many)."""
 DUPLICATE_CHECK_ROWS = 1 << 21
 """Id hashes sorted at once by the duplicate check (16 MB and as much to sort them)."""
 
@@ -152,7 +155,7 @@ def _count_unsendable(
     for number, _, line, _, values in rows:
         if (reason := problem(values)) is not None:
             check.unsendable += 1
-            if len(check.unsendable_at) < SHOWN:
+            if len(check.unsendable_at) < NAMED:
                 check.unsendable_at.append(f"{location(check.files[number], line)} ({reason})")
 
 

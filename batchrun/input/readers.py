@@ -20,6 +20,8 @@ from batchrun.errors import JobError
 from batchrun.input.selection import Selection
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
+UNREADABLE = "_unreadable"
+"""The key, among a batch file line's values, of why the line is not a JSON object."""
 PARQUET_SUFFIXES = (".parquet", ".pq")
 BATCH_ROWS = 1024
 
@@ -38,6 +40,14 @@ class Record:
     @property
     def where(self) -> str:
         return location(self.file, self.line)
+
+
+class BatchId(str):
+    """The id column of an OpenAI batch file (``custom_id``). Its lines are read leniently: a
+    line that is not a JSON object, or whose ``custom_id`` is not a non-empty string, is a bad
+    line of the file for ``tasks.openai_batch`` to name (``UNREADABLE`` among its values says
+    why it could not be read), never an error that stops the reading. Such a line's row id is
+    its place in the file, ``batch.jsonl:40``."""
 
 
 def has_text(value: object) -> bool:
@@ -120,12 +130,11 @@ class RecordReader:
             for offset, number, line in _lines(lines, wanted):
                 if not line.strip():
                     continue
-                row = _parse_line(file, number, line)
+                row = _parse_line(file, number, line, self._id)
                 if first:
-                    _check_columns(file, self._columns, row.keys())
+                    _check_columns(file, self._columns, row.keys(), self._id)
                     first = False
-                row_id = _row_id(row.get(self._id), file, number)
-                values = {name: row.get(name) for name in self._columns}
+                row_id, values = _row_values(row, file, number, self._id, self._columns)
                 yield Record(row_id, values, file, number, offset)
 
     def _parquet(self, file: Path, wanted: Wanted | None) -> Iterator[list[Record]]:
@@ -178,10 +187,9 @@ def scan_rows(
                 yield [(number, r.offset, r.line, r.id, r.values) for r in records]
             continue
         batch: list[Row] = []
-        for offset, line_number, line in _lines_of(file, columns):
-            row = _parse_line(file, line_number, line)
-            row_id = _row_id(row.get(id_column), file, line_number)
-            values = {name: row.get(name) for name in columns}  # a missing key is None
+        for offset, line_number, line in _lines_of(file, id_column, columns):
+            row = _parse_line(file, line_number, line, id_column)
+            row_id, values = _row_values(row, file, line_number, id_column, columns)
             batch.append((number, offset, line_number, row_id, values))
             if len(batch) >= batch_rows:
                 yield batch
@@ -190,7 +198,9 @@ def scan_rows(
             yield batch
 
 
-def _lines_of(file: Path, columns: Sequence[str]) -> Iterator[tuple[int, int, bytes]]:
+def _lines_of(
+    file: Path, id_column: str, columns: Sequence[str]
+) -> Iterator[tuple[int, int, bytes]]:
     """The non-blank lines of a JSONL file; the first one's columns are checked."""
     with file.open("rb") as lines:
         first = True
@@ -198,7 +208,8 @@ def _lines_of(file: Path, columns: Sequence[str]) -> Iterator[tuple[int, int, by
             if not line.strip():
                 continue
             if first:
-                _check_columns(file, columns, _parse_line(file, number, line).keys())
+                row = _parse_line(file, number, line, id_column)
+                _check_columns(file, columns, row.keys(), id_column)
                 first = False
             yield offset, number, line
 
@@ -232,14 +243,35 @@ def _batched(records: Iterator[Record], size: int) -> Iterator[list[Record]]:
         yield batch
 
 
-def _parse_line(file: Path, number: int, line: bytes) -> dict[str, Any]:
+def _parse_line(file: Path, number: int, line: bytes, id_column: str) -> dict[str, Any]:
+    """A JSONL line's object; a line that is none is an input error, or in a batch file
+    (``BatchId``) a bad line that says why."""
     try:
         row = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
-        raise JobError(f"{file}:{number}: not valid JSON ({exc}); fix or remove the line") from None
-    if not isinstance(row, dict):
-        raise JobError(f"{file}:{number}: expected a JSON object, got {type(row).__name__}")
-    return row
+        problem = f"not valid JSON ({exc})"
+    else:
+        if isinstance(row, dict):
+            return row
+        problem = f"expected a JSON object, got {type(row).__name__}"
+    if isinstance(id_column, BatchId):
+        return {UNREADABLE: problem}
+    raise JobError(f"{file}:{number}: {problem}; fix or remove the line")
+
+
+def _row_values(
+    row: dict[str, Any], file: Path, number: int, id_column: str, columns: Sequence[str]
+) -> tuple[str, dict[str, Any]]:
+    """A row's id and the values of ``columns`` (a missing key is None)."""
+    values = {name: row.get(name) for name in columns}
+    if not isinstance(id_column, BatchId):
+        return _row_id(row.get(id_column), file, number), values
+    if UNREADABLE in row:
+        values[UNREADABLE] = row[UNREADABLE]
+    custom_id = row.get(id_column)
+    if isinstance(custom_id, str) and custom_id:
+        return custom_id, values
+    return f"{file.name}:{number}", values
 
 
 def _parquet_file(file: Path) -> pq.ParquetFile:
@@ -249,7 +281,9 @@ def _parquet_file(file: Path) -> pq.ParquetFile:
         raise JobError(f"{file}: not a readable Parquet file ({exc})") from None
 
 
-def _check_columns(file: Path, wanted: Sequence[str], present: Any) -> None:
+def _check_columns(file: Path, wanted: Sequence[str], present: Any, id_column: str = "") -> None:
+    if isinstance(id_column, BatchId):  # each line's fields are checked as the line's own
+        return
     names = list(present)
     missing = [name for name in wanted if name not in names]
     if missing:

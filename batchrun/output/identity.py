@@ -7,7 +7,9 @@ idempotent); one written by a newer batchrun is refused, never silently misread.
 
 Versions: 0 (batchrun before format versions: ``_job.json`` without ``format``), 1 (the same
 files and columns, with ``format`` recorded), 2 (every row ends with ``request_hash``; rows
-migrated from 1 hold null there and count as done for their ids until ``--redo``).
+migrated from 1 hold null there and count as done for their ids until ``--redo``), 3 (the
+output directory holds the parts only, the rest is in the state directory beside it: moved
+there by ``OutputLayout`` before ``_job.json`` is read, ``output.layout``).
 """
 
 from __future__ import annotations
@@ -22,12 +24,12 @@ import pyarrow.parquet as pq
 
 from batchrun.errors import OutputError
 from batchrun.output.keys import output_counts
-from batchrun.output.layout import OutputLayout, read_json, write_json
+from batchrun.output.layout import OutputLayout, move_legacy_state, read_json, write_json
 from batchrun.output.parts import write_part
 from batchrun.output.rows import REQUEST_HASH
 from batchrun.version import WRITTEN_BY
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 Recorded = dict[str, Any]
 """What ``_job.json`` holds."""
 
@@ -48,7 +50,14 @@ def _from_1(path: Path, identity: Recorded) -> Recorded:
     return {**identity, "format": 2}
 
 
-MIGRATIONS: dict[int, Callable[[Path, Recorded], Recorded]] = {0: _from_0, 1: _from_1}
+def _from_2(path: Path, identity: Recorded) -> Recorded:
+    """Version 3 keeps everything but the parts in the state directory: the files are
+    moved there (``layout.move_legacy_state``) by the first ``OutputLayout`` of the path."""
+    move_legacy_state(path)
+    return {**identity, "format": 3}
+
+
+MIGRATIONS: dict[int, Callable[[Path, Recorded], Recorded]] = {0: _from_0, 1: _from_1, 2: _from_2}
 """``MIGRATIONS[v]`` turns an output of format ``v`` into one of format ``v + 1``."""
 
 
@@ -81,9 +90,8 @@ def check_identity(
     every row is then sent again and replaces its old one, and the columns must not change),
     migrate an older output's format, and record the job's identity."""
     layout = OutputLayout(path)
-    recorded = read_json(layout.job_file)
-    if recorded is not None:
-        recorded = _migrated(path, recorded)
+    written = read_json(layout.job_file)
+    recorded = _migrated(path, written) if written is not None else None
     parts = layout.parts() + layout.journals()  # a killed run's journal holds rows too
     if recorded and parts and recorded.get("fingerprint") != fingerprint:
         _refuse_or_redo(path, recorded, parts, columns, redo)
@@ -94,7 +102,7 @@ def check_identity(
         "format": FORMAT_VERSION,
         "written_by": WRITTEN_BY,
     }
-    if recorded != wanted:
+    if written != wanted:  # (a migrated output's new format is written down too)
         try:
             path.mkdir(parents=True, exist_ok=True)
             write_json(layout.job_file, wanted)

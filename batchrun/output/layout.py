@@ -1,33 +1,50 @@
-"""The names of every file in an output directory, written once, and its small JSON files.
+"""The names of every file of an output, written once, and its small JSON files.
 
-Layout of ``[output].path``::
+The output directory ``[output].path`` holds the result parts and nothing else, so that every
+reader opens it as one table: ``pl.read_parquet(DIR)`` (polars reads every non-empty file under
+a directory, subdirectories included, and skips none), pandas and pyarrow, DuckDB's
+``read_parquet('DIR/*.parquet')`` and ``read_parquet('DIR')``, HF ``datasets``. Everything
+else lives beside it, in the state directory ``.<name>.batchrun``::
 
-    part-<token>.parquet        finished parts; each appears whole (written aside, fsynced, renamed)
-    .part-<token>.tmp           a part being written (a killed run may leave one: removed)
-    .journal-<token>.arrows     rows answered since the last part, appended as Arrow IPC batches
-    _job.json                   the job's name, kind, request fingerprint and format version
-    _input.json                 what the input index was built from (files' size and mtime, the
-                                job's requests) and the whole-input check's result
-    _input-index.arrows         the input index: 36 bytes per input row (``input.index``)
-    _summary.json               the last run's summary (``_summary-sIofN.json`` for a shard)
-    _run-<token>.json           every run's summary, kept (``batchrun report``)
-    _events-<token>.arrows      every run's trace: one record per request attempt
-                                (``output.events``)
-    _keys.arrows                every id's hash, request hash and status, sorted, for the
-                                parts it names (``output.keys``)
-    _keys-<token>.arrows        the same for one part, until merged into ``_keys.arrows``
-    ._keys*.<pid>.tmp           keys being written (a killed run may leave one: removed)
-    .lock                       held (flock) by the run writing here; says its pid and host
-    .lock-sIofN                 the same for shard I of N (``--shard I/N``)
-    .lock-maintenance           held while journals are sealed and parts compacted
+    out/news/                       the output directory
+        part-<token>.parquet        finished parts; each appears whole (written aside, fsynced,
+                                    renamed)
+        .part-<token>.tmp           a part being written (a killed run may leave one: removed);
+                                    here, so that the rename never crosses a file system
+        .batchrun-<token>           empty: marks the directory the state beside it belongs to
+    out/.news.batchrun/             the state directory
+        _job.json                   the job's name, kind, request fingerprint and format version
+        _output.json                the token of the output directory's ``.batchrun-<token>``
+                                    mark: state left by an output that was deleted (a new
+                                    directory, a new mark) is moved aside, never reused
+        .journal-<token>.arrows     rows answered since the last part, as Arrow IPC batches
+        _input.json                 what the input index was built from (files' size and mtime,
+                                    the job's requests) and the whole-input check's result
+        _input-index.arrows         the input index: 36 bytes per input row (``input.index``)
+        _summary.json               the last run's summary (``_summary-sIofN.json`` for a shard)
+        _run-<token>.json           every run's summary, kept (``batchrun report``)
+        _events-<token>.arrows      every run's trace: one record per request attempt
+                                    (``output.events``)
+        _keys.arrows                every id's hash, request hash and status, sorted, for the
+                                    parts it names (``output.keys``)
+        _keys-<token>.arrows        the same for one part, until merged into ``_keys.arrows``
+        ._keys*.<pid>.tmp           keys being written (a killed run may leave one: removed)
+        .lock                       held (flock) by the run writing here; says its pid and host
+        .lock-sIofN                 the same for shard I of N (``--shard I/N``)
+        .lock-maintenance           held while journals are sealed and parts compacted
+    out/news.report.html            ``batchrun report``'s page
 
 ``<token>`` is ``<owner>-<start time, ns, hex>-<pid>``, where the owner is ``all`` or a shard's
-``sIofN``. Readers (pyarrow, polars, DuckDB) skip the dot and underscore files.
+``sIofN``. Outputs of format 2 and before kept the state files in the output directory: they
+are moved into the state directory on first use (``move_legacy_state``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,38 +56,58 @@ JOURNAL_PREFIX, JOURNAL_SUFFIX = ".journal-", ".arrows"
 TEMPORARY_PREFIX, TEMPORARY_SUFFIX = ".part-", ".tmp"
 PART_KEYS_PREFIX, PART_KEYS_SUFFIX = "_keys-", ".arrows"
 WHOLE_JOB = "all"
+STATE_SUFFIX = ".batchrun"
+MARK_PREFIX = ".batchrun-"
+LEGACY_STATE = ("_*.json", "_*.arrows", ".journal-*.arrows", "._keys*.tmp", ".lock*")
+"""What format 2 kept in the output directory beside the parts."""
+
+
+def state_of(root: Path) -> Path:
+    """The state directory of the output directory ``root``: ``.<name>.batchrun`` beside it."""
+    absolute = Path(os.path.abspath(root))
+    return absolute.parent / f".{absolute.name}{STATE_SUFFIX}"
 
 
 @dataclass(frozen=True)
 class OutputLayout:
-    """Where each file of one output directory lives."""
+    """Where each file of one output lives: parts in ``root``, the rest in ``state``."""
 
     root: Path
+
+    def __post_init__(self) -> None:
+        move_legacy_state(self.root)
+
+    @property
+    def state(self) -> Path:
+        return state_of(self.root)
+
+    def _listed(self, pattern: str) -> list[Path]:
+        return sorted(self.state.glob(pattern)) if self.state.is_dir() else []
 
     def part(self, token: str) -> Path:
         return self.root / f"{PART_PREFIX}{token}{PART_SUFFIX}"
 
     def journal(self, token: str) -> Path:
-        return self.root / f"{JOURNAL_PREFIX}{token}{JOURNAL_SUFFIX}"
+        return self.state / f"{JOURNAL_PREFIX}{token}{JOURNAL_SUFFIX}"
 
     def parts(self) -> list[Path]:
         """The finished parts, by name."""
         return sorted(self.root.glob(f"{PART_PREFIX}*{PART_SUFFIX}")) if self.root.is_dir() else []
 
     def event_log(self, token: str) -> Path:
-        return self.root / f"_events-{token}.arrows"
+        return self.state / f"_events-{token}.arrows"
 
     def event_logs(self) -> list[Path]:
-        return sorted(self.root.glob("_events-*.arrows")) if self.root.is_dir() else []
+        return self._listed("_events-*.arrows")
 
     def run_record(self, token: str) -> Path:
-        return self.root / f"_run-{token}.json"
+        return self.state / f"_run-{token}.json"
 
     def run_records(self) -> list[Path]:
-        return sorted(self.root.glob("_run-*.json")) if self.root.is_dir() else []
+        return self._listed("_run-*.json")
 
     def journals(self) -> list[Path]:
-        return sorted(self.root.glob(f"{JOURNAL_PREFIX}*{JOURNAL_SUFFIX}"))
+        return self._listed(f"{JOURNAL_PREFIX}*{JOURNAL_SUFFIX}")
 
     def temporaries(self) -> list[Path]:
         return sorted(self.root.glob(f"{TEMPORARY_PREFIX}*{TEMPORARY_SUFFIX}"))
@@ -79,7 +116,7 @@ class OutputLayout:
         """Keys being written (``.<name>.<pid>.tmp``), each with the owner of its part (None:
         the output's keys); a name of another shape is not listed."""
         found: list[tuple[Path, str | None]] = []
-        for path in sorted(self.root.glob("._keys*.tmp")):
+        for path in self._listed("._keys*.tmp"):
             name = path.name.removeprefix(".").rsplit(".", 2)[0]
             if name == self.keys.name:
                 found.append((path, None))
@@ -89,37 +126,89 @@ class OutputLayout:
 
     @property
     def job_file(self) -> Path:
-        return self.root / "_job.json"
+        return self.state / "_job.json"
+
+    @property
+    def owner_file(self) -> Path:
+        return self.state / "_output.json"
 
     @property
     def input_file(self) -> Path:
-        return self.root / "_input.json"
+        return self.state / "_input.json"
 
     @property
     def keys(self) -> Path:
-        return self.root / "_keys.arrows"
+        return self.state / "_keys.arrows"
 
     def part_keys(self, part: Path) -> Path:
-        return self.root / f"{PART_KEYS_PREFIX}{token_of(part)}{PART_KEYS_SUFFIX}"
+        return self.state / f"{PART_KEYS_PREFIX}{token_of(part)}{PART_KEYS_SUFFIX}"
 
     def part_keys_files(self) -> list[Path]:
-        pattern = f"{PART_KEYS_PREFIX}*{PART_KEYS_SUFFIX}"
-        return sorted(self.root.glob(pattern)) if self.root.is_dir() else []
+        return self._listed(f"{PART_KEYS_PREFIX}*{PART_KEYS_SUFFIX}")
 
     @property
     def input_index(self) -> Path:
-        return self.root / "_input-index.arrows"
+        return self.state / "_input-index.arrows"
 
     def summary(self, shard_name: str | None = None) -> Path:
-        return self.root / (f"_summary-{shard_name}.json" if shard_name else "_summary.json")
+        return self.state / (f"_summary-{shard_name}.json" if shard_name else "_summary.json")
+
+    @property
+    def report(self) -> Path:
+        absolute = Path(os.path.abspath(self.root))
+        return absolute.parent / f"{absolute.name}.report.html"
 
     def lock(self, owner: str = WHOLE_JOB) -> Path:
         """The whole job's lock, or a shard's."""
-        return self.root / (".lock" if owner == WHOLE_JOB else f".lock-{owner}")
+        return self.state / (".lock" if owner == WHOLE_JOB else f".lock-{owner}")
 
     @property
     def maintenance_lock(self) -> Path:
-        return self.root / ".lock-maintenance"
+        return self.state / ".lock-maintenance"
+
+    def claim_state(self) -> None:
+        """Make the state directory, for this output directory (which must exist). The
+        directory carries an empty ``.batchrun-<token>`` (every reader skips it) and the state
+        records the token: state left by a deleted output of the same path (its journals,
+        keys and identity) is moved aside to ``.<name>.batchrun.stale-<time>``, never read
+        as this one's."""
+        marks = sorted(self.root.glob(f"{MARK_PREFIX}*"))
+        if not marks:
+            marks = [self.root / f"{MARK_PREFIX}{uuid.uuid4().hex}"]
+            marks[0].touch()
+        token = {"token": marks[0].name.removeprefix(MARK_PREFIX)}
+        recorded = read_json(self.owner_file)
+        if recorded is not None and recorded != token:
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            with contextlib.suppress(FileNotFoundError):  # another run moved it first
+                os.replace(self.state, self.state.with_name(f"{self.state.name}.stale-{stamp}"))
+        self.state.mkdir(parents=True, exist_ok=True)
+        if recorded != token:
+            write_json(self.owner_file, token)
+
+
+def move_legacy_state(root: Path) -> None:
+    """Give an existing output directory its state directory, and move into it what an
+    output of format 2 or before kept beside its parts (idempotent: a file already moved is
+    not there any more; ``_job.json``, which marks such an output, goes last)."""
+    if not root.is_dir():
+        return
+    state = state_of(root)
+    try:
+        state.mkdir(exist_ok=True)
+    except OSError:  # a read-only place: the parts can still be read
+        return
+    if not (root / "_job.json").is_file():
+        return
+    legacy = [path for pattern in LEGACY_STATE for path in root.glob(pattern)]
+    for path in sorted(legacy, key=lambda path: path.name == "_job.json"):
+        try:
+            if path.name.startswith(".lock"):
+                path.unlink()  # (a lock is a name for flock: the run's own is in the state)
+            else:
+                os.replace(path, state / path.name)
+        except FileNotFoundError:  # another process moved it first
+            continue
 
 
 def token_of(path: Path) -> str:
@@ -168,5 +257,6 @@ def read_json(path: Path) -> dict[str, Any] | None:
 def write_json(path: Path, data: dict[str, Any]) -> None:
     """Write a small JSON file atomically (shards may write the same one at once)."""
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    path.parent.mkdir(parents=True, exist_ok=True)
     temporary.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2))
     os.replace(temporary, path)

@@ -36,6 +36,7 @@ from batchrun.output.layout import (
     WHOLE_JOB,
     OutputLayout,
     owner_of,
+    state_of,
     token_of,
 )
 from batchrun.output.partkeys import save_part_keys
@@ -67,6 +68,7 @@ class Store:
         before anything in it is touched."""
         try:
             self.path.mkdir(parents=True, exist_ok=True)
+            self.layout.claim_state()
         except OSError as exc:
             raise OutputError(f"{self.path}: cannot create the output directory ({exc})") from None
         self._lock()
@@ -285,9 +287,10 @@ def _with_request_hash(
 def move_aside(path: Path) -> Path | None:
     """``--fresh``: rename an existing output to ``<path>.old-<time>``; refuse while a run
     holds its lock. Returns the new name, or None when there was nothing to move."""
-    if not path.exists() or not any(path.iterdir()):
+    layout = OutputLayout(path)
+    if not path.exists() or not (any(path.iterdir()) or any(layout.state.iterdir())):
         return None
-    fd = os.open(OutputLayout(path).lock(), os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(layout.lock(), os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -296,4 +299,5 @@ def move_aside(path: Path) -> Path | None:
         os.close(fd)
     aside = path.with_name(f"{path.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
     os.replace(path, aside)
+    os.replace(layout.state, state_of(aside))  # (its state goes with it)
     return aside

@@ -183,7 +183,20 @@ class Api:
         except aiohttp.ClientError:
             raw = (response.reason or "").encode()
         message, body = _error_detail(raw)
-        detail = self._redact(message)[:300]
+        error = self._error(status, url, model, self._redact(message)[:300], response, body)
+        error.answer = self._redact(raw.decode("utf-8", "replace")).encode()
+        error.request_id = response.headers.get("x-request-id")
+        return error
+
+    def _error(
+        self,
+        status: int,
+        url: str,
+        model: str | None,
+        detail: str,
+        response: aiohttp.ClientResponse,
+        body: Any,
+    ) -> ApiError:
         kind = error_class(status, detail)
         if kind is RetryableError:
             throttle = read_throttle(response.headers, body)

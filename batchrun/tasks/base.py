@@ -10,7 +10,7 @@ answer into output rows. The sender and the scheduler see only this protocol.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -148,6 +148,11 @@ class Task(Protocol[AnswerT]):
 
     def model_of(self, values: Mapping[str, Any]) -> str | None:
         """The model a row's request names (a batch file's line), or None: the job's."""
+        ...
+
+    def unserved(self, models: Collection[str], served: Collection[str]) -> None:
+        """Rows naming ``models`` (a batch file's lines), which the endpoint does not serve
+        (it serves ``served``), are not sent: ``problem`` says so."""
         ...
 
     @property

@@ -13,7 +13,7 @@ attempts, latency_ms, status, error, [the schema's properties], request_hash.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 import orjson
@@ -77,6 +77,9 @@ class ChatTask:
 
     def model_of(self, values: Mapping[str, Any]) -> str | None:
         return None
+
+    def unserved(self, models: Collection[str], served: Collection[str]) -> None:
+        return None  # the job file names the model, and the run checks it before any row
 
     def problem(self, values: Mapping[str, Any]) -> str | None:
         if self._column is None:

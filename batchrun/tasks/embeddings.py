@@ -16,7 +16,7 @@ request_hash.
 from __future__ import annotations
 
 from array import array
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 import pyarrow as pa
@@ -124,6 +124,9 @@ class EmbeddingsTask:
 
     def model_of(self, values: Mapping[str, Any]) -> str | None:
         return None
+
+    def unserved(self, models: Collection[str], served: Collection[str]) -> None:
+        return None  # the job file names the model, and the run checks it before any row
 
     def problem(self, values: Mapping[str, Any]) -> str | None:
         return missing_text(values, (self._text,))
