@@ -35,6 +35,7 @@ from batchrun.errors import (
     FatalError,
     JobError,
     OutputError,
+    disk_full_said,
 )
 from batchrun.export import FORMATS, export
 from batchrun.job import EndpointSpec, RunSpec, load_job
@@ -95,7 +96,11 @@ def _parser() -> argparse.ArgumentParser:
     export_.set_defaults(handler=_export)
     report = commands.add_parser("report", help="write an HTML report of the output's runs")
     report.add_argument("job")
-    report.add_argument("--to", type=Path, help="the HTML file (default: OUTPUT/report.html)")
+    report.add_argument(
+        "--to",
+        type=Path,
+        help="the HTML file, or a directory to hold report.html (default: OUTPUT/report.html)",
+    )
     report.set_defaults(handler=_report)
     _emulator_command(commands.add_parser("emulator", help="serve the local SciBox emulator"))
     models = commands.add_parser("models", help="list the models the endpoint serves")
@@ -192,7 +197,8 @@ def _run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         metrics_port=args.metrics_port,
     )
-    return exit_code(asyncio.run(run_job(job, options)))
+    with disk_full_said(job.spec.output.path):  # (where the store does not say it itself)
+        return exit_code(asyncio.run(run_job(job, options)))
 
 
 def exit_code(outcome: RunOutcome) -> int:

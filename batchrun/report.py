@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from batchrun.diff import Changes, diff
-from batchrun.endpoint import Unreachable, check_endpoint, open_endpoint
-from batchrun.errors import FatalError, JobError
+from batchrun.endpoint import Unreachable, api_token, check_endpoint, open_endpoint
+from batchrun.errors import FatalError, JobError, disk_full_said
 from batchrun.estimate import estimate_line
 from batchrun.indexing import input_index
 from batchrun.input.checks import open_input
@@ -21,6 +21,7 @@ from batchrun.tasks.base import Task
 
 async def validate(job: Job) -> tuple[list[str], bool]:
     """``batchrun validate``: the plan, and whether the endpoint serves the job's models."""
+    api_token(job.spec.endpoint)  # a key that cannot be sent is an error (none: not asked)
     lines, fit, job = _plan(job)
     models, served = await model_lines(job)
     return lines + models, fit and served
@@ -74,7 +75,10 @@ def _against_output(job: Job) -> tuple[list[Path], InputCheck, Changes, Task[Any
     files, kept = open_input(job)
     task = task_for(job, job_schema(job, kept))
     output = Path(job.spec.output.path)
-    with input_index(job, files, output, task) as (index, check):
+    with (
+        disk_full_said(output, "cannot write a temporary file"),  # the index, the rows to do
+        input_index(job, files, output, task) as (index, check),
+    ):
         changes = diff(index, output) if not check.duplicate_count else Changes()
     return files, check, changes, task
 
