@@ -197,7 +197,7 @@ def _run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         metrics_port=args.metrics_port,
     )
-    with disk_full_said(job.spec.output.path):  # (where the store does not say it itself)
+    with disk_full_said(job.spec.output.path):  # the input index (the store says its own)
         return exit_code(asyncio.run(run_job(job, options)))
 
 
@@ -212,7 +212,9 @@ def exit_code(outcome: RunOutcome) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    lines, fit = asyncio.run(validate(load_job(args.job)))
+    job = load_job(args.job)
+    with disk_full_said(job.spec.output.path):  # the input index, the rows to do
+        lines, fit = asyncio.run(validate(job))
     print("\n".join(lines))
     return EXIT_OK if fit else EXIT_BAD_JOB
 
@@ -229,7 +231,9 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    print("\n".join(status_lines(load_job(args.job))))
+    job = load_job(args.job)
+    with disk_full_said(job.spec.output.path):  # the input index, the rows to do
+        print("\n".join(status_lines(job)))
     return EXIT_OK
 
 

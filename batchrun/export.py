@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from batchrun.errors import JobError, OutputError, cannot_write, disk_full_said
+from batchrun.errors import JobError, OutputError, cannot_write
 from batchrun.job import Job
 from batchrun.output.keys import settled_parts
 from batchrun.output.rows import OK
@@ -66,7 +66,7 @@ def _written(path: Path) -> Iterator[IO[bytes]]:
     """A file that appears whole under ``path`` or not at all."""
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with disk_full_said(path), temporary.open("wb") as sink:
+        with temporary.open("wb") as sink:
             yield sink
         os.replace(temporary, path)
     finally:

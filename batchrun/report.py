@@ -8,7 +8,7 @@ from typing import Any
 
 from batchrun.diff import Changes, diff
 from batchrun.endpoint import Unreachable, api_token, check_endpoint, open_endpoint
-from batchrun.errors import FatalError, JobError, disk_full_said
+from batchrun.errors import FatalError, JobError
 from batchrun.estimate import estimate_line
 from batchrun.indexing import input_index
 from batchrun.input.checks import open_input
@@ -75,10 +75,7 @@ def _against_output(job: Job) -> tuple[list[Path], InputCheck, Changes, Task[Any
     files, kept = open_input(job)
     task = task_for(job, job_schema(job, kept))
     output = Path(job.spec.output.path)
-    with (
-        disk_full_said(output, "cannot write a temporary file"),  # the index, the rows to do
-        input_index(job, files, output, task) as (index, check),
-    ):
+    with input_index(job, files, output, task) as (index, check):
         changes = diff(index, output) if not check.duplicate_count else Changes()
     return files, check, changes, task
 
