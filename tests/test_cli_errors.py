@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import io
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,6 @@ from typing import Any
 import pytest
 
 from batchrun.cli import main
-from batchrun.input import selection
 from batchrun.output import store
 from batchrun.output.parts import read_columns
 from tests.support import batchrun, damaged_parquet, finish_all, news_rows, write_job
@@ -58,7 +58,7 @@ def test_status_while_the_disk_is_full_exits_2_naming_the_output(
 ) -> None:
     assert main(["run", str(embed_job), "--no-progress", "--limit", "5"]) == 0
     capsys.readouterr()
-    monkeypatch.setattr(selection.tempfile, "TemporaryFile", _full_temporary_file)
+    monkeypatch.setattr(tempfile, "TemporaryFile", _full_temporary_file)  # (the rows to do)
 
     assert main(["status", str(embed_job)]) == 2
 
