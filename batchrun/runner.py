@@ -132,8 +132,9 @@ async def run_job(job: Job, options: RunOptions, out: TextIO = sys.stdout) -> Ru
                     stats.rows_skipped = changes.unchanged - changes.retried
                     progress.start(changes.todo_count)
                     sender = Sender.for_job(
-                        job, task, api, stats, make_pacer=make_pacer, observe=trace.record
-                    )
+                        job, task, api, stats, make_pacer=make_pacer, observe=trace.record,
+                        on_wait=progress.waiting,
+                    )  # fmt: skip
                     part_rows = job.spec.output.part_rows
                     writer = Writer(store, schema, stats, progress, part_rows, PART_SECONDS)
                     plan = Plan(job, files, changes.todo, options.limit)
