@@ -5,6 +5,7 @@ unknown key; did you mean 'concurrency'?``), and the rules that span several key
 from __future__ import annotations
 
 import difflib
+import re
 from typing import Any, get_args, get_origin
 from urllib.parse import urlsplit
 
@@ -144,7 +145,7 @@ def _check_urls(raw: dict[str, Any]) -> list[str]:
     problems = []
     endpoint, limits = raw.get("endpoint"), raw.get("limits")
     base_url = endpoint.get("base_url") if isinstance(endpoint, dict) else None
-    if isinstance(base_url, str) and "@" in base_url.partition("://")[2].partition("/")[0]:
+    if isinstance(base_url, str) and "@" in re.split(r"[/?#]", base_url.partition("://")[2])[0]:
         problems.append(
             f"[endpoint].base_url: {redacted(base_url)} holds a user name or password; remove "
             "them: batchrun sends the token of [endpoint].api_key_env (SCIBOX_API_KEY) itself"
@@ -173,11 +174,10 @@ def redis_url_problem(url: str) -> str | None:
 
 
 def redacted(url: str) -> str:
-    """``url`` with the password of its user info (``user:password@``) hidden, however
+    """``url`` with its user info (``user:password@``: a token may be either) hidden, however
     malformed the rest: fit for a message."""
     head, at, host = url.rpartition("@")
     if not at:
         return url
     start = head.find("//") + 2 if "//" in head else 0
-    user, colon, _ = head[start:].partition(":")
-    return f"{head[:start]}{user}{':***' if colon else ''}@{host}"
+    return f"{head[:start]}***@{host}"

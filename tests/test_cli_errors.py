@@ -123,7 +123,7 @@ def test_error_paths_print_one_line_and_no_traceback(done_output: Path) -> None:
         (["run", parquet], None, "news.parquet: damaged Parquet data after row "),
         (["validate", big_id], None, "big.jsonl:1: the id 1000000000000000000000000000000 is"),
         (["validate", shared], None, "[limits].shared: not a Redis URL (redis//127.0.0.1:6379"),
-        (["run", with_creds], None, "[endpoint].base_url: http://ops:***@127.0.0.1:9/v1 holds"),
+        (["run", with_creds], None, "[endpoint].base_url: http://***@127.0.0.1:9/v1 holds"),
         (["run", job], line_break, "SCIBOX_API_KEY: the API key holds a line break"),
         (["validate", job], line_break, "SCIBOX_API_KEY: the API key holds a line break"),
         (["models", job], line_break, "SCIBOX_API_KEY: the API key holds a line break"),
