@@ -35,6 +35,7 @@ from batchrun.errors import (
     FatalError,
     JobError,
     OutputError,
+    disk_full_said,
 )
 from batchrun.export import FORMATS, export
 from batchrun.job import EndpointSpec, RunSpec, load_job
@@ -98,7 +99,8 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--to",
         type=Path,
-        help="the HTML file (default: OUTPUT.report.html, beside the output directory)",
+        help="the HTML file, or a directory to hold report.html (default: OUTPUT.report.html,"
+        " beside the output directory)",
     )
     report.set_defaults(handler=_report)
     _emulator_command(commands.add_parser("emulator", help="serve the local SciBox emulator"))
@@ -196,7 +198,8 @@ def _run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         metrics_port=args.metrics_port,
     )
-    return exit_code(asyncio.run(run_job(job, options)))
+    with disk_full_said(job.spec.output.path):  # the input index (the store says its own)
+        return exit_code(asyncio.run(run_job(job, options)))
 
 
 def exit_code(outcome: RunOutcome) -> int:
@@ -210,7 +213,9 @@ def exit_code(outcome: RunOutcome) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    lines, fit = asyncio.run(validate(load_job(args.job)))
+    job = load_job(args.job)
+    with disk_full_said(job.spec.output.path):  # the input index, the rows to do
+        lines, fit = asyncio.run(validate(job))
     print("\n".join(lines))
     return EXIT_OK if fit else EXIT_BAD_JOB
 
@@ -227,7 +232,9 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    print("\n".join(status_lines(load_job(args.job))))
+    job = load_job(args.job)
+    with disk_full_said(job.spec.output.path):  # the input index, the rows to do
+        print("\n".join(status_lines(job)))
     return EXIT_OK
 
 

@@ -25,13 +25,14 @@ class Unreachable(FatalError):
 async def open_endpoint(endpoint: EndpointSpec, run: RunSpec) -> AsyncIterator[Api]:
     """An Api for an endpoint; for ``base_url = "local"`` the bundled emulator is started on a
     free 127.0.0.1 port for as long as the Api is used."""
+    token = api_token(endpoint)
     if endpoint.is_local:
-        async with running_emulator(EmulatorConfig()) as base_url:
-            token = os.environ.get(endpoint.api_key_env) or LOCAL_TOKEN
-            async with Api.from_endpoint(endpoint, run, base_url, token) as api:
-                yield api
+        async with (
+            running_emulator(EmulatorConfig()) as base_url,
+            Api.from_endpoint(endpoint, run, base_url, token or LOCAL_TOKEN) as api,
+        ):
+            yield api
         return
-    token = os.environ.get(endpoint.api_key_env, "").strip()
     if not token:
         raise JobError(
             f"no API key: set the environment variable {endpoint.api_key_env} to your SciBox "
@@ -39,6 +40,18 @@ async def open_endpoint(endpoint: EndpointSpec, run: RunSpec) -> AsyncIterator[A
         )
     async with Api.from_endpoint(endpoint, run, endpoint.base_url, token) as api:
         yield api
+
+
+def api_token(endpoint: EndpointSpec) -> str:
+    """The token in ``[endpoint].api_key_env``, without the spaces and line breaks around it;
+    one holding a control character (a line break inside it) cannot go in a header."""
+    token = os.environ.get(endpoint.api_key_env, "").strip()
+    if any(ord(char) < 32 or ord(char) == 127 for char in token):
+        raise JobError(
+            f"{endpoint.api_key_env}: the API key holds a line break or another control "
+            "character; set the variable to the token alone, on one line"
+        )
+    return token
 
 
 async def check_endpoint(api: Api, models: Mapping[str, str] | None = None) -> list[str]:

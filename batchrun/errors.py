@@ -8,11 +8,18 @@
         ├── RowError            400: this request is wrong; its rows fail, the run goes on
         └── FatalError          401/403/404, unreachable endpoint: stop the run (exit 3)
 
-Errors of aiohttp are translated into these in exactly one place, ``batchrun.service.client``.
-No message ever contains the API key.
+Errors of aiohttp are translated into these in exactly one place, ``batchrun.service.client``;
+an OSError writing the output, by ``cannot_write``. No message ever contains the API key.
 """
 
 from __future__ import annotations
+
+import contextlib
+import errno
+from collections.abc import Iterator
+from pathlib import Path
+
+DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 EXIT_OK, EXIT_ROWS_FAILED, EXIT_BAD_JOB, EXIT_FATAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 """The command's exit codes (``batchrun.cli`` says which error gets which)."""
@@ -80,3 +87,26 @@ def fatal_first(group: BaseExceptionGroup[Exception]) -> list[Exception]:
         else:
             flat.append(error)
     return sorted(flat, key=lambda e: not isinstance(e, FatalError))
+
+
+def cannot_write(path: Path | str, exc: OSError, what: str = "cannot write") -> OutputError:
+    """An OSError writing ``path`` (the output, a temporary file) as our error; a full disk
+    (or quota) says how to go on."""
+    if exc.errno in DISK_FULL:
+        return OutputError(
+            f"{path}: {what}: no space left on its disk; free some space there and run the "
+            "same command again (what is done is kept)"
+        )
+    return OutputError(f"{path}: {what} ({exc})")
+
+
+@contextlib.contextmanager
+def disk_full_said(path: Path | str, what: str = "cannot write") -> Iterator[None]:
+    """In the block, a full disk (an OSError of ENOSPC or EDQUOT, from wherever it is
+    written: a temporary file, the input index) is ``cannot_write``'s OutputError."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in DISK_FULL:
+            raise
+        raise cannot_write(exc.filename or path, exc, what) from None

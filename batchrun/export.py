@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from batchrun.errors import JobError
+from batchrun.errors import JobError, OutputError, cannot_write
 from batchrun.job import Job
 from batchrun.output.keys import settled_parts
 from batchrun.output.layout import part_time
@@ -48,7 +48,14 @@ _STATUS = re.compile(r"(?:gave up after \d+ attempts: )?([1-5]\d\d) (?:from|bad 
 def export(job: Job, format_name: str, to: Path) -> dict[str, int]:
     """Write the job's output as ``format_name`` into directory ``to``; rows per file."""
     parts = settled_parts(Path(job.spec.output.path))
-    to.mkdir(parents=True, exist_ok=True)
+    try:
+        to.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:  # a file of that name (a directory is fine)
+        raise OutputError(
+            f"--to {to}: is a file; give a directory to write into (it is made if missing)"
+        ) from None
+    except OSError as exc:
+        raise cannot_write(to, exc, "cannot make the directory") from None
     if format_name == "openai-batch":
         return _openai_batch(parts, to)
     if format_name == "jsonl":

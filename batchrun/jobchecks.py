@@ -5,7 +5,9 @@ unknown key; did you mean 'concurrency'?``), and the rules that span several key
 from __future__ import annotations
 
 import difflib
+import re
 from typing import Any, get_args, get_origin
+from urllib.parse import urlsplit
 
 import orjson
 from pydantic import BaseModel, ValidationError
@@ -13,6 +15,7 @@ from pydantic import BaseModel, ValidationError
 from batchrun.service.catalog import MODELS
 
 RESERVED_PARAMS = frozenset({"model", "messages", "input", "stream"})
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
 def describe(
@@ -70,7 +73,7 @@ def _did_you_mean(loc: list[str], file_model: type[BaseModel]) -> str:
 def check_consistency(raw: dict[str, Any]) -> list[str]:
     """Rules that span several keys, checked on the raw file so that they are reported
     together with the per-key errors."""
-    return _check_models(raw) + _check_sections(raw)
+    return _check_models(raw) + _check_sections(raw) + _check_urls(raw)
 
 
 def _check_models(raw: dict[str, Any]) -> list[str]:
@@ -139,3 +142,47 @@ def _check_sections(raw: dict[str, Any]) -> list[str]:
     except TypeError as exc:  # a date, or an integer beyond 64 bits
         problems.append(f"[params]: cannot be sent as JSON ({exc}); use numbers, text, lists")
     return problems
+
+
+def _check_urls(raw: dict[str, Any]) -> list[str]:
+    """The endpoint's URL holds no credentials; a shared limiter's is a Redis URL. The
+    messages show a URL with its password hidden."""
+    problems = []
+    endpoint, limits = raw.get("endpoint"), raw.get("limits")
+    base_url = endpoint.get("base_url") if isinstance(endpoint, dict) else None
+    if isinstance(base_url, str) and "@" in re.split(r"[/?#]", base_url.partition("://")[2])[0]:
+        problems.append(
+            f"[endpoint].base_url: {redacted(base_url)} holds a user name or password; remove "
+            "them: batchrun sends the token of [endpoint].api_key_env (SCIBOX_API_KEY) itself"
+        )
+    shared = limits.get("shared") if isinstance(limits, dict) else None
+    if isinstance(shared, str) and (problem := redis_url_problem(shared)):
+        problems.append(f"[limits].shared: {problem}")
+    return problems
+
+
+def redis_url_problem(url: str) -> str | None:
+    """Why redis-py cannot use ``url`` (None: it can), said with the password hidden and the
+    fix; for ``[limits].shared`` and ``BATCHRUN_LIMITS_URL``."""
+    if not url.startswith(REDIS_SCHEMES):
+        problem = "not a Redis URL"
+    else:
+        try:
+            _ = urlsplit(url).port  # ValueError: not a number, or out of range
+            return None
+        except ValueError:
+            problem = "its port is not a number from 0 to 65535"
+    return (
+        f"{problem} ({redacted(url)}); write redis://HOST:PORT/DB (rediss:// for TLS, "
+        "unix:///path/to/redis.sock), or remove it to pace this process alone"
+    )
+
+
+def redacted(url: str) -> str:
+    """``url`` with its user info (``user:password@``: a token may be either) hidden, however
+    malformed the rest: fit for a message."""
+    head, at, host = url.rpartition("@")
+    if not at:
+        return url
+    start = head.find("//") + 2 if "//" in head else 0
+    return f"{head[:start]}***@{host}"

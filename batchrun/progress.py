@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from typing import TextIO
 
 from tqdm import tqdm
@@ -16,13 +17,25 @@ from batchrun.stats import RunStats
 
 ETA_EVERY_S = 30.0
 """How often the ETA is kept for the run's record (``RunStats.eta_history``)."""
+LONG_WAIT_S = 5.0
+"""A wait the service asks for (``Retry-After``) that is said: the bar would seem stuck."""
 
 
 class Progress:
     """A tqdm bar over the rows of one run."""
 
-    def __init__(self, stats: RunStats, stream: TextIO | None = None, enabled: bool = True) -> None:
+    def __init__(
+        self,
+        stats: RunStats,
+        stream: TextIO | None = None,
+        enabled: bool = True,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._stats = stats
+        self._clock = clock
+        self._waits: dict[str, float] = {}
+        """Per model, until when (wall clock) the wait last said lasts."""
+        self._wait_notice: str | None = None
         self._stream = stream or sys.stderr
         self._enabled = enabled
         self._bar: tqdm[None] | None = None
@@ -56,6 +69,8 @@ class Progress:
             self._stats.eta_history.append((round(now - self._started, 1), self.done, self.eta_s()))
         if now - self._postfix_at >= 1.0:
             self._postfix_at = now
+            if self._wait_notice and self._clock() >= max(self._waits.values()):
+                self._wait_notice = self._stats.notice = None  # the waits are over
             self._refresh_postfix()
 
     def eta_s(self) -> float | None:
@@ -71,6 +86,26 @@ class Progress:
         if self._bar is not None:
             self._refresh_postfix()
             self._bar.refresh()
+
+    def waiting(self, model: str, asked_s: float, wait_s: float) -> None:
+        """A request to ``model`` waits ``wait_s`` where the service asked for ``asked_s``
+        (``Retry-After``): a long wait is said once, with why and until when, in the bar and
+        as a line (its other requests, waiting as long, are not said again)."""
+        now = self._clock()
+        if wait_s < LONG_WAIT_S or now + wait_s <= self._waits.get(model, 0.0) + LONG_WAIT_S:
+            return
+        self._waits[model] = now + wait_s
+        until = time.strftime("%H:%M:%S", time.localtime(now + wait_s))
+        why = f"the service asked for {asked_s:g} s (Retry-After)"
+        if wait_s < asked_s:
+            why += f"; [run].backoff_max_s = {wait_s:g} caps it"
+        self._wait_notice = f"{model} waits until {until}: {why}"
+        self.notice(self._wait_notice)
+        line = f"{model}: waiting {wait_s:g} s, until {until}: {why}"
+        if self._bar is not None and self._enabled:
+            self._bar.write(line, file=self._stream)
+        else:
+            print(line, file=self._stream, flush=True)
 
     def close(self) -> None:
         """Show the last figures and end the bar (again: nothing)."""

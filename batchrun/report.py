@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from batchrun.diff import Changes, diff
-from batchrun.endpoint import Unreachable, check_endpoint, open_endpoint
+from batchrun.endpoint import Unreachable, api_token, check_endpoint, open_endpoint
 from batchrun.errors import FatalError, JobError
 from batchrun.estimate import estimate_line
 from batchrun.indexing import input_index
@@ -22,6 +22,7 @@ from batchrun.tasks.base import Task
 
 async def validate(job: Job) -> tuple[list[str], bool]:
     """``batchrun validate``: the plan, and whether the endpoint serves the job's models."""
+    api_token(job.spec.endpoint)  # a key that cannot be sent is an error (none: not asked)
     lines, fit, job = _plan(job)
     models, served = await model_lines(job)
     return lines + models, fit and served

@@ -25,6 +25,7 @@ from batchrun.indexing import input_index
 from batchrun.input.checks import open_input
 from batchrun.input.index import InputCheck, duplicate_lines
 from batchrun.job import Job
+from batchrun.jobchecks import redis_url_problem
 from batchrun.metrics import check_port, served_metrics
 from batchrun.output.archive import Archive
 from batchrun.output.events import EventLog
@@ -135,8 +136,9 @@ async def run_job(job: Job, options: RunOptions, out: TextIO = sys.stdout) -> Ru
                     stats.rows_skipped = changes.unchanged - changes.retried
                     progress.start(changes.todo_count)
                     sender = Sender.for_job(
-                        job, task, api, stats, make_pacer=make_pacer, observe=trace.record
-                    )
+                        job, task, api, stats, make_pacer=make_pacer, observe=trace.record,
+                        on_wait=progress.waiting,
+                    )  # fmt: skip
                     part_rows = job.spec.output.part_rows
                     writer = Writer(store, schema, stats, progress, part_rows, PART_SECONDS)
                     plan = Plan(job, files, changes.todo, options.limit)
@@ -230,7 +232,10 @@ def _changes(
 async def team_pacing(job: Job, progress: Progress) -> AsyncIterator[PacerFactory]:
     """Pacers for the job's models: per process, or drawn from the team's limiter in Redis
     when ``[limits].shared`` (or ``BATCHRUN_LIMITS_URL``, which wins) names one."""
-    url = os.environ.get(LIMITS_URL_ENV) or job.spec.limits.shared
+    from_env = os.environ.get(LIMITS_URL_ENV)
+    if from_env and (problem := redis_url_problem(from_env)):
+        raise JobError(f"{LIMITS_URL_ENV}: {problem}")
+    url = from_env or job.spec.limits.shared
     if not url:
         yield lambda model, rps: Pacer(rps)
         return

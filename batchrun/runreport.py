@@ -15,7 +15,7 @@ from typing import Any
 
 import polars as pl
 
-from batchrun.errors import JobError
+from batchrun.errors import JobError, OutputError, cannot_write
 from batchrun.job import Job
 from batchrun.output.events import ANSWERED, read_events
 from batchrun.output.keys import output_counts
@@ -36,14 +36,33 @@ def write_report(job: Job, to: Path | None = None) -> Path:
     layout = OutputLayout(output)
     if not layout.parts() and not layout.run_records():
         raise JobError(f"{output}: no output yet: run the job first")
+    target = _target(to, output)
     events = read_events(output)
     runs = [run for path in layout.run_records() if (run := read_json(path))]
     limits = {m: r for run in runs for m, r in run.get("limits", {}).items()} | job.rps
     plots = _plots(events, runs, limits)
     page = _page(job, output, events, runs, plots)
-    target = to or layout.report
-    target.write_text(page, encoding="utf-8")
+    try:
+        target.write_text(page, encoding="utf-8")
+    except OSError as exc:
+        raise cannot_write(target, exc) from None
     return target
+
+
+def _target(to: Path | None, output: Path) -> Path:
+    """Where the report goes: ``--to`` (a file, or a directory to hold ``report.html``), by
+    default ``<output>.report.html`` beside the output directory; checked before the report
+    is made."""
+    if to is None:
+        return OutputLayout(output).report
+    if to.is_dir():
+        return to / "report.html"
+    if not to.parent.is_dir():
+        raise OutputError(
+            f"--to {to}: the directory {to.parent} does not exist; create it, or give a file "
+            "in a directory that exists"
+        )
+    return to
 
 
 def _plots(events: pl.DataFrame, runs: list[dict[str, Any]], limits: dict[str, float]) -> list[str]:

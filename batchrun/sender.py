@@ -62,8 +62,12 @@ class Sender(Generic[AnswerT]):
         rejections: RejectionWatch | None = None,
         max_reasks: int = 0,
         observe: Callable[[Attempt], None] = lambda attempt: None,
+        on_wait: Callable[[str, float, float], None] = lambda model, asked, wait: None,
     ) -> None:
         self._task, self._service = task, service
+        self._on_wait = on_wait
+        """Told (model, seconds asked, seconds waited) when the service says how long to
+        wait (``Retry-After``): the bar and a line say why the model waits."""
         self._pacers, self._gate = pacers, gate
         self._models, self._fallback = models, fallback
         self._policy, self._stats = policy, stats
@@ -88,6 +92,7 @@ class Sender(Generic[AnswerT]):
         sleep: Sleep = asyncio.sleep,
         rng: random.Random | None = None,
         observe: Callable[[Attempt], None] = lambda attempt: None,
+        on_wait: Callable[[str, float, float], None] = lambda model, asked, wait: None,
     ) -> Sender[AnswerT]:
         """A sender with a pacer per model of ``job`` and its in-flight gate."""
         run = job.spec.run
@@ -99,7 +104,7 @@ class Sender(Generic[AnswerT]):
             task, service, pacers, gate, models=job.models, fallback=job.fallback,
             policy=policy, stats=stats, sleep=sleep, rng=rng,
             rejections=RejectionWatch(job.spec.params), max_reasks=run.max_reasks,
-            observe=observe,
+            observe=observe, on_wait=on_wait,
         )  # fmt: skip
 
     async def send(self, request: Request) -> list[Row]:
@@ -136,9 +141,16 @@ class Sender(Generic[AnswerT]):
                 return await self._send_halves(halves)
             if decision.fallback and self._fallback:
                 pinned = self._fallback
-            self._stats.model(model).retries += 1
-            with self._unsent():
-                await self._sleep(decision.delay)
+            await self._before_retry(model, failure, decision.delay)
+
+    async def _before_retry(self, model: str, failure: ApiError, delay: float) -> None:
+        """Count the retry, say a wait the service asked for, and wait (a stop meanwhile
+        drops the request: it is not sent again)."""
+        self._stats.model(model).retries += 1
+        if isinstance(failure, RetryableError) and failure.retry_after is not None:
+            self._on_wait(model, failure.retry_after, delay)
+        with self._unsent():
+            await self._sleep(delay)
 
     async def _send_halves(self, halves: list[Request]) -> list[Row]:
         """The rows of each half in turn; after a stop, those of the halves already done."""

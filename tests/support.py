@@ -149,3 +149,20 @@ TEXT = (
     "Кошка спит."
 )
 """A chat request's user text for the emulator's tests: an instruction, then four sentences."""
+
+
+def damaged_parquet(path: Path, rows: list[dict[str, Any]], **options: Any) -> Path:
+    """A Parquet file of ``rows`` (row groups of 4) whose footer reads well but whose second
+    row group's ``text`` pages are damaged: 32 bytes flipped a quarter into the chunk.
+    ``options`` go to ``pyarrow.parquet.write_table`` (compression, page checksums)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pylist(rows), path, row_group_size=4, **options)
+    chunk = pq.ParquetFile(path).metadata.row_group(1).column(2)
+    start = chunk.dictionary_page_offset or chunk.data_page_offset
+    at = start + chunk.total_compressed_size // 4
+    data = bytearray(path.read_bytes())
+    data[at : at + 32] = bytes(byte ^ 0xFF for byte in data[at : at + 32])
+    path.write_bytes(bytes(data))
+    return path

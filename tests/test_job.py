@@ -345,3 +345,49 @@ def test_fingerprint_is_stable_across_loads(tmp_path: Path) -> None:
     assert isinstance(first, Job)
     assert first.fingerprint() == second.fingerprint()
     assert len(first.fingerprint()) == 16
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("http://127.0.0.1:6379/0", "not a Redis URL (http://127.0.0.1:6379/0)"),
+        ("redis//127.0.0.1:6379", "not a Redis URL (redis//127.0.0.1:6379)"),
+        ("redis://127.0.0.1:63x9/0", "its port is not a number from 0 to 65535"),
+        ("redis://:hunter2@127.0.0.1:port/0", "(redis://***@127.0.0.1:port/0)"),
+        ("redis//ops:hunter2@127.0.0.1/0", "not a Redis URL (redis//***@127.0.0.1/0)"),
+    ],
+)
+def test_a_shared_limit_that_is_not_a_redis_url_is_refused_with_its_key(
+    tmp_path: Path, url: str, problem: str
+) -> None:
+    message = load_error(chat_job(tmp_path, f'[limits]\nshared = "{url}"'))
+
+    assert message.startswith(f"{tmp_path / 'bad.toml'}: [limits].shared: ")
+    assert problem in message
+    assert "write redis://HOST:PORT/DB" in message
+    assert "hunter2" not in message
+
+
+@pytest.mark.parametrize(
+    "url", ["redis://127.0.0.1:6379/0", "rediss://:pw@cache.example:6380", "unix:///run/r.sock"]
+)
+def test_redis_urls_that_redis_accepts_are_accepted(tmp_path: Path, url: str) -> None:
+    from redis.asyncio import Redis
+
+    Redis.from_url(url)  # (parses only: no connection is made)
+    assert load_job(chat_job(tmp_path, f'[limits]\nshared = "{url}"')).spec.limits.shared == url
+
+
+@pytest.mark.parametrize("userinfo", ["ops:s3cr3t-pw", "sk-s3cr3t-pw"])
+def test_an_endpoint_url_with_credentials_is_refused_without_showing_them(
+    tmp_path: Path, userinfo: str
+) -> None:
+    job = chat_job(tmp_path, f'[endpoint]\nbase_url = "http://{userinfo}@127.0.0.1:9/v1"')
+
+    message = load_error(job)
+
+    assert message == (
+        f"{job}: [endpoint].base_url: http://***@127.0.0.1:9/v1 holds a user name or "
+        "password; remove them: batchrun sends the token of [endpoint].api_key_env "
+        "(SCIBOX_API_KEY) itself"
+    )

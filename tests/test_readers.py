@@ -12,7 +12,7 @@ import pytest
 from batchrun.errors import JobError
 from batchrun.input.readers import Record, input_files, read_records
 from batchrun.input.selection import TodoList
-from tests.support import news_rows, write_jsonl
+from tests.support import damaged_parquet, news_rows, write_jsonl
 
 
 def read_all(
@@ -219,6 +219,49 @@ def test_damaged_parquet_is_a_job_error(tmp_path: Path) -> None:
     path.write_bytes(b"PAR1 this is not parquet")
 
     assert read_error([path]).startswith(f"{path}: not a readable Parquet file")
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"compression": "snappy"},
+        {"compression": "zstd"},
+        {"compression": "none"},
+        {"compression": "none", "write_page_checksum": True},
+    ],
+    ids=["snappy", "zstd", "plain", "checksummed"],
+)
+def test_damaged_parquet_page_is_a_job_error_naming_the_file(
+    tmp_path: Path, options: dict[str, Any]
+) -> None:
+    path = damaged_parquet(tmp_path / "news.parquet", news_rows(12), **options)
+
+    message = read_error([path])
+
+    assert message.startswith(f"{path}: damaged Parquet data after row ")
+    assert message.endswith("write the file again from its source")
+
+
+def test_an_integer_id_beyond_64_bits_is_shown_as_written(tmp_path: Path) -> None:
+    path = tmp_path / "news.jsonl"
+    path.write_bytes(
+        b'{"id": "a", "text": "x"}\n{"id": 1000000000000000000000000000001, "text": "y"}\n'
+    )
+
+    message = read_error([path])
+
+    assert message == (
+        f"{path}:2: the id 1000000000000000000000000000001 is an integer beyond 64 bits (it "
+        'would be read rounded); write it as a string: "1000000000000000000000000000001"'
+    )
+    assert "e+30" not in message
+
+
+def test_a_float_id_is_shown_as_written(tmp_path: Path) -> None:
+    path = tmp_path / "news.jsonl"
+    path.write_bytes(b'{"id": 1.50, "text": "x"}\n')
+
+    assert read_error([path]).startswith(f"{path}:1: the id is 1.50; every row needs")
 
 
 def test_a_todo_list_reads_back_each_files_rows_in_order_and_leaves_no_file(

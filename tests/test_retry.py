@@ -10,7 +10,6 @@ import pytest
 from batchrun.errors import RetryableError, RowError
 from batchrun.job import RunSpec
 from batchrun.service.retry import (
-    RETRY_AFTER_MAX,
     Action,
     Decision,
     RetryPolicy,
@@ -52,11 +51,12 @@ def test_retry_after_is_honoured_exactly() -> None:
     assert backoff_delay(6, POLICY, random.Random(0), throttled) == 7.5
 
 
-def test_retry_after_is_believed_beyond_max_delay_up_to_a_cap() -> None:
-    rng = random.Random(0)
+def test_retry_after_is_believed_up_to_backoff_max_s() -> None:
+    rng, patient = random.Random(0), replace(POLICY, max_delay=900.0)
 
-    assert backoff_delay(1, POLICY, rng, RetryableError("429", 429, retry_after=90)) == 90
-    assert backoff_delay(1, POLICY, rng, RetryableError("429", 429, 86400)) == RETRY_AFTER_MAX
+    assert backoff_delay(1, POLICY, rng, RetryableError("429", 429, retry_after=3600)) == 60.0
+    assert backoff_delay(1, patient, rng, RetryableError("429", 429, retry_after=3600)) == 900.0
+    assert backoff_delay(1, patient, rng, RetryableError("429", 429, retry_after=700)) == 700.0
 
 
 @pytest.mark.parametrize("seconds", [0.0, -2.0])

@@ -3,7 +3,9 @@ bisection of rejected embedding batches. No real sleeping: the sleep is injected
 
 from __future__ import annotations
 
+import io
 import random
+import time
 from array import array
 from collections.abc import Callable
 from pathlib import Path
@@ -69,14 +71,18 @@ class Sleeps:
         self.delays.append(delay)
 
 
-async def run_fake(job: Job, service: FakeService, sleeps: Sleeps | None = None) -> pa.Table:
+async def run_fake(
+    job: Job, service: FakeService, sleeps: Sleeps | None = None, **sender_options: Any
+) -> pa.Table:
     schema = job_schema(job, {"title": pa.string()})
     store = Store(Path(job.spec.output.path), schema).open()
     stats = RunStats()
     plan = Plan(job, input_files(job.spec.input.path))
     task = task_for(job, schema)
     sleep = sleeps or Sleeps()
-    sender = Sender.for_job(job, task, service, stats, sleep=sleep, rng=random.Random(1))
+    sender = Sender.for_job(
+        job, task, service, stats, sleep=sleep, rng=random.Random(1), **sender_options
+    )
     writer = Writer(store, schema, stats, Progress(stats, enabled=False), 20_000, 300.0)
     scheduler = Scheduler(plan, task, sender, writer, stats)
     try:
@@ -112,11 +118,35 @@ async def test_retryable_status_is_retried_then_row_succeeds(chat_job: Job, stat
 
 async def test_retry_after_is_honoured(chat_job: Job) -> None:
     def script(model: str, body: dict[str, Any], call: int) -> Any:
-        return RetryableError("429", 429, retry_after=1.5) if call == 1 else ok_chat(model, body, 1)
+        return (
+            RetryableError("429", 429, retry_after=0.25) if call == 1 else ok_chat(model, body, 1)
+        )
 
     sleeps = Sleeps()
-    await run_fake(chat_job, FakeService(script), sleeps)
-    assert sleeps.delays == [1.5]
+    await run_fake(chat_job, FakeService(script), sleeps)  # (backoff_max_s = 0.5)
+    assert sleeps.delays == [0.25]
+
+
+async def test_a_retry_after_of_an_hour_waits_backoff_max_s_and_says_why(
+    make_job: Callable[..., Path],
+) -> None:
+    job = make_job(rps=1000)
+    job.write_text(job.read_text().replace("backoff_max_s = 0.5", "backoff_max_s = 30"))
+
+    def script(model: str, body: dict[str, Any], call: int) -> Any:
+        return (
+            RetryableError("429", 429, retry_after=3600) if call == 1 else ok_chat(model, body, 1)
+        )
+
+    sleeps, stats, lines = Sleeps(), RunStats(), io.StringIO()
+    progress = Progress(stats, lines, enabled=False, clock=lambda: 1_800_000_000.0)
+    await run_fake(load_job(job), FakeService(script), sleeps, on_wait=progress.waiting)
+
+    until = time.strftime("%H:%M:%S", time.localtime(1_800_000_030.0))
+    why = "the service asked for 3600 s (Retry-After); [run].backoff_max_s = 30 caps it"
+    assert sleeps.delays == [30.0]
+    assert lines.getvalue() == f"qwen3-32b-awq: waiting 30 s, until {until}: {why}\n"
+    assert stats.notice == f"qwen3-32b-awq waits until {until}: {why}"
 
 
 async def test_row_fails_after_max_attempts_and_run_goes_on(chat_job: Job) -> None:

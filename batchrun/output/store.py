@@ -27,7 +27,7 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 
-from batchrun.errors import OutputError
+from batchrun.errors import OutputError, cannot_write
 from batchrun.output.compaction import compact, prune
 from batchrun.output.identity import Identity
 from batchrun.output.keyruns import KeysCollector
@@ -92,7 +92,7 @@ class Store:
                 stale.unlink(missing_ok=True)
         for journal in self.layout.journals():
             if self._orphaned(owner_of(journal)):
-                self._seal_journal(journal)
+                self.seal_journal(journal)  # (a full disk: OutputError, the journal kept)
 
     def _unlock(self) -> None:
         while self._lock_fds:
@@ -131,7 +131,7 @@ class Store:
         try:
             self._journal.write_table(table)
         except OSError as exc:
-            raise OutputError(f"{self._journal_path}: cannot write ({exc})") from None
+            raise cannot_write(self._journal_path or self.path, exc) from None
         self.rows_in_journal += table.num_rows
 
     def seal(self) -> None:
@@ -171,7 +171,7 @@ class Store:
             journal.close()
             journal_file.close()
         except OSError as exc:
-            raise OutputError(f"{path}: cannot write ({exc})") from None
+            raise cannot_write(path or self.path, exc) from None
         return path
 
     def seal_journal(self, journal: Path) -> None:
@@ -179,7 +179,7 @@ class Store:
         try:
             self._seal_journal(journal)
         except OSError as exc:
-            raise OutputError(f"{self.path}: cannot write a part ({exc})") from None
+            raise cannot_write(self.path, exc, "cannot write a part") from None
 
     @contextlib.contextmanager
     def _maintenance(self) -> Iterator[None]:
@@ -200,7 +200,7 @@ class Store:
                 compact(self.path, repeated, self._shard.holds if self._shard else None)
                 settle(self.path)
         except OSError as exc:
-            raise OutputError(f"{self.path}: cannot rewrite a part ({exc})") from None
+            raise cannot_write(self.path, exc, "cannot rewrite a part") from None
 
     def _start_journal(self) -> None:
         token = f"{self._owner}-{time.time_ns():x}-{os.getpid()}"
@@ -208,7 +208,7 @@ class Store:
         try:
             self._journal_file = pa.OSFile(str(self._journal_path), "wb")
         except OSError as exc:
-            raise OutputError(f"{self._journal_path}: cannot write ({exc})") from None
+            raise cannot_write(self._journal_path, exc) from None
         self._journal = pa.ipc.new_stream(self._journal_file, self.schema)
 
     def _seal_journal(self, journal: Path) -> None:

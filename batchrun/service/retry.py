@@ -8,8 +8,9 @@ fall back (``statuses.FALLS_BACK``).
 The delay (``backoff_delay``) is exponential backoff with full jitter (AWS architecture blog,
 "Exponential Backoff And Jitter"): the n-th retry waits a uniform random time in
 ``[0, min(max_delay, base * 2**n)]``, so many workers that failed together do not come back
-together. A server that says when to come back (``Retry-After``) is believed, up to ten
-minutes. The SciBox guide asks to wait 5–15 s after a 500/502/503, so those wait at least
+together. A server that says when to come back (``Retry-After``) is believed, up to
+``[run].backoff_max_s`` (a server asking for an hour gets the job's longest wait, and the bar
+says so). The SciBox guide asks to wait 5–15 s after a 500/502/503, so those wait at least
 ``server_error_delay``.
 """
 
@@ -22,9 +23,6 @@ from enum import Enum
 from batchrun.errors import RetryableError, RowError
 from batchrun.job import RunSpec
 from batchrun.service.statuses import server_busy
-
-RETRY_AFTER_MAX = 600.0
-"""The longest ``Retry-After`` believed: a server asking for hours is misconfigured."""
 
 
 @dataclass(frozen=True)
@@ -92,7 +90,7 @@ def backoff_delay(
 ) -> float:
     """Seconds to wait before try number ``attempt + 1`` after ``error`` ended try ``attempt``."""
     if error is not None and error.retry_after is not None:
-        return min(max(error.retry_after, 0.0), RETRY_AFTER_MAX)
+        return min(max(error.retry_after, 0.0), policy.max_delay)
     delay = rng.uniform(0, min(policy.max_delay, policy.base_delay * 2 ** (attempt - 1)))
     if error is not None and server_busy(error):
         floor = min(policy.server_error_delay, policy.max_delay)
