@@ -15,6 +15,7 @@ import pytest
 
 from batchrun.cli import main
 from batchrun.output import store
+from batchrun.output.layout import OutputLayout
 from batchrun.output.parts import read_columns
 from tests.support import batchrun, damaged_parquet, finish_all, news_rows, write_job
 
@@ -47,7 +48,7 @@ def test_a_rerun_while_the_disk_is_still_full_exits_2_and_loses_nothing(
         err = capsys.readouterr().err  # left behind cannot be sealed
     assert err.count("error: out: cannot write a part: no space left on its disk; ") == 2
     assert "Traceback" not in err
-    assert list(Path("out").glob(".journal-*"))  # the answers wait in it
+    assert OutputLayout(Path("out")).journals()  # the answers wait in it
     assert main(["run", str(embed_job), "--no-progress"]) == 0  # room again
     ids = read_columns(Path("out"), ["id"]).column("id").to_pylist()
     assert sorted(ids) == [row["id"] for row in news_rows(20)]
