@@ -221,7 +221,8 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    written = export(load_job(args.job), args.format_name, args.to)
+    with disk_full_said(args.to):
+        written = export(load_job(args.job), args.format_name, args.to)
     print(", ".join(f"{args.to / name}: {rows} rows" for name, rows in written.items()))
     return EXIT_OK
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import io
+import os
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -85,6 +86,18 @@ def done_output(embed_job: Path) -> Iterator[Path]:
     """``embed_job`` run to its end: an output to report on and export."""
     assert main(["run", str(embed_job), "--no-progress"]) == 0
     yield embed_job
+
+
+def test_export_on_a_full_disk_exits_2_and_leaves_no_half_file(
+    done_output: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(os, "replace", _full_disk)  # the finished file cannot be put in place
+
+    assert main(["export", str(done_output), "--format", "jsonl", "--to", "exported"]) == 2
+
+    err = capsys.readouterr().err
+    assert err.startswith("error: exported: cannot write: no space left on its disk; free some")
+    assert list(Path("exported").iterdir()) == []
 
 
 def test_report_to_an_existing_directory_writes_report_html_in_it(
