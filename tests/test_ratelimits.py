@@ -85,15 +85,29 @@ def test_a_429_saying_nothing_remains_names_a_window() -> None:
     assert throttle == Throttle(None, WINDOW_S)
 
 
+def seen_start(budget: WindowBudget, at: float) -> None:
+    """Answers before and at ``at`` that show a window reset between them."""
+    budget.observe(Quota(120, 2, None), now=at - 1.0)
+    budget.observe(Quota(120, 119, None), now=at)
+
+
 def test_the_budget_is_what_remains_over_the_time_left() -> None:
     budget = WindowBudget()
     assert budget.rate(0.0) == math.inf  # nothing known
 
-    budget.observe(Quota(120, 119, None), now=0.0)  # the first answer starts a window
+    seen_start(budget, 1.0)  # the window started after 0.0: it ends at 60.0 at the soonest
     budget.observe(Quota(120, 60, None), now=40.0)
 
     assert budget.rate(40.0) == pytest.approx(60 / 20)
     assert budget.reset_in(40.0) == pytest.approx(20.0)
+
+
+def test_a_first_answer_does_not_tell_when_its_window_ends() -> None:
+    budget = WindowBudget()
+    budget.observe(Quota(120, 3, None), now=0.0)  # the minute may end in 1 s or in 59 s
+
+    assert budget.rate(0.0) == math.inf
+    assert budget.reset_in(0.0) is None
 
 
 def test_a_jump_in_what_remains_starts_a_new_window() -> None:
@@ -101,10 +115,38 @@ def test_a_jump_in_what_remains_starts_a_new_window() -> None:
     budget.observe(Quota(120, 3, None), now=0.0)
     budget.observe(Quota(120, 2, None), now=10.0)
     budget.observe(Quota(120, 4, None), now=11.0)  # an older answer, out of order: same window
+    assert budget.reset_in(11.0) is None
 
-    assert budget.reset_in(11.0) == pytest.approx(49.0)
-    budget.observe(Quota(120, 118, None), now=12.0)  # the window reset
-    assert budget.reset_in(12.0) == pytest.approx(WINDOW_S)
+    assert budget.observe(Quota(120, 118, None), now=12.0)  # the window reset after 11.0
+    assert budget.reset_in(12.0) == pytest.approx(WINDOW_S - 1.0)
+
+
+def test_a_reset_too_small_to_see_leaves_the_end_unknown_after_the_estimate() -> None:
+    budget = WindowBudget()
+    seen_start(budget, 1.0)
+    budget.observe(Quota(120, 110, None), now=58.0)  # (a minute reset at 3.0 showed +5)
+    budget.observe(Quota(120, 7, None), now=61.5)  # past the latest end: no new window seen
+
+    assert budget.rate(61.5) == math.inf  # 7 left is not spread over a whole new minute
+    assert budget.reset_in(61.5) is None
+
+
+def test_a_stated_reset_is_not_trusted_past_the_estimated_end() -> None:
+    budget = WindowBudget()
+    seen_start(budget, 1.0)
+    budget.observe(Quota(120, 0, 60.0), now=50.0)  # LiteLLM's team limiter: a whole window
+
+    assert budget.reset_in(50.0) == pytest.approx(10.0)
+    budget.observe(Quota(120, 0, 3.0), now=51.0)  # a nearer stated reset is believed
+    assert budget.reset_in(51.0) == pytest.approx(3.0)
+
+
+def test_a_stated_reset_with_no_window_seen_is_at_most_a_window_away() -> None:
+    budget = WindowBudget()
+    budget.observe(Quota(120, 0, 15.0), now=100.0)
+    assert budget.reset_in(100.0) == pytest.approx(15.0)
+    budget.observe(Quota(120, 0, 3600.0), now=101.0)
+    assert budget.reset_in(101.0) == pytest.approx(WINDOW_S)
 
 
 def test_a_spent_budget_is_zero_until_the_window_ends() -> None:
@@ -139,7 +181,7 @@ def test_the_smallest_limit_and_the_fewest_left_bind_and_negative_counts_are_zer
 
 def test_a_late_answer_does_not_raise_what_remains_in_the_window() -> None:
     budget = WindowBudget()
-    budget.observe(Quota(120, 50, None), now=0.0)
+    seen_start(budget, 1.0)
     budget.observe(Quota(120, 40, None), now=5.0)
     budget.observe(Quota(120, 43, None), now=6.0)  # sent earlier, answered later
 

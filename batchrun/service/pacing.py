@@ -30,6 +30,11 @@ service states it (``batchrun.service.ratelimits``). Then:
   ``retry-after: 60`` is often a whole window, not the time left), and keeps the rate: no
   multiplicative cut for a window that simply ran out.
 
+No hold and no spacing read from a window outlasts that window: a hold ends when its window
+does (held models look again every ``RECHECK_S``, and an answer showing a new window lifts the
+hold), and a slot spaced by a window's budget is never further off than that window's end.
+Every hold is told to ``on_hold`` with its length and its reason (the run's event log).
+
 With no such headers (a bare vLLM, the local emulator), the AIMD rule above is the whole story.
 """
 
@@ -52,6 +57,20 @@ RECOVERY_PER_S = 0.0025
 COOLDOWN_S = 0.5
 FLOOR = 0.02
 PROBE_S = 5.0
+RECHECK_S = 1.0
+"""A held model looks again this often: a hold lifted by a new window ends within this."""
+
+SPENT = "window spent"
+"""Hold reason: the window's budget is 0; the model waits for the window's end."""
+THROTTLED = "window 429"
+"""Hold reason: a 429 said a window ran out; the model waits for its estimated end."""
+PROBE = "window 429, end unknown"
+"""Hold reason: as ``THROTTLED``, with no estimated end: a short wait, then a probe."""
+SPREAD = "window budget"
+"""Hold reason: the window's budget spaces slots wider than the rate does."""
+
+OnHold = Callable[[float, str], None]
+"""Told of every hold a pacer decides: its seconds and its reason."""
 
 
 class SlotSource(Protocol):
@@ -93,6 +112,7 @@ class Pacer:
         headroom: float = HEADROOM,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
+        on_hold: OnHold = lambda seconds, reason: None,
     ) -> None:
         if rps <= 0:
             raise ValueError(f"a model's rate must be positive, got {rps}")
@@ -110,17 +130,27 @@ class Pacer:
         self._adjusted_at = clock()
         self._budget = WindowBudget()
         self._held_until = -math.inf
+        self.on_hold = on_hold
 
     async def slot(self) -> None:
         """Wait for this model's next send slot."""
         self._waiting += 1
         try:
             async with self._lock:
-                if (hold := self._hold()) > 0:
-                    await self._sleep(hold)
-                await self._slots.take(1 / self._pace())
+                await self._wait_for_window()
+                await self._slots.take(self._interval())
         finally:
             self._waiting -= 1
+
+    async def _wait_for_window(self) -> None:
+        """Wait while the model is held, looking again every ``RECHECK_S``: a new window seen
+        in the meantime (an answer in flight) lifts the hold."""
+        told = False
+        while (hold := self._hold()) > 0:
+            if not told and self._held_until <= self._clock():
+                self.on_hold(hold, SPENT)
+            told = True
+            await self._sleep(min(hold, RECHECK_S))
 
     def expected_wait(self) -> float:
         """Seconds until a new request would leave: for choosing among a pool's models."""
@@ -134,19 +164,35 @@ class Pacer:
             hold = max(hold, self._budget.reset_in(now) or 0.0)
         return max(hold, 0.0)
 
-    def _pace(self) -> float:
-        """The rate slots are spaced at: the adaptive rate, or less if the window's budget
-        allows less."""
-        return max(min(self.rate, self._budget.rate(self._clock())), self.ceiling * FLOOR)
+    def _pace(self, at: float | None = None) -> float:
+        """The rate slots are spaced at (``at`` a time, by default now): the adaptive rate,
+        or less if the window's budget allows less."""
+        budget = self._budget.rate(self._clock() if at is None else at)
+        return max(min(self.rate, budget), self.ceiling * FLOOR)
+
+    def _interval(self) -> float:
+        """Seconds from the coming slot to the next: the adaptive rate's spacing, or the
+        window's budget's when it allows less, but never past the window's end."""
+        at = self._clock() + self._slots.expected_wait()  # when the coming slot is
+        spacing = 1 / self._pace(at)
+        if spacing <= 1 / max(self.rate, self.ceiling * FLOOR):
+            return spacing
+        spacing = min(spacing, self._budget.reset_in(at) or spacing)
+        self.on_hold(spacing, SPREAD)
+        return spacing
 
     def throttled(self, window_reset: float | None = None) -> None:
         """A 429 came back. One that names a window (``window_reset``, seconds) holds the model
         until the window ends and keeps the rate; any other slows down (once per cooldown)."""
         now = self._clock()
         if window_reset is not None:
+            self._budget.observe(Quota(remaining=0), now)  # the window ran out: 0 left
             known = self._budget.reset_in(now)
-            wait = known if known is not None else min(window_reset, PROBE_S)
-            self._held_until = max(self._held_until, now + wait)
+            latest = self._budget.latest_end_in(now) or PROBE_S
+            wait = known if known is not None else min(window_reset, PROBE_S, latest)
+            if now + wait > self._held_until:
+                self._held_until = now + wait
+                self.on_hold(wait, THROTTLED if known is not None else PROBE)
             return
         if now - self._decreased_at < COOLDOWN_S:
             return
@@ -169,4 +215,11 @@ class Pacer:
         if quota.limit:
             self.ceiling = min(self._configured, quota.limit / WINDOW_S * self._headroom)
             self.rate = min(self.rate, self.ceiling)
-        self._budget.observe(quota, now)
+        started = self._budget.observe(quota, now)
+        if started:
+            self._held_until = -math.inf  # a hold read in the last window ends with it
+
+    def window_left(self) -> float | None:
+        """Seconds until the current window ends, as estimated from the answers (None:
+        unknown)."""
+        return self._budget.reset_in(self._clock())

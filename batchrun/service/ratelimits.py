@@ -180,40 +180,67 @@ def _reset_at(value: str | None, now: float) -> float | None:
 class WindowBudget:
     """The requests left in a model's current window, spread over the time left in it.
 
-    Each answer's ``Quota`` tells how many requests remain. The window's end is the stated
-    reset when there is one; otherwise it is estimated: a window is taken to start when the
-    remaining count jumps up (or at the first answer), and to last ``WINDOW_S``. ``rate()`` is
-    the remaining requests over the seconds left, so processes sharing one key slow down
-    together as their common budget runs low, instead of exhausting it early and waiting out
-    the rest of the window; with 0 left it is 0 until the window ends.
+    Each answer's ``Quota`` tells how many requests remain. A window's end is known only once
+    its start was seen: the remaining count jumped up (a reset) between two answers, so the
+    window started after the earlier one and ends at the soonest ``window_s`` after it (a
+    hold until then never outlasts the window), and at the latest ``window_s`` after the
+    answer that showed the jump. A reset the service states (``reset_s``) can bring the end
+    nearer, never later than that estimate, nor more than ``window_s`` away: LiteLLM's team
+    limiter always says a whole window from now. Before a start is seen (the first answers of
+    a run), or once a window has outlived its latest end with no reset seen (a reset too small
+    to see, early in a window), the end is unknown and nothing is spread or held on it: a
+    count read in one window must never pace the next one.
+
+    ``rate()`` is the remaining requests over the seconds left, so processes sharing one key
+    slow down together as their common budget runs low, instead of exhausting it early and
+    waiting out the rest of the window; with 0 left it is 0 until the window ends.
     """
 
     def __init__(self, window_s: float = WINDOW_S) -> None:
         self._window_s = window_s
+        self._soonest: float | None = None
+        """The soonest the current window can end: ``window_s`` after the answer before its
+        start was seen; None while unknown."""
+        self._latest: float | None = None
+        """The latest it can end: ``window_s`` after the answer that showed its start."""
         self._end: float | None = None
         self._remaining: int | None = None
+        self._seen_at: float | None = None
 
-    def observe(self, quota: Quota, now: float) -> None:
+    def observe(self, quota: Quota, now: float) -> bool:
+        """Take in one answer's quota; whether it showed a new window start."""
         if quota.remaining is None:
-            return
-        if self._new_window(quota, now):
+            return False
+        started = self._remaining is not None and self._reset(quota)
+        if started:
+            assert self._seen_at is not None
+            self._soonest, self._latest = self._seen_at + self._window_s, now + self._window_s
+        elif self._latest is not None and now >= self._latest:
+            self._soonest = self._latest = None  # outlived: its start was not seen
+        if self._remaining is None or started or self._latest is None:
             self._remaining = quota.remaining
-            self._end = now + (quota.reset_s if quota.reset_s is not None else self._window_s)
-            return
+        else:
+            self._remaining = min(self._remaining, quota.remaining)  # late answers say more
+        self._seen_at = now
+        self._end = self._soonest
         if quota.reset_s is not None:
-            self._end = now + quota.reset_s
-        assert self._remaining is not None
-        self._remaining = min(self._remaining, quota.remaining)  # late answers say more
+            stated = now + min(quota.reset_s, self._window_s)
+            self._end = min(stated, self._soonest) if self._soonest is not None else stated
+        return started
 
-    def _new_window(self, quota: Quota, now: float) -> bool:
-        if self._end is None or self._remaining is None or now >= self._end:
-            return True
-        assert quota.remaining is not None
-        jump = max(4, (quota.limit or 0) // 10)  # answers arrive a little out of order
+    def latest_end_in(self, now: float) -> float | None:
+        """Seconds until the current window has surely ended, when its start was seen."""
+        return self._latest - now if self._latest is not None and now < self._latest else None
+
+    def _reset(self, quota: Quota) -> bool:
+        """Whether ``quota`` shows a new window: more left than the window had (a jump bigger
+        than answers arriving a little out of order explain)."""
+        assert quota.remaining is not None and self._remaining is not None
+        jump = max(4, (quota.limit or 0) // 10)
         return quota.remaining > self._remaining + jump
 
     def rate(self, now: float) -> float:
-        """Requests per second the window still allows; inf when nothing is known."""
+        """Requests per second the window still allows; inf when its end is not known."""
         if self._end is None or self._remaining is None or now >= self._end:
             return math.inf
         return self._remaining / (self._end - now)
