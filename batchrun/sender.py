@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import random
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -25,10 +26,11 @@ from typing import Any, Generic
 
 from batchrun.errors import ApiError, FatalError, RetryableError, RowError
 from batchrun.job import Job
-from batchrun.output.events import ANSWERED, INVALID, Attempt
+from batchrun.output.events import ANSWERED, INVALID, Attempt, Hold
 from batchrun.output.rows import Row
 from batchrun.service.inflight import InFlight
 from batchrun.service.pacing import Pacer, Sleep
+from batchrun.service.ratelimits import Quota
 from batchrun.service.rejections import RejectionWatch
 from batchrun.service.retry import Action, RetryPolicy, decide
 from batchrun.service.statuses import THROTTLED, falls_back
@@ -61,7 +63,7 @@ class Sender(Generic[AnswerT]):
         rng: random.Random | None = None,
         rejections: RejectionWatch | None = None,
         max_reasks: int = 0,
-        observe: Callable[[Attempt], None] = lambda attempt: None,
+        observe: Callable[[Attempt | Hold], None] = lambda attempt: None,
         on_wait: Callable[[str, float, float], None] = lambda model, asked, wait: None,
     ) -> None:
         self._task, self._service = task, service
@@ -79,6 +81,8 @@ class Sender(Generic[AnswerT]):
         self._stopped = False
         self._waiting: set[asyncio.Task[Any]] = set()
         """Tasks waiting to send a request (a place, a slot, a retry's delay)."""
+        for model, pacer in pacers.items():
+            pacer.on_hold = functools.partial(_traced_hold, observe, model)
 
     @classmethod
     def for_job(
@@ -91,7 +95,7 @@ class Sender(Generic[AnswerT]):
         make_pacer: PacerFactory = lambda model, rps: Pacer(rps),
         sleep: Sleep = asyncio.sleep,
         rng: random.Random | None = None,
-        observe: Callable[[Attempt], None] = lambda attempt: None,
+        observe: Callable[[Attempt | Hold], None] = lambda attempt: None,
         on_wait: Callable[[str, float, float], None] = lambda model, asked, wait: None,
     ) -> Sender[AnswerT]:
         """A sender with a pacer per model of ``job`` and its in-flight gate."""
@@ -198,13 +202,14 @@ class Sender(Generic[AnswerT]):
         stats.prompt_tokens += answer.prompt_tokens or 0
         stats.completion_tokens += answer.completion_tokens or 0
         tokens = (answer.prompt_tokens, answer.completion_tokens)
+        quota = _quota_fields(answer.quota, pacer.window_left())
         try:
             rows = self._task.answered(request, model, answer, latency)
         except Reask as reask:
             reask.model = model
-            self._trace(request, model, sent_at, latency, INVALID, tokens)
+            self._trace(request, model, sent_at, latency, INVALID, tokens, quota)
             raise
-        self._trace(request, model, sent_at, latency, ANSWERED, tokens)
+        self._trace(request, model, sent_at, latency, ANSWERED, tokens, quota)
         return rows
 
     def _trace(
@@ -215,10 +220,13 @@ class Sender(Generic[AnswerT]):
         latency: float,
         outcome: str,
         tokens: tuple[int | None, int | None] = (None, None),
+        quota: QuotaFields = (None, None, None, None),
     ) -> None:
+        limit, remaining, reset_s, window_left = quota
         attempt = Attempt(
-            sent_at, latency, model, outcome, request.attempts, *tokens, len(request.items)
-        )
+            sent_at, latency, model, outcome, request.attempts, *tokens, len(request.items),
+            limit, remaining, reset_s, window_left,
+        )  # fmt: skip
         self._observe(attempt)
 
     def _count_failure(self, pacer: Pacer, error: ApiError) -> None:
@@ -265,6 +273,23 @@ class Sender(Generic[AnswerT]):
     def settled_rates(self) -> dict[str, float]:
         """The pacing rate each model settled on."""
         return {name: pacer.rate for name, pacer in self._pacers.items()}
+
+
+QuotaFields = tuple[int | None, int | None, float | None, float | None]
+"""An answer's stated limit, remaining and reset, and the window end the pacer estimated."""
+
+
+def _quota_fields(quota: Quota | None, window_left: float | None) -> QuotaFields:
+    if quota is None:
+        return (None, None, None, window_left)
+    return (quota.limit, quota.remaining, quota.reset_s, window_left)
+
+
+def _traced_hold(
+    observe: Callable[[Attempt | Hold], None], model: str, seconds: float, reason: str
+) -> None:
+    """A pacer's hold, into the run's trace."""
+    observe(Hold(time.time(), model, seconds, reason))
 
 
 QUOTA_SPENT_S = 600.0

@@ -6,6 +6,12 @@ varied latencies and token counts, so a ten-million-request run stays near 120 M
 are buffered and written every ``FLUSH_RECORDS`` attempts or ``FLUSH_S`` seconds; a kill
 loses at most that buffer and a torn last batch, which readers drop, like the journal's.
 Times are wall-clock seconds (runs on several machines line up).
+
+Beside the attempts, the pacing: each answered attempt keeps the quota its headers stated
+(``quota_limit``, ``quota_remaining``, ``quota_reset_s``) and the window end the pacer
+estimated from it (``window_left_s``; null: unknown); each hold a pacer decides is a record of
+its own (outcome ``hold``: ``hold_s`` and its ``reason``). ``read_events`` gives the attempts,
+``read_holds`` the holds; traces written before these columns read with them null.
 """
 
 from __future__ import annotations
@@ -30,11 +36,19 @@ SCHEMA = pa.schema(
         ("prompt_tokens", pa.int32()),
         ("completion_tokens", pa.int32()),
         ("rows", pa.int32()),
+        ("quota_limit", pa.int32()),
+        ("quota_remaining", pa.int32()),
+        ("quota_reset_s", pa.float32()),
+        ("window_left_s", pa.float32()),
+        ("hold_s", pa.float32()),
+        ("reason", pa.string()),
     ]
 )
 ANSWERED, INVALID = "ok", "invalid"
 """Outcomes of an answered attempt (``invalid``: it broke the job's schema); the others are an
 HTTP status ("429", "503") or "no answer" (a timeout, a dropped connection)."""
+HOLD = "hold"
+"""The outcome of a pacer's hold record."""
 FLUSH_RECORDS = 4_096
 FLUSH_S = 5.0
 
@@ -51,6 +65,20 @@ class Attempt:
     prompt_tokens: int | None
     completion_tokens: int | None
     rows: int
+    quota_limit: int | None = None
+    quota_remaining: int | None = None
+    quota_reset_s: float | None = None
+    window_left_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """A hold a model's pacer decided: when, how long, why (``batchrun.service.pacing``)."""
+
+    at: float
+    model: str
+    seconds: float
+    reason: str
 
 
 class EventLog:
@@ -60,15 +88,15 @@ class EventLog:
     def __init__(self, path: Path, enabled: bool = True) -> None:
         self.path = path
         self._enabled = enabled
-        self._pending: list[Attempt] = []
+        self._pending: list[Attempt | Hold] = []
         self._flushed_at = time.monotonic()
         self._sink: pa.NativeFile | None = None
         self._writer: pa.ipc.RecordBatchStreamWriter | None = None
 
-    def record(self, attempt: Attempt) -> None:
+    def record(self, record: Attempt | Hold) -> None:
         if not self._enabled:
             return
-        self._pending.append(attempt)
+        self._pending.append(record)
         full = len(self._pending) >= FLUSH_RECORDS
         if full or time.monotonic() - self._flushed_at >= FLUSH_S:
             self.flush()
@@ -92,33 +120,51 @@ class EventLog:
             self._writer = self._sink = None
 
 
-def _batch(attempts: list[Attempt]) -> pa.RecordBatch:
-    return pa.record_batch(
-        [
-            pa.array([a.sent_at for a in attempts], pa.float64()),
-            pa.array([round(a.latency_s * 1000) for a in attempts], pa.int32()),
-            pa.array([a.model for a in attempts], pa.string()),
-            pa.array([a.outcome for a in attempts], pa.string()),
-            pa.array([a.attempt for a in attempts], pa.int16()),
-            pa.array([a.prompt_tokens for a in attempts], pa.int32()),
-            pa.array([a.completion_tokens for a in attempts], pa.int32()),
-            pa.array([a.rows for a in attempts], pa.int32()),
-        ],
-        schema=SCHEMA,
-    )
+def _batch(records: list[Attempt | Hold]) -> pa.RecordBatch:
+    rows = [_row(record) for record in records]
+    return pa.RecordBatch.from_pylist(rows, schema=SCHEMA)
+
+
+def _row(record: Attempt | Hold) -> dict[str, object]:
+    if isinstance(record, Hold):
+        return {
+            "sent_at": record.at, "latency_ms": 0, "model": record.model, "outcome": HOLD,
+            "attempt": 0, "rows": 0, "hold_s": record.seconds, "reason": record.reason,
+        }  # fmt: skip
+    return {
+        "sent_at": record.sent_at, "latency_ms": round(record.latency_s * 1000),
+        "model": record.model, "outcome": record.outcome, "attempt": record.attempt,
+        "prompt_tokens": record.prompt_tokens, "completion_tokens": record.completion_tokens,
+        "rows": record.rows, "quota_limit": record.quota_limit,
+        "quota_remaining": record.quota_remaining, "quota_reset_s": record.quota_reset_s,
+        "window_left_s": record.window_left_s,
+    }  # fmt: skip
 
 
 def read_events(output: Path) -> pl.DataFrame:
     """Every run's attempts in the output directory (each shard's too), oldest first; the
     ``run`` column names the run."""
-    frames = []
+    trace = _read_trace(output)
+    return trace.filter(pl.col("outcome") != HOLD).drop("hold_s", "reason")
+
+
+def read_holds(output: Path) -> pl.DataFrame:
+    """Every hold the runs' pacers decided: ``sent_at`` (when), ``model``, ``hold_s``,
+    ``reason`` and ``run``, oldest first."""
+    trace = _read_trace(output).filter(pl.col("outcome") == HOLD)
+    return trace.select("sent_at", "model", "hold_s", "reason", "run")
+
+
+def _read_trace(output: Path) -> pl.DataFrame:
+    """Every record of every trace, in ``SCHEMA`` (columns an older trace lacks are null)."""
+    empty = pl.from_arrow(SCHEMA.empty_table())
+    assert isinstance(empty, pl.DataFrame)
+    frames = [empty.with_columns(run=pl.lit("", pl.String))]
     for path in OutputLayout(output).event_logs():
-        table = pa.Table.from_batches(list(whole_batches(path)), schema=SCHEMA)
-        frame = pl.from_arrow(table)
+        batches = list(whole_batches(path))
+        if not batches:
+            continue
+        frame = pl.from_arrow(pa.Table.from_batches(batches))
         assert isinstance(frame, pl.DataFrame)
         frames.append(frame.with_columns(run=pl.lit(path.stem.removeprefix("_events-"))))
-    if not frames:
-        empty = pl.from_arrow(SCHEMA.empty_table())
-        assert isinstance(empty, pl.DataFrame)
-        return empty.with_columns(run=pl.lit("", pl.String))
-    return pl.concat(frames).sort("sent_at")
+    return pl.concat(frames, how="diagonal_relaxed").sort("sent_at")
