@@ -51,8 +51,14 @@ validate: $(READY)
 status: $(READY)
 	$(BIN)/batchrun status $(JOB_FILE)
 
+# Independent tests run on WORKERS processes at once (pytest-xdist; tests that start servers
+# take free ports), then the timing-sensitive ones (`serial`: real processes, signals, rates on
+# real time) one at a time; each pass lists its 15 slowest. Exit 5 is "none selected" (ARGS
+# naming tests of one kind only).
+WORKERS ?= 2
 test: $(DEV_READY) redis chromium
-	$(BIN)/pytest -q $(ARGS)
+	$(BIN)/pytest -q -n $(WORKERS) -m "not serial" --durations=15 $(ARGS) || [ $$? = 5 ]
+	$(BIN)/pytest -q -m serial --durations=15 $(ARGS) || [ $$? = 5 ]
 
 # A real LiteLLM Proxy (pinned exactly, in its own venv) in front of the emulator: slow (the
 # per-minute windows take minutes to measure), so not part of `make test`.
@@ -64,7 +70,7 @@ $(GATEWAY_READY): $(GATEWAY_PINS)
 	touch $(GATEWAY_READY)
 
 test-gateway: $(DEV_READY) $(GATEWAY_READY) redis
-	BATCHRUN_GATEWAY_TESTS=1 $(BIN)/pytest -q -s tests/gateway $(ARGS)  # -s: the measured figures
+	BATCHRUN_GATEWAY_TESTS=1 $(BIN)/pytest -q -s --durations=15 tests/gateway $(ARGS)  # -s: figures
 
 # The team-limit tests start a real redis-server on 127.0.0.1; install it where missing
 # (Debian's package, as root). Without it those tests are skipped, with the reason.

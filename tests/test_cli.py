@@ -64,6 +64,7 @@ def test_a_closed_stdout_ends_quietly_after_saving_rows_and_summary(
     assert OutputLayout(Path("out")).summary().exists()
 
 
+@pytest.mark.serial
 def test_sigkill_mid_run_then_rerun_gives_every_id_once(
     make_job: Callable[..., Path], emulator_url: str
 ) -> None:
@@ -79,6 +80,7 @@ def test_sigkill_mid_run_then_rerun_gives_every_id_once(
     assert len(ids) == len(set(ids)) == 120
 
 
+@pytest.mark.serial
 def test_ctrl_c_writes_what_is_done_and_exits_130(
     make_job: Callable[..., Path], emulator_url: str
 ) -> None:
@@ -125,6 +127,7 @@ def test_rows_that_fail_give_exit_1(make_job: Callable[..., Path], emulator_url:
     assert "3 ok, 1 failed" in out
 
 
+@pytest.mark.serial
 def test_second_run_on_the_same_output_is_refused(
     make_job: Callable[..., Path], emulator_url: str
 ) -> None:
@@ -239,6 +242,7 @@ def test_run_refuses_duplicate_ids_and_an_empty_input_before_sending(
     assert "the input holds no rows" in capsys.readouterr().out
 
 
+@pytest.mark.serial
 @pytest.mark.parametrize("delay_s", [0.3, 0.5, 0.8, 1.5])
 def test_ctrl_c_while_the_command_starts_exits_130_without_a_traceback(
     delay_s: float, make_job: Callable[..., Path]

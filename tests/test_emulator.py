@@ -543,6 +543,7 @@ async def test_official_openai_client_works_against_the_emulator() -> None:
             await client.chat.completions.create(model="nope", messages=messages)
 
 
+@pytest.mark.serial
 def test_serve_prints_its_url_and_the_stats_on_ctrl_c() -> None:
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": str(root)}

@@ -71,7 +71,7 @@ def test_the_wheel_installs_alone_and_runs_a_job(tmp_path: Path) -> None:
     assert not [n for n in names if n.startswith(("batchrun/bench/", "tests/"))], names
     fresh = tmp_path / "fresh"
     venv.create(fresh, with_pip=True)
-    pip = [str(fresh / "bin/python"), "-m", "pip", "install", "--quiet"]
+    pip = [str(fresh / "bin/python"), "-m", "pip", "install", "--quiet", "--no-compile"]
     for step in ([*pip, "--require-hashes", "-r", str(RUN_LOCK)], [*pip, "--no-deps", str(wheel)]):
         installed = subprocess.run(step, capture_output=True, text=True, timeout=600)
         if installed.returncode and "Could not find a version" in installed.stderr:

@@ -102,6 +102,7 @@ def expected_body(line: dict[str, Any]) -> tuple[str, Any]:
     return "embedding", embed(body["input"])
 
 
+@pytest.mark.serial
 def test_a_batch_file_survives_a_kill_and_exports_as_openai_batch_output(
     emulator_dir: Path,
 ) -> None:
@@ -292,6 +293,7 @@ def test_an_output_an_interrupted_run_left_unsettled_is_not_read_or_exported() -
     assert batchrun.read(job).height == 4
 
 
+@pytest.mark.serial
 def test_ctrl_c_in_a_script_stops_the_run_saves_it_and_raises(emulator_dir: Path) -> None:
     write_jsonl(Path("news.jsonl"), news_rows(40))
     with Emulator(emulator_dir, rps_scale=1, latency_s=0.5) as emulator:

@@ -62,6 +62,7 @@ def faulty_emulator(emulator_dir: Path) -> Iterator[str]:
         yield emulator.base_url
 
 
+@pytest.mark.serial
 def test_ten_kills_at_random_moments_lose_and_duplicate_nothing(
     make_job: Callable[..., Path], faulty_emulator: str
 ) -> None:
@@ -163,6 +164,7 @@ async def test_unwritable_output_stops_the_run_and_nothing_is_lost(
     check_row_by_row(rows)
 
 
+@pytest.mark.serial
 def test_second_ctrl_c_cancels_requests_in_flight_at_once(
     make_job: Callable[..., Path], emulator_dir: Path
 ) -> None:
@@ -180,6 +182,7 @@ def test_second_ctrl_c_cancels_requests_in_flight_at_once(
     assert "Traceback" not in err
 
 
+@pytest.mark.serial
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_the_first_stop_sends_no_request_that_was_not_already_sent(
     sig: signal.Signals, make_job: Callable[..., Path], emulator_dir: Path
@@ -207,6 +210,7 @@ def test_the_first_stop_sends_no_request_that_was_not_already_sent(
     check_row_by_row(rows)
 
 
+@pytest.mark.serial
 def test_sigterm_stops_like_ctrl_c(make_job: Callable[..., Path], emulator_dir: Path) -> None:
     with Emulator(emulator_dir, rps_scale=5) as emulator:
         job = make_job(news_rows(200), base_url=emulator.base_url, rps=10, run="grace_s = 5")
@@ -279,6 +283,7 @@ def test_validate_reports_rows_without_text(
     assert "news.jsonl:2" in out
 
 
+@pytest.mark.serial
 async def test_a_changed_prompt_is_refused_even_when_the_killed_run_left_only_a_journal(
     make_job: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:

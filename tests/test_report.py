@@ -105,6 +105,7 @@ def test_the_report_opens_in_headless_chromium(tmp_path: Path) -> None:
     assert pixels.std() > 0.05, "the screenshot is blank"
 
 
+@pytest.mark.serial
 def test_the_metrics_port_serves_counters_that_rise(emulator_dir: Path) -> None:
     port = free_port()
     with Emulator(emulator_dir, rps_scale=5) as emulator:

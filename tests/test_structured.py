@@ -209,6 +209,7 @@ async def test_an_answer_cut_at_max_tokens_fails_unless_accepted(
         assert {row["finish_reason"] for row in rows} == {"length"}
 
 
+@pytest.mark.serial
 def test_a_structured_job_resumes_exactly_once_after_a_kill(emulator_dir: Path) -> None:
     write_jsonl(Path("news.jsonl"), news_rows(120))
     options = ("--invalid-json-rate", "0.3")

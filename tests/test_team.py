@@ -20,6 +20,8 @@ from tests.support import batchrun, finish, news_rows, write_job, write_jsonl
 
 MODEL = "qwen3-32b-awq"
 
+pytestmark = pytest.mark.serial  # rates and pauses on real time, measured alone
+
 
 def job_file(name: str, url: str, rows: int, rps: float, extra: str = "") -> Path:
     write_jsonl(Path(f"{name}.jsonl"), news_rows(rows, start=0))
