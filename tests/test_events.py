@@ -81,19 +81,21 @@ async def test_a_run_traces_each_answers_quota_and_each_hold_with_its_reason(
 
 
 def test_a_trace_written_before_the_pacing_columns_still_reads(tmp_path: Path) -> None:
+    layout = OutputLayout(tmp_path / "out")
+    layout.event_log("old").parent.mkdir(parents=True)
     old = pa.schema([("sent_at", pa.float64()), ("model", pa.string()), ("outcome", pa.string())])
-    with pa.ipc.new_stream(str(tmp_path / "_events-old.arrows"), old) as writer:
+    with pa.ipc.new_stream(str(layout.event_log("old")), old) as writer:
         writer.write_batch(pa.record_batch([[1.0], ["m"], ["ok"]], schema=old))
-    log = EventLog(tmp_path / "_events-new.arrows")
+    log = EventLog(layout.event_log("new"))
     log.record(Attempt(2.0, 0.1, "m", "ok", 1, 5, 3, 1, 120, 7, None, 12.5))
     log.record(Hold(3.0, "m", 12.5, pacing.SPENT))
     log.close()
 
-    attempts = read_events(tmp_path)
+    attempts = read_events(tmp_path / "out")
 
     assert attempts["outcome"].to_list() == ["ok", "ok"]
     assert attempts["quota_remaining"].to_list() == [None, 7]
     assert attempts["window_left_s"].to_list() == [None, 12.5]
-    assert read_holds(tmp_path).select("model", "hold_s", "reason").rows() == [
+    assert read_holds(tmp_path / "out").select("model", "hold_s", "reason").rows() == [
         ("m", 12.5, pacing.SPENT)
     ]
