@@ -1,0 +1,216 @@
+"""The batches' lifecycle, driven by one supervisor loop over the state:
+
+    validating ──▶ failed (errors.data: every bad line)
+        └──▶ in_progress ──▶ finalizing ──▶ completed
+                 ├──▶ cancelling ──▶ cancelled   (answered lines kept in the output file)
+                 └──▶ expired                    (the rest as batch_expired)
+
+Every step is written to the state first, so a killed server picks each batch up where its
+status says: ``validating`` is checked again, ``in_progress`` resumes its job (the runner's
+resume: each line answered exactly once), ``finalizing`` and ``cancelling`` write their files
+again. At most ``[batches].max_running`` jobs run at once, oldest first; they share each
+model's quota round robin (``fairslots``). On shutdown every job stops as on SIGTERM (what is
+answered is saved) and its batch stays ``in_progress`` for the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import logging
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from batchrun.errors import BatchrunError
+from batchrun.output.keys import output_counts
+from batchrun.runner import RunOptions, run_job
+from batchrun.serve.batchjobs import BatchJobs
+from batchrun.serve.fairslots import SharedPacing
+from batchrun.serve.state import BatchRow, State, now
+from batchrun.serve.upstream import Upstream
+from batchrun.serve.validation import check_file
+from batchrun.stats import RunStats
+
+log = logging.getLogger("batchrun.serve")
+TICK_S = 0.25
+ENDS = ("cancel", "expire", "shutdown")
+Step = Coroutine[Any, Any, None]
+UNFINISHED = ("validating", "in_progress", "finalizing", "cancelling")
+
+
+@dataclass
+class Running:
+    """A batch whose job runs now: its live counters and how to stop it."""
+
+    base_ok: int = 0
+    base_failed: int = 0
+    stats: RunStats | None = None
+    stop: Callable[[], None] | None = None
+    reason: str | None = None
+    """Why it was asked to stop: one of ``ENDS``."""
+
+    def counts(self) -> tuple[int, int]:
+        stats = self.stats
+        if stats is None:
+            return self.base_ok, self.base_failed
+        return self.base_ok + stats.rows_ok, self.base_failed + stats.rows_failed
+
+    def end(self, reason: str) -> None:
+        self.reason = self.reason or reason
+        if self.stop is not None:
+            self.stop()
+
+
+class BatchRunner:
+    """Takes batches through their lifecycle; one per server."""
+
+    def __init__(
+        self, state: State, jobs: BatchJobs, upstream: Upstream, pacing: SharedPacing,
+        *, max_running: int, rates: dict[str, float],
+    ) -> None:  # fmt: skip
+        self._state, self._jobs = state, jobs
+        self._upstream, self._pacing = upstream, pacing
+        self._max_running, self._rates = max_running, rates
+        self._active: dict[str, Running] = {}
+        self._wake = asyncio.Event()
+        self._stopping = False
+
+    def running(self) -> dict[str, Running]:
+        return self._active
+
+    def counts(self, row: BatchRow) -> tuple[int, int]:
+        """The batch's (completed, failed) now: live while its job runs."""
+        running = self._active.get(row.id)
+        return running.counts() if running else (row.completed, row.failed)
+
+    def poke(self) -> None:
+        """Something changed (a new batch, a cancel): look at the state now."""
+        self._wake.set()
+
+    def cancel(self, batch_id: str) -> None:
+        if (running := self._active.get(batch_id)) is not None:
+            running.end("cancel")
+        self.poke()
+
+    def shutdown(self) -> None:
+        self._stopping = True
+        for running in self._active.values():
+            running.end("shutdown")
+        self.poke()
+
+    async def run(self) -> None:
+        """The supervisor: until shutdown, and then until every job has saved its work."""
+        async with asyncio.TaskGroup() as group:
+            while not self._stopping:
+                self._tick(group)
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), TICK_S)
+
+    def _tick(self, group: asyncio.TaskGroup) -> None:
+        for row in self._state.batches_in(
+            ("validating", "in_progress", "finalizing", "cancelling")
+        ):
+            if row.id in self._active:
+                self._watch(row)
+                continue
+            if row.status == "in_progress" and len(self._active) >= self._max_running:
+                if now() >= row.expires_at:
+                    self._start(group, row, self._finish(row, "expired"))
+                continue
+            self._start(group, row, self._step(row))
+
+    def _watch(self, row: BatchRow) -> None:
+        """A running job: its counts into the state; stopped when its window has passed."""
+        running = self._active[row.id]
+        completed, failed = running.counts()
+        if (completed, failed) != (row.completed, row.failed):
+            self._state.update_batch(row.id, completed=completed, failed=failed)
+        if row.status == "in_progress" and now() >= row.expires_at:
+            running.end("expire")
+
+    def _start(self, group: asyncio.TaskGroup, row: BatchRow, work: Step) -> None:
+        self._active[row.id] = Running()
+        group.create_task(self._guarded(row, work))
+
+    async def _guarded(self, row: BatchRow, work: Step) -> None:
+        """One batch's step; its failure fails the batch, never the server."""
+        try:
+            await work
+        except Exception as exc:  # (any error of one batch is that batch's)
+            log.error("batch %s failed: %s", row.id, type(exc).__name__)
+            message = str(exc) if isinstance(exc, BatchrunError) else "the batch's job failed"
+            self._fail(row.id, [{"code": "batch_failed", "message": message, "line": None}])
+        finally:
+            self._active.pop(row.id, None)
+            self.poke()
+
+    async def _step(self, row: BatchRow) -> None:
+        if row.status == "validating":
+            await self._validate(row)
+        elif row.status == "in_progress":
+            await self._run(row)
+        elif row.status == "cancelling":
+            await self._finish(row, "cancelled")
+        else:
+            await self._finish(row, "completed")
+
+    async def _validate(self, row: BatchRow) -> None:
+        served = await self._upstream.served()
+        path = self._jobs.home(row.id) / "input.jsonl"
+        checked = await asyncio.to_thread(check_file, path, row.endpoint, served)
+        if checked.errors:
+            self._fail(row.id, checked.errors, total=checked.total)
+            return
+        self._state.update_batch(
+            row.id, when="validating", status="in_progress", in_progress_at=now(),
+            total=checked.total,
+        )  # fmt: skip
+
+    def _fail(self, batch_id: str, errors: list[dict[str, Any]], total: int = 0) -> None:
+        body = orjson.dumps({"object": "list", "data": errors}).decode()
+        counted: dict[str, Any] = {"total": total} if total else {}
+        self._state.update_batch(batch_id, status="failed", failed_at=now(), errors=body, **counted)
+
+    async def _run(self, row: BatchRow) -> None:
+        running = self._active[row.id]
+        job = self._jobs.job(row.id, self._upstream.base_url, self._rates)
+
+        def started(stats: RunStats) -> None:
+            counts = output_counts(self._jobs.home(row.id) / "output")
+            running.base_ok, running.base_failed = counts["ok"], counts["failed"]
+            running.stats = stats
+
+        def stoppable(stop: Callable[[], None]) -> None:
+            running.stop = stop
+            if running.reason is not None:
+                stop()
+
+        options = RunOptions(
+            progress=False, signals=False, pacers=self._pacing.pacer,
+            on_start=stoppable, on_stats=started,
+        )  # fmt: skip
+        await run_job(job, options, io.StringIO())
+        if running.reason == "shutdown":
+            return
+        ending = {"cancel": "cancelled", "expire": "expired"}.get(running.reason or "")
+        await self._finish(self._state.batch(row.id) or row, ending or "completed")
+
+    async def _finish(self, row: BatchRow, final: str) -> None:
+        """Write the batch's files and its final status (``completed`` goes through
+        ``finalizing`` first; a cancel asked for meanwhile wins)."""
+        if final == "completed" and row.status != "finalizing":
+            finalizing: dict[str, Any] = {"status": "finalizing", "finalizing_at": now()}
+            if not self._state.update_batch(row.id, when="in_progress", **finalizing):
+                final = "cancelled"  # (asked for while the last answers were written)
+        job = self._jobs.job(row.id, self._upstream.base_url, self._rates)
+        files = await asyncio.to_thread(self._jobs.outputs, row, job, final == "expired")
+        ended: dict[str, Any] = {"status": final, f"{final}_at": now()}
+        self._state.update_batch(
+            row.id, output_file_id=files.output_file_id, error_file_id=files.error_file_id,
+            completed=files.completed, failed=files.failed, **ended,
+        )  # fmt: skip
