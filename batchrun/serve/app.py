@@ -206,7 +206,8 @@ async def serve(config: ServeConfig, keys: Keys, host: str, port: int) -> None:
         await runner.setup()
         try:
             await web.TCPSite(runner, host, port).start()
-            print(f"batchrun serve on http://{host}:{port}/v1 (state: {config.state})", flush=True)
+            bound = next((a[1] for a in runner.addresses if isinstance(a, tuple)), port)
+            print(f"batchrun serve on http://{host}:{bound}/v1 (state: {config.state})", flush=True)
             batch_runner = app[SERVER].runner
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
