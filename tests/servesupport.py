@@ -27,6 +27,7 @@ def config(base_url: str, scale: float, extra: str = "") -> str:
         f'[models."{CHAT}"]\nrps = {2 * scale}\n[models."{EMBED}"]\nrps = {7 * scale}\n'
         '[storage]\npath = "state"\n'
         "[run]\nbackoff_base_s = 0.05\nbackoff_max_s = 0.5\nserver_error_wait_s = 0.05\n"
+        "grace_s = 1\n"
         f"{extra}\n"
     )
 
@@ -34,10 +35,11 @@ def config(base_url: str, scale: float, extra: str = "") -> str:
 @contextlib.contextmanager
 def served(
     workdir: Path, *, scale: float = 10.0, keys: tuple[str, ...] = ("key-a", "key-b"),
-    extra: str = "", emulator_options: tuple[str, ...] = (),
+    extra: str = "", upstream_key: str | None = None,
 ) -> Iterator[tuple[Emulator, Serve]]:  # fmt: skip
-    """An emulator (limits × ``scale``) and a ``batchrun serve`` in front of it."""
-    with Emulator(workdir, rps_scale=scale, options=emulator_options) as emulator:  # noqa: SIM117
+    """An emulator (limits × ``scale``; taking only ``upstream_key`` if given: the serve
+    child's SCIBOX_API_KEY is ``batchrun.bench.processes.TOKEN``) and a ``batchrun serve``."""
+    with Emulator(workdir, rps_scale=scale, api_key=upstream_key) as emulator:  # noqa: SIM117
         with Serve(workdir, config(emulator.base_url, scale, extra), keys) as server:
             yield emulator, server
 
