@@ -26,6 +26,7 @@ from tests.servesupport import (
     submit,
     wait_for,
 )
+from tests.support import batchrun, finish
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +54,18 @@ def test_chat_batch_completes_with_every_custom_id_once(
         answer = ChatCompletion.model_validate(line["response"]["body"])
         number = line["custom_id"].removeprefix("req-")
         assert f"Item {number} was found" in (answer.choices[0].message.content or "")
+
+
+def test_a_batch_is_a_job_that_report_and_status_read(
+    server: tuple[Emulator, Serve], tmp_path: Path
+) -> None:
+    api = client(server[1])
+    done = wait_for(api, submit(api, batch_file(tmp_path / "r.jsonl", [chat_line(1)])).id)
+    job = server[1].workdir / "state" / "batches" / done.id / "job.toml"
+    code, out, err = finish(batchrun("status", str(job)))
+    assert code == 0 and "1 ok" in out, err
+    code, out, err = finish(batchrun("report", str(job), "--to", str(tmp_path / "r.html")))
+    assert code == 0 and (tmp_path / "r.html").stat().st_size > 1000, err
 
 
 def test_embeddings_batch_gives_a_vector_per_line(

@@ -67,7 +67,7 @@ class BatchJobs:
             shutil.copyfile(self._store.path(file_id), target)
 
     def job(self, batch_id: str, base_url: str, rates: dict[str, float]) -> Job:
-        home = self.home(batch_id)
+        home = self.home(batch_id).resolve()  # (its job file is read from anywhere)
         endpoint = self._config.endpoint
         raw: dict[str, Any] = {
             "name": batch_id,
@@ -77,7 +77,9 @@ class BatchJobs:
             "run": self._config.run.model_dump(exclude_defaults=True),
             "models": {name: {"rps": rps} for name, rps in rates.items()},
         }
-        return Job.from_dict(raw, home / "job.toml")
+        job = Job.from_dict(raw, home / "job.toml")
+        _write_toml(home / "job.toml", raw)  # for `batchrun report`, `status`, `export`
+        return job
 
     def outputs(self, row: BatchRow, job: Job, expired: bool) -> Outputs:
         """Write the batch's output and error files and record them as ``batch_output``."""
@@ -102,6 +104,29 @@ class BatchJobs:
         file_id = "file-" + hashlib.sha256(f"{row.id}/{kind}".encode()).hexdigest()[:24]
         self._store.add(path, row.owner, f"{row.id}_{kind}.jsonl", "batch_output", file_id)
         return file_id
+
+
+def _write_toml(path: Path, raw: dict[str, Any]) -> None:
+    """The job as a job file: its tables hold only strings, numbers and booleans."""
+    lines = [f"name = {_value(raw['name'])}"]
+    for table, keys in raw.items():
+        if not isinstance(keys, dict):
+            continue
+        nested = {k: v for k, v in keys.items() if isinstance(v, dict)}
+        lines += [f"[{table}]"] + [f"{k} = {_value(v)}" for k, v in keys.items() if k not in nested]
+        for name, values in nested.items():
+            lines += [f'[{table}."{name}"]'] + [f"{k} = {_value(v)}" for k, v in values.items()]
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def _value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return orjson.dumps(str(value)).decode()  # a TOML basic string is JSON's
 
 
 def _append_expired(job: Job, errors: Path) -> int:
