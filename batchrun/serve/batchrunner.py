@@ -19,12 +19,14 @@ import asyncio
 import contextlib
 import io
 import logging
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from batchrun.endpoint import Unreachable
 from batchrun.errors import BatchrunError
 from batchrun.output.keys import output_counts
 from batchrun.runner import RunOptions, run_job
@@ -37,6 +39,7 @@ from batchrun.stats import RunStats
 
 log = logging.getLogger("batchrun.serve")
 TICK_S = 0.25
+UNREACHABLE_WAIT_S = 30.0
 ENDS = ("cancel", "expire", "shutdown")
 Step = Coroutine[Any, Any, None]
 UNFINISHED = ("validating", "in_progress", "finalizing", "cancelling")
@@ -78,6 +81,7 @@ class BatchRunner:
         self._active: dict[str, Running] = {}
         self._wake = asyncio.Event()
         self._stopping = False
+        self._not_before: dict[str, float] = {}
 
     def running(self) -> dict[str, Running]:
         return self._active
@@ -112,17 +116,23 @@ class BatchRunner:
                     await asyncio.wait_for(self._wake.wait(), TICK_S)
 
     def _tick(self, group: asyncio.TaskGroup) -> None:
-        for row in self._state.batches_in(
-            ("validating", "in_progress", "finalizing", "cancelling")
-        ):
+        for row in self._state.batches_in(UNFINISHED):
             if row.id in self._active:
                 self._watch(row)
                 continue
-            if row.status == "in_progress" and len(self._active) >= self._max_running:
-                if now() >= row.expires_at:
-                    self._start(group, row, self._finish(row, "expired"))
+            if row.status == "in_progress" and now() >= row.expires_at:
+                self._start(group, row, self._finish(row, "expired"))
+            elif row.status == "in_progress" and not self._may_run(row.id):
                 continue
-            self._start(group, row, self._step(row))
+            else:
+                self._start(group, row, self._step(row))
+
+    def _may_run(self, batch_id: str) -> bool:
+        """Whether a batch's job may start now: a place is free, and the upstream was not
+        unreachable for it a moment ago."""
+        if len(self._active) >= self._max_running:
+            return False
+        return time.monotonic() >= self._not_before.get(batch_id, 0.0)
 
     def _watch(self, row: BatchRow) -> None:
         """A running job: its counts into the state; stopped when its window has passed."""
@@ -141,9 +151,15 @@ class BatchRunner:
         """One batch's step; its failure fails the batch, never the server."""
         try:
             await work
-        except Exception as exc:  # (any error of one batch is that batch's)
-            log.error("batch %s failed: %s", row.id, type(exc).__name__)
-            message = str(exc) if isinstance(exc, BatchrunError) else "the batch's job failed"
+        except Unreachable as exc:  # the upstream is down: the batch waits, it does not fail
+            log.warning("batch %s: %s; trying again in %g s", row.id, exc, UNREACHABLE_WAIT_S)
+            self._not_before[row.id] = time.monotonic() + UNREACHABLE_WAIT_S
+        except BatchrunError as exc:  # the job refused the batch, or the upstream refused us
+            log.error("batch %s failed: %s", row.id, exc)
+            self._fail(row.id, [{"code": "batch_failed", "message": str(exc), "line": None}])
+        except Exception:  # (any other error of one batch is that batch's alone)
+            log.exception("batch %s failed", row.id)
+            message = "the batch's job failed on the server; see its log"
             self._fail(row.id, [{"code": "batch_failed", "message": message, "line": None}])
         finally:
             self._active.pop(row.id, None)
