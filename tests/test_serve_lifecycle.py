@@ -3,6 +3,7 @@ SIGKILL, sharing the quota with another batch; bodies over the limits; keys neve
 
 from __future__ import annotations
 
+import socket
 import time
 from collections import Counter
 from pathlib import Path
@@ -151,3 +152,19 @@ def test_two_servers_share_one_quota_through_limits_shared(
     # a bench ran beside it), retried; without the shared limit each would send at 10 RPS.
     assert seen.throttled_share <= 0.02 and seen.accepted == 100
     assert seen.admitted_rate >= 0.9 * 2 * 5.0, seen
+
+
+def test_an_unreachable_upstream_leaves_the_batch_in_progress(tmp_path: Path) -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    text = config(f"http://127.0.0.1:{closed}/v1", 1.0)
+    with Serve(tmp_path, text, ("k",)) as server:
+        api = client(server, "k")
+        batch = submit(api, batch_file(tmp_path / "u.jsonl", [chat_line(0)]))
+        deadline = time.monotonic() + 30
+        while "trying again" not in server.log.read_text():
+            assert time.monotonic() < deadline, server.log.read_text()
+            time.sleep(0.1)
+        waiting = api.batches.retrieve(batch.id)
+        assert waiting.status == "in_progress" and waiting.errors is None
