@@ -211,7 +211,9 @@ class BatchRunner:
             on_start=stoppable, on_stats=started,
         )  # fmt: skip
         await run_job(job, options, io.StringIO())
-        if running.reason == "shutdown":
+        if running.reason == "shutdown":  # it resumes at the next start; its counts so far:
+            completed, failed = running.counts()
+            self._state.update_batch(row.id, completed=completed, failed=failed)
             return
         ending = {"cancel": "cancelled", "expire": "expired"}.get(running.reason or "")
         await self._finish(self._state.batch(row.id) or row, ending or "completed")
