@@ -11,16 +11,25 @@ import orjson
 import pytest
 
 from batchrun.errors import JobError
+from batchrun.job import Job
 from batchrun.serve.auth import Keys, owner_of
 from batchrun.serve.config import load_config
 from batchrun.serve.fairslots import SharedPacing
 from batchrun.serve.state import BatchRow, State
-from batchrun.serve.validation import check_file
+from batchrun.serve.validation import Rules, check_file
 from batchrun.service.pacing import LocalSlots
+from batchrun.tasks import job_schema, task_for
 from tests.servesupport import chat_line
 from tests.support import FakeClock
 
 CHAT_URL = "/v1/chat/completions"
+
+
+def _rules(tmp_path: Path) -> Rules:
+    """A batch job's line rules, as the server makes them."""
+    raw = {"input": {"path": "in.jsonl", "format": "openai-batch"}, "output": {"path": "out"}}
+    job = Job.from_dict(raw, tmp_path / "job.toml")
+    return task_for(job, job_schema(job, {})).problem
 
 
 def test_validation_names_each_bad_line_with_openai_codes(tmp_path: Path) -> None:
@@ -43,7 +52,7 @@ def test_validation_names_each_bad_line_with_openai_codes(tmp_path: Path) -> Non
     path.write_bytes(
         b"\n".join(x.encode() if isinstance(x, str) else orjson.dumps(x) for x in lines) + b"\n\n"
     )
-    checked = check_file(path, CHAT_URL, frozenset({"qwen3-32b-awq"}))
+    checked = check_file(path, CHAT_URL, frozenset({"qwen3-32b-awq"}), _rules(tmp_path))
     assert [(e["line"], e["code"]) for e in checked.errors] == [
         (2, "invalid_json_line"),
         (3, "duplicate_custom_id"),
@@ -58,7 +67,7 @@ def test_validation_names_each_bad_line_with_openai_codes(tmp_path: Path) -> Non
 
 def test_an_empty_file_is_one_error(tmp_path: Path) -> None:
     (tmp_path / "empty.jsonl").write_bytes(b"\n")
-    checked = check_file(tmp_path / "empty.jsonl", CHAT_URL, None)
+    checked = check_file(tmp_path / "empty.jsonl", CHAT_URL, None, _rules(tmp_path))
     assert [e["code"] for e in checked.errors] == ["empty_file"]
 
 

@@ -36,6 +36,7 @@ from batchrun.serve.state import BatchRow, State, now
 from batchrun.serve.upstream import Upstream
 from batchrun.serve.validation import check_file
 from batchrun.stats import RunStats
+from batchrun.tasks import job_schema, task_for
 
 log = logging.getLogger("batchrun.serve")
 TICK_S = 0.25
@@ -177,8 +178,10 @@ class BatchRunner:
 
     async def _validate(self, row: BatchRow) -> None:
         served = await self._upstream.served()
+        job = self._jobs.job(row.id, self._upstream.base_url, self._rates)
+        rules = task_for(job, job_schema(job, {})).problem
         path = self._jobs.home(row.id) / "input.jsonl"
-        checked = await asyncio.to_thread(check_file, path, row.endpoint, served)
+        checked = await asyncio.to_thread(check_file, path, row.endpoint, served, rules)
         if checked.errors:
             self._fail(row.id, checked.errors, total=checked.total)
             return

@@ -1,26 +1,25 @@
 """The ``validating`` step: every line of a batch's input file checked as OpenAI checks it,
 each bad line reported with its number and OpenAI's code (``errors.data`` of a failed batch).
 
-The rules of a line are the batch-file task's own (``BatchFileTask.problem``: method, url,
-body, model, stream), plus what OpenAI adds for a batch: JSON objects only, a string
-``custom_id`` used once, the batch's endpoint, a model the upstream serves. Lines are read as
-bytes one at a time; of the ids only a 64-bit digest each is held (duplicates).
+The rules of a line are the batch's job's own (its task's ``problem``: method, url, body,
+model, stream, as ``batchrun run`` checks them), plus what OpenAI adds for a batch: JSON
+objects only, a string ``custom_id`` used once, the batch's endpoint, a model the upstream
+serves. Lines are read as bytes one at a time; of the ids only a 64-bit digest each is held
+(duplicates).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from batchrun.tasks.openai_batch import BatchFileTask
-
-_RULES = BatchFileTask.__new__(BatchFileTask)
-"""The task's line rules (``problem`` reads only the line, not the job the task is made for)."""
+Rules = Callable[[Mapping[str, Any]], str | None]
+"""A line's problem by the job's task (``Task.problem``), or None."""
 
 
 @dataclass
@@ -35,9 +34,9 @@ class Checked:
         self.errors.append({"code": code, "message": message, "param": param, "line": line})
 
 
-def check_file(path: Path, endpoint: str, served: frozenset[str] | None) -> Checked:
-    """Every line of ``path`` against a batch for ``endpoint``; ``served`` the models the
-    upstream serves (None: not known, not checked)."""
+def check_file(path: Path, endpoint: str, served: frozenset[str] | None, rules: Rules) -> Checked:
+    """Every line of ``path`` against a batch for ``endpoint`` and the task's ``rules``;
+    ``served`` the models the upstream serves (None: not known, not checked)."""
     checked, seen = Checked(), set()
     for number, values in _objects(path, checked):
         checked.total += 1
@@ -50,7 +49,7 @@ def check_file(path: Path, endpoint: str, served: frozenset[str] | None) -> Chec
             checked.bad(number, "duplicate_custom_id", _DUPLICATE, "custom_id")
             continue
         seen.add(digest)
-        _check_request(number, values, endpoint, served, checked)
+        _check_request(number, values, endpoint, served, rules, checked)
     if checked.total == 0 and not checked.errors:
         checked.bad(0, "empty_file", "The batch input file is empty.")
     return checked
@@ -81,6 +80,7 @@ def _check_request(
     values: dict[str, Any],
     endpoint: str,
     served: frozenset[str] | None,
+    rules: Rules,
     checked: Checked,
 ) -> None:
     if values.get("url") != endpoint:
@@ -90,7 +90,7 @@ def _check_request(
         )
         checked.bad(number, "invalid_url", message, "url")
         return
-    if (problem := _RULES.problem(values)) is not None:
+    if (problem := rules(values)) is not None:
         code = "invalid_method" if problem.startswith("method") else "invalid_request"
         checked.bad(number, code, f"Invalid request: {problem}.", "body")
         return
