@@ -17,7 +17,6 @@ from batchrun.serve.config import load_config
 from batchrun.serve.fairslots import SharedPacing
 from batchrun.serve.state import BatchRow, State
 from batchrun.serve.validation import Rules, check_file
-from batchrun.service.pacing import LocalSlots
 from batchrun.tasks import job_schema, task_for
 from tests.servesupport import chat_line
 from tests.support import FakeClock
@@ -73,12 +72,11 @@ def test_an_empty_file_is_one_error(tmp_path: Path) -> None:
 
 async def test_shared_slots_go_round_robin_between_batches() -> None:
     clock = FakeClock()
-    pacing = SharedPacing(lambda model: LocalSlots(clock=clock, sleep=clock.sleep))
+    pacing = SharedPacing(clock=clock, sleep=clock.sleep)
     order: list[str] = []
 
     async def batch(name: str, requests: int) -> None:
         pacer = pacing.pacer("m", 10.0)
-        pacer._sleep = clock.sleep  # (its hold, never used here)
 
         async def one() -> None:
             await pacer.slot()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 import orjson
 from aiohttp import web
 
+from batchrun.runner import LIMITS_URL_ENV
 from batchrun.serve.auth import Keys
 from batchrun.serve.batches import Batches
 from batchrun.serve.batchjobs import BatchJobs
@@ -184,17 +186,19 @@ async def assembled(config: ServeConfig, keys: Keys) -> AsyncIterator[web.Applic
 
 @contextlib.asynccontextmanager
 async def pacing(config: ServeConfig) -> AsyncIterator[SharedPacing]:
-    """Each model's shared slots: in this process, or from the team's Redis limiter."""
-    if not config.limits.shared:
+    """Each model's shared slots: in this process, or from the team's Redis limiter (for the
+    passthrough, in this loop; each batch's job draws from it with a client of its own)."""
+    url = os.environ.get(LIMITS_URL_ENV) or config.limits.shared  # (as for `batchrun run`)
+    if not url:
         yield SharedPacing()
         return
     from batchrun.service.teampacing import TeamLimiter, TeamSlots, default_workspace
 
     workspace = config.limits.workspace or default_workspace(config.endpoint.base_url)
-    limiter = TeamLimiter(config.limits.shared, workspace)
+    limiter = TeamLimiter(url, workspace)
     try:
         await limiter.check()
-        yield SharedPacing(lambda model: TeamSlots(model, limiter))
+        yield SharedPacing(source=lambda model: TeamSlots(model, limiter))
     finally:
         await limiter.close()
 

@@ -77,8 +77,11 @@ class BatchJobs:
             "run": self._config.run.model_dump(exclude_defaults=True),
             "models": {name: {"rps": rps} for name, rps in rates.items()},
         }
-        job = Job.from_dict(raw, home / "job.toml")
         _write_toml(home / "job.toml", raw)  # for `batchrun report`, `status`, `export`
+        limits = self._config.limits.model_dump(exclude_none=True)
+        if limits:  # (not in the file: a Redis URL may hold a password)
+            raw["limits"] = limits
+        job = Job.from_dict(raw, home / "job.toml")
         return job
 
     def outputs(self, row: BatchRow, job: Job, expired: bool) -> Outputs:

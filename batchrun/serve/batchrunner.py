@@ -21,6 +21,7 @@ import io
 import logging
 import time
 from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,6 +84,7 @@ class BatchRunner:
         self._wake = asyncio.Event()
         self._stopping = False
         self._not_before: dict[str, float] = {}
+        self._threads = ThreadPoolExecutor(max_running, thread_name_prefix="batch")
 
     def running(self) -> dict[str, Running]:
         return self._active
@@ -111,12 +113,15 @@ class BatchRunner:
 
     async def run(self) -> None:
         """The supervisor: until shutdown, and then until every job has saved its work."""
-        async with asyncio.TaskGroup() as group:
-            while not self._stopping:
-                self._tick(group)
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), TICK_S)
+        try:
+            async with asyncio.TaskGroup() as group:
+                while not self._stopping:
+                    self._tick(group)
+                    self._wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), TICK_S)
+        finally:
+            self._threads.shutdown(wait=True)
 
     def _tick(self, group: asyncio.TaskGroup) -> None:
         for row in self._state.batches_in(UNFINISHED):
@@ -210,10 +215,12 @@ class BatchRunner:
                 stop()
 
         options = RunOptions(
-            progress=False, signals=False, pacers=self._pacing.pacer,
-            on_start=stoppable, on_stats=started,
+            progress=False, signals=False, on_start=stoppable, on_stats=started,
+            pacers=None if self._pacing.team else self._pacing.pacer,
         )  # fmt: skip
-        await run_job(job, options, io.StringIO())
+        loop = asyncio.get_running_loop()  # the job in a thread and a loop of its own:
+        work = run_job(job, options, io.StringIO())  # see fairslots
+        await loop.run_in_executor(self._threads, asyncio.run, work)
         if running.reason == "shutdown":  # it resumes at the next start; its counts so far:
             completed, failed = running.counts()
             self._state.update_batch(row.id, completed=completed, failed=failed)
