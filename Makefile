@@ -18,7 +18,7 @@ GATEWAY_VENV  := .venv-gateway
 GATEWAY_PINS  := tests/gateway/requirements.txt
 GATEWAY_READY := $(GATEWAY_VENV)/.ready
 
-.PHONY: run validate status test test-gateway lint bench emulator redis chromium lock clean
+.PHONY: run validate status test test-gateway lint bench emulator serve redis chromium lock clean
 
 # Exactly the versions in the lock files, each checked against its hash; then batchrun itself.
 $(READY): pyproject.toml $(RUN_LOCK)
@@ -99,6 +99,11 @@ bench: $(DEV_READY)
 
 emulator: $(READY)
 	$(BIN)/batchrun emulator $(ARGS)
+
+# OpenAI's Files and Batches API on 127.0.0.1:8080, the bundled emulator behind it; without
+# BATCHRUN_SERVE_KEYS in the environment it takes any key (127.0.0.1 only).
+serve: $(READY)
+	$(BIN)/batchrun serve $(if $(BATCHRUN_SERVE_KEYS),,--insecure-no-auth) $(ARGS)
 
 clean:
 	rm -rf $(VENV) $(GATEWAY_VENV) out .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -104,6 +104,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     report.set_defaults(handler=_report)
     _emulator_command(commands.add_parser("emulator", help="serve the local SciBox emulator"))
+    from batchrun.serve.command import add_command  # (aiohttp's server: loaded for serve only)
+
+    add_command(commands.add_parser("serve", help="serve OpenAI's Files and Batches API"))
     models = commands.add_parser("models", help="list the models the endpoint serves")
     models.add_argument("job", nargs="?", help="job file whose endpoint to ask (default: local)")
     models.set_defaults(handler=_models)

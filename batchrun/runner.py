@@ -66,6 +66,11 @@ class RunOptions:
     signals: bool = True
     """Whether SIGINT/SIGTERM stop the run (in the main thread); ``batchrun.arun`` runs in
     the caller's loop, whose signals are the caller's."""
+    pacers: PacerFactory | None = None
+    """The models' pacers, made by the caller (``batchrun serve`` shares each model's slots
+    among its batches); None: per process, or the team's Redis, as the job says."""
+    on_stats: Callable[[RunStats], None] | None = None
+    """Given the run's live counters once it knows what is left to do."""
 
 
 @dataclass(frozen=True)
@@ -120,7 +125,7 @@ async def run_job(job: Job, options: RunOptions, out: TextIO = sys.stdout) -> Ru
         token = run_token(options.shard)
         async with (
             open_endpoint(job.spec.endpoint, job.spec.run) as api,
-            team_pacing(job, progress) as make_pacer,
+            team_pacing(job, progress, options.pacers) as make_pacer,
         ):
             job = await served_models(api, job, task)
             identity = Identity(
@@ -143,6 +148,8 @@ async def run_job(job: Job, options: RunOptions, out: TextIO = sys.stdout) -> Ru
                     writer = Writer(store, schema, stats, progress, part_rows, PART_SECONDS)
                     plan = Plan(job, files, changes.todo, options.limit)
                     scheduler = Scheduler(plan, task, sender, writer, stats)
+                    if options.on_stats is not None:
+                        options.on_stats(stats)
                     await _run_with_signals(scheduler, options.on_start, options.signals)
             finally:
                 progress.close()
@@ -229,9 +236,14 @@ def _changes(
 
 
 @asynccontextmanager
-async def team_pacing(job: Job, progress: Progress) -> AsyncIterator[PacerFactory]:
-    """Pacers for the job's models: per process, or drawn from the team's limiter in Redis
-    when ``[limits].shared`` (or ``BATCHRUN_LIMITS_URL``, which wins) names one."""
+async def team_pacing(
+    job: Job, progress: Progress, given: PacerFactory | None = None
+) -> AsyncIterator[PacerFactory]:
+    """Pacers for the job's models: ``given``, per process, or drawn from the team's limiter
+    in Redis when ``[limits].shared`` (or ``BATCHRUN_LIMITS_URL``, which wins) names one."""
+    if given is not None:
+        yield given
+        return
     from_env = os.environ.get(LIMITS_URL_ENV)
     if from_env and (problem := redis_url_problem(from_env)):
         raise JobError(f"{LIMITS_URL_ENV}: {problem}")

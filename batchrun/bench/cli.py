@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from batchrun.bench import baseline, paced, scale, team, trace, wholerun, window
+from batchrun.bench import baseline, paced, scale, serveapi, team, trace, wholerun, window
 from batchrun.bench.table import Figure, Spec, failed, render
 from batchrun.bench.workspace import QUICK, Sizes, Workspace
 
@@ -44,6 +44,8 @@ SECTIONS = (
     Section("adaptive", paced.ADAPTIVE_SPECS, paced.adaptive, paced=True),
     Section("team", team.SPECS, team.team, paced=True),
     Section("window", window.SPECS, window.window, paced=True),
+    Section("serve", serveapi.SPECS, serveapi.fair_share, paced=True),
+    Section("servemem", serveapi.MEMORY_SPECS, serveapi.embeddings_memory, paced=False),
 )
 NAMES = tuple(section.name for section in SECTIONS)
 
@@ -133,6 +135,8 @@ def notes(args: argparse.Namespace, elapsed_s: float) -> list[str]:
         "emulator; one limit in a throwaway redis-server (BATCHRUN_LIMITS_URL), then without it.",
         "[5] window: emulator --window-s 60 --gateway litellm (LiteLLM's per-minute counting "
         "and headers); ideal = rows ÷ 2 RPS; rate = rows ok ÷ the slower shard's wall time.",
+        "[6] serve: 3 batches through `batchrun serve` at 2 RPS; quota used as [1]; a batch's "
+        "share = its lines answered from when all three had begun to when one was 95 % done.",
         f"sizes: {'--quick' if args.quick else 'default'}; bench wall time {elapsed_s:.0f} s "
         f"on {_cores()} cores",
         f"printed by: {command}",

@@ -26,6 +26,8 @@ class Sizes:
     adaptive_rows: int = 100
     team_rows: int = 60
     window_rows: int = 300
+    serve_chat_lines: int = 300
+    serve_embed_lines: int = 50_000
 
 
 QUICK = Sizes(
@@ -42,6 +44,8 @@ QUICK = Sizes(
     adaptive_rows=30,
     team_rows=12,
     window_rows=20,
+    serve_chat_lines=20,
+    serve_embed_lines=2_000,
 )
 
 
