@@ -72,6 +72,7 @@ def test_a_batch_past_its_window_expires_with_the_rest_as_batch_expired(tmp_path
         assert all(line["response"] is None for line in errors)
 
 
+@pytest.mark.serial  # real time: signals, or rates measured
 def test_sigkill_mid_batch_then_restart_completes_each_line_once(tmp_path: Path) -> None:
     with served(tmp_path, scale=5.0, upstream_key=TOKEN) as (emulator, server):
         api = client(server)
@@ -98,6 +99,7 @@ def _never_written(root: Path, secrets: tuple[str, ...]) -> None:
                 assert secret.encode() not in data, f"{secret!r} written in {path}"
 
 
+@pytest.mark.serial  # real time: signals, or rates measured
 def test_two_batches_at_once_share_the_quota(tmp_path: Path) -> None:
     # 10 RPS: a timer late by a few ms on a busy machine loses that much of a 0.1 s slot
     # (the pacer does not catch up), a larger share of a faster rate's.
@@ -132,6 +134,7 @@ def test_bodies_over_the_limits_get_413(tmp_path: Path) -> None:
         assert not list((tmp_path / "state" / "files").iterdir())
 
 
+@pytest.mark.serial  # real time: signals, or rates measured
 def test_two_servers_share_one_quota_through_limits_shared(
     tmp_path: Path, redis_server: RedisServer
 ) -> None:
