@@ -8,18 +8,16 @@ Parquet is read with ``ParquetFile.iter_batches`` over the needed columns only.
 from __future__ import annotations
 
 import glob
-import json
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from batchrun.errors import JobError
+from batchrun.input.ids import row_id
+from batchrun.input.parquet import open_parquet, parquet_batches
 from batchrun.input.selection import Selection
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
@@ -141,12 +139,12 @@ class RecordReader:
                 yield Record(row_id, values, file, number, offset)
 
     def _parquet(self, file: Path, wanted: Wanted | None) -> Iterator[list[Record]]:
-        parquet = _parquet_file(file)
+        parquet = open_parquet(file)
         _check_columns(file, self._columns, parquet.schema_arrow.names)
         rows = wanted
         start, nxt = 0, next(rows, None) if rows is not None else None
         columns = list(self._columns)
-        for batch in _parquet_batches(parquet, file, self._batch_rows, columns):
+        for batch in parquet_batches(parquet, file, self._batch_rows, columns):
             end = start + batch.num_rows
             picked: list[int] = []
             while rows is not None and nxt is not None and nxt[0] < end:
@@ -176,8 +174,9 @@ class RecordReader:
             ) from None
         records = []
         for index, values in zip(numbers, rows, strict=True):
-            row_id = _row_id(values[self._id], file, index + 1)
-            records.append(Record(row_id, values, file, index + 1, index))
+            number = index + 1
+            the_id = row_id(values[self._id], location(file, number))
+            records.append(Record(the_id, values, file, number, index))
         return records
 
 
@@ -280,42 +279,13 @@ def _row_values(
     """A row's id and the values of ``columns`` (a missing key is None)."""
     values = {name: row.get(name) for name in columns}
     if not isinstance(id_column, BatchId):
-        return _row_id(row.get(id_column), file, number, line, id_column), values
+        return row_id(row.get(id_column), location(file, number), line, id_column), values
     if UNREADABLE in row:
         values[UNREADABLE] = row[UNREADABLE]
     custom_id = row.get(id_column)
     if isinstance(custom_id, str) and custom_id:
         return custom_id, values
     return f"{file.name}:{number}", values
-
-
-def _parquet_file(file: Path) -> pq.ParquetFile:
-    try:
-        # Pages written with a checksum (parquet-mr's default) are checked: a damaged page
-        # is an error, not rows read wrong.
-        return pq.ParquetFile(file, page_checksum_verification=True)
-    except Exception as exc:  # pyarrow raises several types for a damaged file
-        raise JobError(f"{file}: not a readable Parquet file ({exc})") from None
-
-
-def _parquet_batches(
-    parquet: pq.ParquetFile, file: Path, batch_rows: int, columns: list[str]
-) -> Iterator[pa.RecordBatch]:
-    """The file's batches; a damaged page (its footer read well) is a JobError naming the
-    file and the rows read before it."""
-    batches, read = parquet.iter_batches(batch_size=batch_rows, columns=columns), 0
-    while True:
-        try:
-            batch = next(batches, None)
-        except (pa.ArrowException, OSError) as exc:  # a bad page: ArrowInvalid, OSError, ...
-            raise JobError(
-                f"{file}: damaged Parquet data after row {read} ({exc}); "
-                "write the file again from its source"
-            ) from None
-        if batch is None:
-            return
-        read += batch.num_rows
-        yield batch
 
 
 def _check_columns(file: Path, wanted: Sequence[str], present: Any, id_column: str = "") -> None:
@@ -328,34 +298,3 @@ def _check_columns(file: Path, wanted: Sequence[str], present: Any, id_column: s
             f"{file}: column {', '.join(repr(m) for m in missing)} not in the input "
             f"(columns: {', '.join(names)}); fix the job's [input]/[prompt]/[output].keep"
         )
-
-
-def _row_id(value: object, file: Path, number: int, line: bytes = b"", column: str = "") -> str:
-    if isinstance(value, str) and value:
-        return value
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    written = _as_written(line, column) if isinstance(value, float) else None
-    if written is not None and _INTEGER.fullmatch(written):
-        raise JobError(
-            f"{location(file, number)}: the id {written} is an integer beyond 64 bits (it would be "
-            f'read rounded); write it as a string: "{written}"'
-        )
-    raise JobError(
-        f"{location(file, number)}: the id is {written or repr(value)}; "
-        "every row needs a non-empty string or integer id"
-    )
-
-
-_INTEGER = re.compile(r"-?[0-9]+")
-
-
-def _as_written(line: bytes, column: str) -> str | None:
-    """A number in a JSONL line as its text, not as orjson read it: 10**30 is read as the
-    float 1e+30 (orjson reads integers of 64 bits at most)."""
-    try:
-        row = json.loads(line, parse_int=str, parse_float=str, parse_constant=str)
-    except ValueError:
-        return None
-    value = row.get(column) if isinstance(row, dict) else None
-    return value if isinstance(value, str) else None
