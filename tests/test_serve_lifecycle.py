@@ -84,7 +84,9 @@ def test_sigkill_mid_batch_then_restart_completes_each_line_once(tmp_path: Path)
         assert done.status == "completed", done
         lines = lines_of(client(server), done.output_file_id)
         assert _ids(lines) == Counter(f"req-{i}" for i in range(60))
-        assert emulator.seen(CHAT).throttled == 0
+        # The restarted server cannot know the killed one's last slots, still in the
+        # emulator's 1-s window: its first request may meet one 429 (retried, not lost).
+        assert emulator.seen(CHAT).throttled <= 1
     assert server.returncode == 0  # (SIGTERM: a clean stop)
     assert "Traceback" not in server.log.read_text()
     _never_written(tmp_path, (TOKEN, "key-a", "key-b"))
