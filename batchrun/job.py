@@ -296,12 +296,16 @@ def template_fields(template: str) -> list[str]:
 def load_job(path: str | Path) -> Job:
     """Read and validate a job file; raise JobError listing every problem, each with its key."""
     path = Path(path)
+    return Job.from_dict(read_toml(path, "job file"), path)
+
+
+def read_toml(path: Path, what: str) -> dict[str, Any]:
+    """The TOML file at ``path`` (a ``what``: "job file"); JobError saying what is wrong."""
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise JobError(f"{path}: no such job file") from None
+        raise JobError(f"{path}: no such {what}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise JobError(f"{path}: cannot read: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise JobError(f"{path}: not valid TOML: {exc}") from None
-    return Job.from_dict(raw, path)

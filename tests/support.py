@@ -19,6 +19,8 @@ from typing import Any
 import aiohttp
 import orjson
 
+from batchrun.job import Job
+
 JOBS = Path(__file__).resolve().parent.parent / "jobs"
 KEY = "tok-test-cli-key-4242"
 """The token the ``batchrun`` children get in SCIBOX_API_KEY."""
@@ -40,6 +42,21 @@ def news_rows(count: int, start: int = 0) -> list[dict[str, Any]]:
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
     path.write_bytes(b"".join(orjson.dumps(row) + b"\n" for row in rows))
     return path
+
+
+def news_chat_job(rows: list[dict[str, Any]], user: str = "{text}") -> Job:
+    """A chat job over ``rows`` (written to news.jsonl here) into ``out``, paced at 50 RPS."""
+    write_jsonl(Path("news.jsonl"), rows)
+    return Job.from_dict(
+        {
+            "kind": "chat",
+            "model": THINKER,
+            "input": {"path": "news.jsonl"},
+            "prompt": {"system": "/no_think Be brief.", "user": user},
+            "output": {"path": "out"},
+            "models": {THINKER: {"rps": 50}},
+        }
+    )
 
 
 def write_job(path: Path, body: str) -> Path:

@@ -18,7 +18,7 @@ from batchrun.errors import JobError
 from batchrun.export import export
 from batchrun.job import load_job
 from batchrun.report import validate_lines
-from tests.support import CODER, EMBEDDER, THINKER, news_rows, write_jsonl
+from tests.support import CODER, EMBEDDER, THINKER, news_chat_job, news_rows, write_jsonl
 
 LIFTED = f'[models."{CODER}"]\nrps = 50\n[models."{THINKER}"]\nrps = 50\n'
 JOB = '[input]\npath = "batch.jsonl"\nformat = "openai-batch"\n'
@@ -238,17 +238,7 @@ def test_an_unknown_model_stops_a_fail_file_run_before_any_request() -> None:
 def test_any_chat_job_exports_as_openai_batch_output() -> None:
     rows = news_rows(4)
     rows[2]["text"] = ""
-    write_jsonl(Path("news.jsonl"), rows)
-    job = batchrun.Job.from_dict(
-        {
-            "kind": "chat",
-            "model": THINKER,
-            "input": {"path": "news.jsonl"},
-            "prompt": {"system": "/no_think Be brief.", "user": "Summarise:\n\n{text}"},
-            "output": {"path": "out"},
-            "models": {THINKER: {"rps": 50}},
-        }
-    )
+    job = news_chat_job(rows, "Summarise:\n\n{text}")
     batchrun.run(job, progress=False)
 
     counts = export(job, "openai-batch", Path("x"))

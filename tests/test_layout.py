@@ -19,7 +19,7 @@ from batchrun.output.identity import FORMAT_VERSION
 from batchrun.output.layout import OutputLayout, read_json
 from batchrun.output.store import Store
 from batchrun.runreport import write_report
-from tests.support import EMBEDDER, THINKER, news_rows, write_jsonl
+from tests.support import EMBEDDER, news_chat_job, news_rows, write_jsonl
 from tests.test_store import SCHEMA, abandon, ids, rows
 
 DIMENSIONS = 1024
@@ -126,17 +126,7 @@ def test_the_state_of_a_deleted_output_is_not_taken_for_a_new_ones(tmp_path: Pat
 
 
 def test_fresh_moves_the_state_aside_with_the_output() -> None:
-    write_jsonl(Path("news.jsonl"), news_rows(3))
-    job = batchrun.Job.from_dict(
-        {
-            "kind": "chat",
-            "model": THINKER,
-            "input": {"path": "news.jsonl"},
-            "prompt": {"system": "/no_think Be brief.", "user": "{text}"},
-            "output": {"path": "out"},
-            "models": {THINKER: {"rps": 50}},
-        }
-    )
+    job = news_chat_job(news_rows(3))
     batchrun.run(job, progress=False)
 
     again = batchrun.run(job, fresh=True, progress=False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import select
 import signal
 import subprocess
@@ -188,6 +189,13 @@ def terminate(process: subprocess.Popen[bytes]) -> None:
 
 def _reap(process: subprocess.Popen[bytes], timeout_s: float) -> float:
     """Wait for ``process`` to end (kill it after ``timeout_s``); its CPU seconds."""
+    usage = reap(process, timeout_s)
+    return usage.ru_utime + usage.ru_stime
+
+
+def reap(process: subprocess.Popen[bytes], timeout_s: float) -> resource.struct_rusage:
+    """Wait for ``process`` to end (kill it after ``timeout_s``), set its return code; what
+    it used (CPU, peak memory)."""
     deadline = time.monotonic() + timeout_s
     pid, status, usage = os.wait4(process.pid, os.WNOHANG)
     while not pid:
@@ -198,7 +206,7 @@ def _reap(process: subprocess.Popen[bytes], timeout_s: float) -> float:
         time.sleep(0.02)
         pid, status, usage = os.wait4(process.pid, os.WNOHANG)
     process.returncode = os.waitstatus_to_exitcode(status)
-    return usage.ru_utime + usage.ru_stime
+    return usage
 
 
 def _first_line(stream: IO[bytes], timeout_s: float) -> bytes:

@@ -9,7 +9,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from batchrun.bench.processes import (
@@ -20,6 +19,7 @@ from batchrun.bench.processes import (
     _first_line,
     child_env,
     log_tail,
+    reap,
 )
 
 KEYS_ENV = "BATCHRUN_SERVE_KEYS"
@@ -81,16 +81,8 @@ class Serve(ServerProcess):
         if process is None:
             return
         os.kill(process.pid, how)  # not reaped yet: the pid is still ours
-        deadline = time.monotonic() + STOP_TIMEOUT_S
-        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
-        while not pid:
-            if time.monotonic() > deadline:
-                process.kill()
-                pid, status, usage = os.wait4(process.pid, 0)
-                break
-            time.sleep(0.02)
-            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
-        process.returncode = self.returncode = os.waitstatus_to_exitcode(status)
+        usage = reap(process, STOP_TIMEOUT_S)
+        self.returncode = process.returncode
         self.peak_rss_mb = max(self.peak_rss_mb, usage.ru_maxrss / 1024)
         if process.stdout is not None:
             process.stdout.close()

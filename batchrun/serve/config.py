@@ -29,13 +29,12 @@ max_file_mb = 2048         # the largest upload
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from batchrun.errors import JobError
-from batchrun.job import EndpointSpec, LimitsSpec, ModelSpec, RunSpec
+from batchrun.job import EndpointSpec, LimitsSpec, ModelSpec, RunSpec, read_toml
 from batchrun.jobchecks import describe
 
 DEFAULT_STATE = ".batchrun-serve"
@@ -84,14 +83,7 @@ def load_config(path: Path | None) -> ServeConfig:
     """The config at ``path`` (None: every default); JobError naming every problem."""
     if path is None:
         return ServeConfig()
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise JobError(f"{path}: no such config file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise JobError(f"{path}: cannot read: {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise JobError(f"{path}: not valid TOML: {exc}") from None
+    raw = read_toml(path, "config file")
     try:
         return ServeConfig.model_validate(raw)
     except ValidationError as exc:

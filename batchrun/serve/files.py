@@ -15,6 +15,7 @@ from typing import Any
 
 from aiohttp import BodyPartReader, web
 
+from batchrun.output.parts import fsync_directory
 from batchrun.serve.problems import Problem, not_found
 from batchrun.serve.state import FileRow, State, now
 
@@ -61,7 +62,7 @@ class FileStore:
         """Take ``source`` (renamed, same filesystem) as a new file (or as ``file_id``)."""
         file_id = file_id or new_file_id()
         os.replace(source, self.path(file_id))
-        _sync_dir(self.root)
+        fsync_directory(self.root)
         row = FileRow(file_id, owner, self.path(file_id).stat().st_size, now(), filename, purpose)
         self.state.add_file(row)
         return row
@@ -93,14 +94,6 @@ class FileStore:
         """Delete a file (a batch reading it holds a link of its own: it goes on)."""
         self.state.delete_file(row.id)
         self.path(row.id).unlink(missing_ok=True)
-
-
-def _sync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 async def upload(store: FileStore, request: web.Request, owner: str) -> FileRow:
