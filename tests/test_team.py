@@ -74,7 +74,9 @@ def test_four_processes_of_two_jobs_share_one_limit(
     assert [code for code, _, _ in outcomes] == [0, 0, 0, 0], [err for _, _, err in outcomes]
     seen = emulator_at_10_rps.seen(MODEL)
     assert seen.max_in_window <= 10
-    assert seen.throttled <= 0.005 * (seen.accepted + seen.throttled)
+    # At 10 RPS paced 2 % under, one send 20 ms late (a timer hiccup in one of four
+    # processes on two cores) puts 11 in one second: one 429 is the machine, more the pacing.
+    assert seen.throttled <= max(1, 0.005 * (seen.accepted + seen.throttled))
     assert seen.admitted_rate >= 0.95 * 10
     for job in ("alpha", "beta"):
         ids = read_columns(Path(f"out-{job}"), ["id"]).column("id").to_pylist()
