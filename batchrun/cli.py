@@ -20,9 +20,10 @@ import gc
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 
-from batchrun.emulator import EmulatorConfig, serve
+from batchrun.emulator import DEFAULT_HOST, DEFAULT_PORT, EmulatorConfig, serve
 from batchrun.emulator.config import GATEWAYS
 from batchrun.endpoint import check_endpoint, open_endpoint
 from batchrun.errors import (
@@ -140,39 +141,39 @@ def _run_command(run: argparse.ArgumentParser) -> None:
 
 
 def _emulator_command(emulator: argparse.ArgumentParser) -> None:
-    emulator.add_argument("--host", default="127.0.0.1")
-    emulator.add_argument("--port", type=int, default=8000)
-    emulator.add_argument("--rps-scale", type=float, default=1.0, help="multiply every limit")
+    emulator.add_argument("--host", default=DEFAULT_HOST)
+    emulator.add_argument("--port", type=int, default=DEFAULT_PORT)
+    emulator.add_argument("--rps-scale", type=float, help="multiply every limit")
     emulator.add_argument(
         "--window-s",
         type=float,
-        default=1.0,
         help="rate window in seconds: 1 = sliding (SciBox); other = fixed, on the wall clock",
     )
     emulator.add_argument(
         "--gateway",
         choices=GATEWAYS,
-        default="none",
         help="answer as SciBox (none), vLLM with a reasoning parser, or LiteLLM Proxy",
     )
-    emulator.add_argument("--latency", type=float, default=0.0, help="seconds per answer")
-    emulator.add_argument("--fail-rate", type=float, default=0.0, help="share of 500/503")
-    emulator.add_argument("--drop-rate", type=float, default=0.0, help="share of dropped conns")
-    emulator.add_argument("--cut-stream-rate", type=float, default=0.0, help="share of cut streams")
-    emulator.add_argument("--stall-rate", type=float, default=0.0, help="share of stalled streams")
-    emulator.add_argument("--spike-rate", type=float, default=0.0, help="share of slow answers")
-    emulator.add_argument("--spike-s", type=float, default=0.0, help="extra seconds of a spike")
+    emulator.add_argument(
+        "--latency", dest="latency_s", metavar="LATENCY", type=float, help="seconds per answer"
+    )
+    emulator.add_argument("--fail-rate", type=float, help="share of 500/503")
+    emulator.add_argument("--drop-rate", type=float, help="share of dropped conns")
+    emulator.add_argument("--cut-stream-rate", type=float, help="share of cut streams")
+    emulator.add_argument("--stall-rate", type=float, help="share of stalled streams")
+    emulator.add_argument("--spike-rate", type=float, help="share of slow answers")
+    emulator.add_argument("--spike-s", type=float, help="extra seconds of a spike")
     emulator.add_argument(
         "--invalid-json-rate",
         type=float,
-        default=0.0,
         help="share of structured answers that are broken or violate the schema",
     )
-    emulator.add_argument("--seed", type=int, default=0)
+    emulator.add_argument("--seed", type=int)
     emulator.add_argument(
         "--api-key-env", metavar="VAR", help="accept only the token held in this variable"
     )
-    emulator.set_defaults(handler=_emulator)
+    # Each flag's dest is the EmulatorConfig field it sets, and its default is the config's.
+    emulator.set_defaults(handler=_emulator, **asdict(EmulatorConfig()))
 
 
 def _positive(text: str) -> int:
@@ -248,7 +249,7 @@ def _emulator(args: argparse.Namespace) -> int:
             rps_scale=args.rps_scale,
             window_s=args.window_s,
             gateway=args.gateway,
-            latency_s=args.latency,
+            latency_s=args.latency_s,
             fail_rate=args.fail_rate,
             drop_rate=args.drop_rate,
             cut_stream_rate=args.cut_stream_rate,

@@ -18,6 +18,13 @@ vLLM and LiteLLM shape answers and errors), ``faults`` (the seeded draw), ``summ
 
 from batchrun.emulator.config import EmulatorConfig
 from batchrun.emulator.server import make_app
-from batchrun.emulator.serving import running_emulator, serve
+from batchrun.emulator.serving import DEFAULT_HOST, DEFAULT_PORT, running_emulator, serve
 
-__all__ = ["EmulatorConfig", "make_app", "running_emulator", "serve"]
+__all__ = [
+    "DEFAULT_HOST",
+    "DEFAULT_PORT",
+    "EmulatorConfig",
+    "make_app",
+    "running_emulator",
+    "serve",
+]

@@ -18,13 +18,17 @@ from batchrun.emulator.counters import Counters
 from batchrun.emulator.server import EMULATOR, make_app
 from batchrun.service.catalog import MODELS
 
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+"""Where ``batchrun emulator`` listens unless told (the ``local`` endpoint starts its own, on a
+free port)."""
 _SHUTDOWN_S = 2.0
 """How long stopping waits for requests still being answered (sleeping latency or spikes)."""
 
 
 @contextlib.asynccontextmanager
 async def running_emulator(
-    config: EmulatorConfig | None = None, host: str = "127.0.0.1", port: int = 0
+    config: EmulatorConfig | None = None, host: str = DEFAULT_HOST, port: int = 0
 ) -> AsyncIterator[str]:
     """Serve the emulator on the running loop; yields its base URL ``http://HOST:PORT/v1``.
 
@@ -55,7 +59,9 @@ def _bound_port(runner: web.AppRunner, default: int) -> int:
     return default
 
 
-def serve(config: EmulatorConfig | None = None, host: str = "127.0.0.1", port: int = 8000) -> None:
+def serve(
+    config: EmulatorConfig | None = None, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT
+) -> None:
     """Serve in the foreground until Ctrl-C, then print the stats (``batchrun emulator``)."""
     app = make_app(config or EmulatorConfig())
     with contextlib.suppress(KeyboardInterrupt):
