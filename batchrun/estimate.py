@@ -1,9 +1,8 @@
 """What the rows left to do will cost, said by ``validate`` before any request.
 
-Tokens in are estimated as characters / 3 (a rough rule: English runs near 4 characters a
-token, Russian nearer 2.5), averaged over up to ``SAMPLE`` of the rows to do and scaled to all
-of them; tokens out are at most ``max_tokens`` per chat request (unknown without it); the cost
-follows from ``[pricing]``.
+Tokens in are estimated as characters / ``CHARS_PER_TOKEN`` (``batchrun.tasks.base``),
+averaged over up to ``SAMPLE`` of the rows to do and scaled to all of them; tokens out are at
+most ``max_tokens`` per chat request (unknown without it); the cost follows from ``[pricing]``.
 """
 
 from __future__ import annotations
@@ -13,9 +12,9 @@ from pathlib import Path
 from batchrun.diff import Changes
 from batchrun.input.readers import RecordReader
 from batchrun.job import Job
+from batchrun.tasks.base import CHARS_PER_TOKEN
 
 SAMPLE = 1_000
-CHARS_PER_TOKEN = 3
 
 
 def estimate_line(job: Job, files: list[Path], changes: Changes, requests: int) -> str:
@@ -31,7 +30,8 @@ def estimate_line(job: Job, files: list[Path], changes: Changes, requests: int) 
     tokens_in = round(chars / CHARS_PER_TOKEN / max(rows, 1) * changes.todo_count)
     limit = job.spec.params.get("max_tokens")
     tokens_out = requests * limit if isinstance(limit, int) and job.kind == "chat" else None
-    line = f"estimate: about {tokens_in:,} tokens in (characters / 3, from {rows:,} rows to do)"
+    line = f"estimate: about {tokens_in:,} tokens in "
+    line += f"(characters / {CHARS_PER_TOKEN}, from {rows:,} rows to do)"
     line += f", at most {tokens_out:,} out (max_tokens)" if tokens_out is not None else ""
     return line + _cost(job, tokens_in, tokens_out)
 

@@ -30,6 +30,7 @@ from batchrun.output.rows import ATTEMPTS, ERROR, MODEL, OK, PROMPT_TOKENS, STAT
 from batchrun.service.answers import EmbeddingAnswer
 from batchrun.service.catalog import MODELS
 from batchrun.tasks.base import (
+    CHARS_PER_TOKEN,
     Built,
     Item,
     Request,
@@ -40,7 +41,6 @@ from batchrun.tasks.base import (
 )
 from batchrun.tasks.duplicates import Duplicates, Reuse
 
-CHARS_PER_TOKEN = 3
 REUSE_BATCH = 1024
 
 
