@@ -2,7 +2,8 @@
 
 Tokens in are estimated as characters / ``CHARS_PER_TOKEN`` (``batchrun.tasks.base``),
 averaged over up to ``SAMPLE`` of the rows to do and scaled to all of them; tokens out are at
-most ``max_tokens`` per chat request (unknown without it); the cost follows from ``[pricing]``.
+most the task's ``max_answer_tokens`` per request (chat: ``max_tokens``; unknown without it);
+the cost follows from ``[pricing]``.
 """
 
 from __future__ import annotations
@@ -17,8 +18,12 @@ from batchrun.tasks.base import CHARS_PER_TOKEN
 SAMPLE = 1_000
 
 
-def estimate_line(job: Job, files: list[Path], changes: Changes, requests: int) -> str:
-    """``estimate: about N tokens in ...; cost about C`` for the rows left to do."""
+def estimate_line(
+    job: Job, files: list[Path], changes: Changes, requests: int, max_answer_tokens: int | None
+) -> str:
+    """``estimate: about N tokens in ...; cost about C`` for the rows left to do, in
+    ``requests`` requests whose answers take at most ``max_answer_tokens`` each (None: no
+    bound known)."""
     if not changes.todo_count:
         return "estimate: nothing left to do"
     sample = changes.todo.first(SAMPLE)
@@ -28,8 +33,7 @@ def estimate_line(job: Job, files: list[Path], changes: Changes, requests: int) 
             rows += 1
             chars += sum(len(str(record.values.get(name) or "")) for name in job.text_columns)
     tokens_in = round(chars / CHARS_PER_TOKEN / max(rows, 1) * changes.todo_count)
-    limit = job.spec.params.get("max_tokens")
-    tokens_out = requests * limit if isinstance(limit, int) and job.kind == "chat" else None
+    tokens_out = None if max_answer_tokens is None else requests * max_answer_tokens
     line = f"estimate: about {tokens_in:,} tokens in "
     line += f"(characters / {CHARS_PER_TOKEN}, from {rows:,} rows to do)"
     line += f", at most {tokens_out:,} out (max_tokens)" if tokens_out is not None else ""

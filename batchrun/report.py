@@ -44,7 +44,7 @@ def _plan(job: Job) -> tuple[list[str], bool, Job]:
     rate = sum(job.rps[model] for model in job.models) or math.inf
     models = ", ".join(f"{m} at {job.rps[m]:g} RPS" for m in job.models)
     with changes:
-        estimate = estimate_line(job, files, changes, requests)
+        estimate = estimate_line(job, files, changes, requests, task.max_answer_tokens)
     lines = [
         f"job {job.name}: {job.kind}, {models}",
         f"input: {len(files)} file(s), {check.rows} rows, columns "

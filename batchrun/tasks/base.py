@@ -141,6 +141,12 @@ class Task(Protocol[AnswerT]):
         """How many requests ``rows`` rows take (for the plan ``validate`` prints)."""
         ...
 
+    @property
+    def max_answer_tokens(self) -> int | None:
+        """The most tokens one answer may take (chat: the job's ``max_tokens``), or None when
+        nothing here bounds it (for the estimate ``validate`` prints)."""
+        ...
+
     def request_hash(self, values: Mapping[str, Any]) -> int:
         """The digest of the request a row with these column ``values`` makes."""
         ...

@@ -55,6 +55,8 @@ class ChatTask:
         self._answer = job.answer_schema
         if self._answer is not None:
             self._params["response_format"] = self._answer.response_format()
+        limit = self._params.get("max_tokens")
+        self.max_answer_tokens = limit if isinstance(limit, int) else None
         self._stream = job.spec.run.stream
         self._accept_cut = job.spec.run.accept_cut and self._answer is None
         self._rows = RowsOf(schema, job.spec.output.keep)

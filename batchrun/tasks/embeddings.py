@@ -198,6 +198,9 @@ class EmbeddingsTask:
     def requests_for(self, rows: int) -> int:
         return -(-rows // self._batch_size)
 
+    max_answer_tokens = None
+    """An embedding is not counted in tokens out."""
+
     def _row(self, item: Item, model: str, vector: bytes, tokens: int | None, attempts: int) -> Row:
         return {
             **self._rows.head(item),

@@ -177,6 +177,9 @@ class BatchFileTask:
     def requests_for(self, rows: int) -> int:
         return rows
 
+    max_answer_tokens = None
+    """Each line's body sets its own."""
+
     def reuse_answers(self, archive: Archive, hashes: SortedHashes) -> None:
         return None
 
