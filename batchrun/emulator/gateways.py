@@ -28,7 +28,7 @@ from batchrun.emulator.config import GatewayName
 from batchrun.emulator.limits import Window
 from batchrun.emulator.replies import HttpError
 from batchrun.emulator.streaming import UsagePlace
-from batchrun.emulator.summaries import Summary, split_think
+from batchrun.emulator.summaries import Summary, parse_reasoning
 
 MINUTE_S = 60.0
 """LiteLLM's ``x-ratelimit-*-requests`` count per minute (a deployment's ``rpm``)."""
@@ -49,7 +49,7 @@ class Gateway:
         """The ``message`` of a plain chat answer."""
         if self.reasoning_field is None:
             return {"role": "assistant", "content": answer.content}
-        reasoning, content = split_think(answer.content)
+        reasoning, content = parse_reasoning(answer.content)
         message: dict[str, object] = {"role": "assistant", "content": content or None}
         if reasoning is not None or not self.litellm:  # LiteLLM drops a null reasoning field
             message[self.reasoning_field] = reasoning

@@ -20,7 +20,7 @@ import orjson
 from aiohttp import web
 
 from batchrun.emulator.faults import Fault
-from batchrun.emulator.summaries import Summary, split_think
+from batchrun.emulator.summaries import Summary, parse_reasoning
 
 STALL_S = 3600.0
 """How long a stalled stream stays silent if neither the client nor the server gives up."""
@@ -70,7 +70,7 @@ def _deltas(content: str, reasoning_field: str | None) -> list[dict[str, str]]:
     """The deltas of ``content``, one per word; the reasoning first, in its own field."""
     if reasoning_field is None:
         return [{"content": piece} for piece in _PIECE.findall(content)]
-    reasoning, answer = split_think(content)
+    reasoning, answer = parse_reasoning(content)
     deltas = [{reasoning_field: piece} for piece in _PIECE.findall(reasoning or "")]
     return deltas + [{"content": piece} for piece in _PIECE.findall(answer)]
 

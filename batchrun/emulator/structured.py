@@ -21,7 +21,7 @@ from batchrun.emulator.summaries import (
     Message,
     Summary,
     count_tokens,
-    split_think,
+    parse_reasoning,
     summarise,
     truncate_tokens,
 )
@@ -60,7 +60,7 @@ def structured_summary(
     """The answer of a structured request: the model's ``<think>`` block as for any answer,
     then JSON; cut at ``max_tokens`` like any answer."""
     plain = summarise(model, messages, None)
-    _, summary = split_think(plain.content)
+    _, summary = parse_reasoning(plain.content)
     head = plain.content[: len(plain.content) - len(summary)]
     content, finish = head + structured_content(schema, summary, raw, broken), "stop"
     if max_tokens is not None:

@@ -5,7 +5,7 @@ ending with ``:`` and a blank line, as in ``"Сделай резюме в дву
 The body's sentences are scored by the frequency of their words in the whole body, and the one
 or two best are returned in their original order. A thinking model (``ModelInfo.thinks``)
 starts with a ``<think>`` block, empty when a system or user message holds ``/no_think``, as
-Qwen3 does; :func:`split_think` takes it apart as a reasoning parser does. Tokens are
+Qwen3 does; :func:`parse_reasoning` takes it apart as vLLM's reasoning parser does. Tokens are
 approximated as whitespace-separated words, for ``max_tokens`` and usage.
 """
 
@@ -70,7 +70,7 @@ def summarise(model: ModelInfo, messages: tuple[Message, ...], max_tokens: int |
     return Summary(content, finish_reason, prompt_tokens, count_tokens(content))
 
 
-def split_think(content: str) -> tuple[str | None, str]:
+def parse_reasoning(content: str) -> tuple[str | None, str]:
     """``(reasoning, answer)`` of ``content``, as vLLM's Qwen3 reasoning parser splits it.
 
     The reasoning is the text of a leading ``<think>`` block, stripped; an empty block gives
