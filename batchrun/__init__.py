@@ -21,11 +21,11 @@ Where things go (data flows one way, each stage its own room)::
   ``structured.py``
 
 Imports run one way: ``errors``, ``job`` (with ``jobchecks`` and ``structured``), ``shards``,
-``hashing``, ``stats`` and ``progress`` are the foundation every package may use; ``input/``
-and ``output/`` never import each other;
+``hashing``, ``clock``, ``stats`` and ``progress`` are the foundation every package may use;
+``input/`` and ``output/`` never import each other;
 ``tasks/`` uses input, output and service; ``sender``, ``scheduler``, ``indexing``, ``diff``,
 ``endpoint``, ``runner``, ``report`` and ``cli`` sit on top and nothing below imports them.
-``emulator/`` is a separate service sharing only ``service.catalog``; ``bench/`` is
+``emulator/`` is a separate service sharing only ``service.catalog`` and ``clock``; ``bench/`` is
 ``make bench`` and not in the wheel. ``api`` (``run``, ``read``) is the Python API on top of
 ``runner``; ``export`` writes the output in other formats.
 """

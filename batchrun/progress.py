@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
 from typing import TextIO
 
 from tqdm import tqdm
 
+from batchrun.clock import Clock
 from batchrun.stats import RunStats
 
 ETA_EVERY_S = 30.0
@@ -29,7 +29,7 @@ class Progress:
         stats: RunStats,
         stream: TextIO | None = None,
         enabled: bool = True,
-        clock: Callable[[], float] = time.time,
+        clock: Clock = time.time,
     ) -> None:
         self._stats = stats
         self._clock = clock

@@ -24,12 +24,13 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Generic
 
+from batchrun.clock import Sleep
 from batchrun.errors import ApiError, FatalError, RetryableError, RowError
 from batchrun.job import Job
 from batchrun.output.events import ANSWERED, INVALID, Attempt, Hold
 from batchrun.output.rows import Row
 from batchrun.service.inflight import InFlight
-from batchrun.service.pacing import Pacer, Sleep
+from batchrun.service.pacing import Pacer
 from batchrun.service.ratelimits import Quota
 from batchrun.service.rejections import RejectionWatch
 from batchrun.service.retry import Action, RetryPolicy, decide

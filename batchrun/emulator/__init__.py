@@ -13,7 +13,7 @@ vLLM and LiteLLM shape answers and errors), ``faults`` (the seeded draw), ``summ
 ``vectors`` (deterministic content), ``bodies`` (request checks), ``streaming`` (SSE),
 ``replies`` (JSON replies and the error reply), ``counters`` (what ``/stats`` reports),
 ``server`` (routes), ``serving`` (sockets). It shares only the model catalog
-(``batchrun.service.catalog``) with the runner.
+(``batchrun.service.catalog``) and the clock's type (``batchrun.clock``) with the runner.
 """
 
 from batchrun.emulator.config import EmulatorConfig

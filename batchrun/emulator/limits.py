@@ -17,7 +17,7 @@ from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable
 
-Clock = Callable[[], float]
+from batchrun.clock import Clock
 
 MAX_CAPACITY = 10**9
 """Ceiling for a lifted limit (a huge ``rps_scale``): the window never fills in practice."""

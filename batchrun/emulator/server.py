@@ -22,6 +22,7 @@ from typing import TypeVar
 
 from aiohttp import web
 
+from batchrun.clock import Clock
 from batchrun.emulator.bodies import (
     BadRequest,
     UnknownModel,
@@ -34,7 +35,7 @@ from batchrun.emulator.config import EmulatorConfig
 from batchrun.emulator.counters import Counters, ModelCounters
 from batchrun.emulator.faults import Fault, FaultPlan, Verdict
 from batchrun.emulator.gateways import GATEWAYS
-from batchrun.emulator.limits import Clock, window_for
+from batchrun.emulator.limits import window_for
 from batchrun.emulator.replies import HttpError, json_reply
 from batchrun.emulator.streaming import close_connection, event_lines, send_events, usage_json
 from batchrun.emulator.structured import response_schema, structured_summary

@@ -22,7 +22,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from batchrun.service.pacing import Clock, Pacer, Sleep, SlotSource
+from batchrun.clock import Clock, Sleep
+from batchrun.service.pacing import Pacer, SlotSource
 
 
 class SharedSlots:

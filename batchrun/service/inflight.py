@@ -15,7 +15,8 @@ import math
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 
-from batchrun.service.pacing import Clock, Pacer
+from batchrun.clock import Clock
+from batchrun.service.pacing import Pacer
 
 HEADROOM_IN_FLIGHT = 1.5
 FIRST_LATENCY_S = 1.0

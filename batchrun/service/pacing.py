@@ -43,13 +43,11 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Protocol
 
+from batchrun.clock import Clock, Sleep
 from batchrun.service.ratelimits import WINDOW_S, Quota, WindowBudget
-
-Clock = Callable[[], float]
-Sleep = Callable[[float], Awaitable[None]]
 
 HEADROOM = 0.98
 DECREASE = 0.7

@@ -28,8 +28,8 @@ from urllib.parse import urlsplit, urlunsplit
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from batchrun.clock import Clock, Sleep
 from batchrun.errors import JobError
-from batchrun.service.pacing import Clock, Sleep
 
 RESERVE = """
 local now = redis.call('TIME')
