@@ -31,6 +31,7 @@ import polars as pl
 from batchrun.errors import JobError
 from batchrun.job import Job, load_job
 from batchrun.output.keys import settled_parts
+from batchrun.output.rows import OK
 from batchrun.runner import RunOptions, RunOutcome, run_job
 
 T = TypeVar("T")
@@ -72,7 +73,7 @@ class RunResult:
             rows_ok=summary.get("rows_ok", 0),
             rows_failed=summary.get("rows_failed", 0),
             rows_skipped=summary.get("rows_skipped_done", 0),
-            output_ok=summary.get("output_rows", {}).get("ok", 0),
+            output_ok=summary.get("output_rows", {}).get(OK, 0),
             output_failed=outcome.failed_rows,
             prompt_tokens=sum(model["prompt_tokens"] for model in models),
             completion_tokens=sum(model["completion_tokens"] for model in models),

@@ -22,6 +22,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from batchrun.errors import JobError
+from batchrun.output.rows import FAILED, OK
 from batchrun.progress import Progress
 from batchrun.stats import RunStats
 
@@ -62,8 +63,8 @@ class RunCollector(Collector):
     def _run_metrics(self) -> Iterator[Metric]:
         stats, progress = self._stats, self._progress
         rows = CounterMetricFamily("batchrun_rows", "Rows written", labels=["status"])
-        rows.add_metric(["ok"], stats.rows_ok)
-        rows.add_metric(["failed"], stats.rows_failed)
+        rows.add_metric([OK], stats.rows_ok)
+        rows.add_metric([FAILED], stats.rows_failed)
         rows.add_metric(["skipped"], stats.rows_skipped)
         yield rows
         yield GaugeMetricFamily("batchrun_in_flight", "Requests in flight", stats.in_flight)

@@ -15,6 +15,7 @@ from batchrun.input.checks import open_input
 from batchrun.input.index import SHOWN, InputCheck, duplicate_lines
 from batchrun.job import Job
 from batchrun.output.keys import output_counts
+from batchrun.output.rows import FAILED, OK
 from batchrun.runner import bad_lines
 from batchrun.tasks import job_schema, task_for
 from batchrun.tasks.base import Task
@@ -116,7 +117,7 @@ def status_lines(job: Job) -> list[str]:
     changes.todo.close()
     return [
         f"job {job.name}: output {output}",
-        f"{counts['ok']} ok, {counts['failed']} failed, {changes.todo_count} left of "
+        f"{counts[OK]} ok, {counts[FAILED]} failed, {changes.todo_count} left of "
         f"{changes.total} rows",
         f"input: {changes.summary()}",
     ]

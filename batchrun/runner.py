@@ -32,6 +32,7 @@ from batchrun.output.events import EventLog
 from batchrun.output.identity import Identity
 from batchrun.output.keys import output_counts
 from batchrun.output.layout import WHOLE_JOB, OutputLayout, write_json
+from batchrun.output.rows import FAILED, OK
 from batchrun.output.store import Store, move_aside
 from batchrun.output.writer import Writer
 from batchrun.progress import Progress
@@ -157,7 +158,7 @@ async def run_job(job: Job, options: RunOptions, out: TextIO = sys.stdout) -> Ru
                 stats.finished = time.monotonic()
                 store.close()
                 summary = _report(job, output, stats, options.shard, console, token)
-    failed = summary["output_rows"]["failed"]
+    failed = summary["output_rows"][FAILED]
     return RunOutcome(scheduler.stopped, failed, console.closed, summary)
 
 
@@ -305,7 +306,7 @@ def _report(
     summary |= {"written_by": WRITTEN_BY, **stats.as_dict()}
     summary |= {"output_rows": whole, "limits": job.rps}
     lines = stats.lines()
-    lines.append(f"output {output}: {whole['ok']} ok, {whole['failed']} failed (whole job)")
+    lines.append(f"output {output}: {whole[OK]} ok, {whole[FAILED]} failed (whole job)")
     layout = OutputLayout(output)
     try:
         write_json(layout.run_record(token), summary)

@@ -20,7 +20,7 @@ from batchrun.job import Job
 from batchrun.output.events import ANSWERED, read_events
 from batchrun.output.keys import output_counts
 from batchrun.output.layout import OutputLayout, read_json
-from batchrun.output.rows import FAILED
+from batchrun.output.rows import FAILED, OK
 
 TOP_ERRORS = 10
 RUN_COLUMNS = ["run", "rows ok", "failed", "already done", "wall", "settled rate"]
@@ -208,7 +208,7 @@ def _page(
     sections = [
         f"<h1>batchrun report: {_e(job.name)}</h1>",
         f"<p>Output <code>{_e(str(output))}</code>, made {time.strftime('%Y-%m-%d %H:%M')}: "
-        f"<b>{counts['ok']:,}</b> rows ok, <b>{counts['failed']:,}</b> failed; "
+        f"<b>{counts[OK]:,}</b> rows ok, <b>{counts[FAILED]:,}</b> failed; "
         f"{events.height:,} request attempts in {len(runs)} runs.</p>",
         "<h2>Over time</h2>",
         *(f"<figure>{plot}</figure>" for plot in plots[:3]),

@@ -30,6 +30,7 @@ import orjson
 from batchrun.endpoint import Unreachable
 from batchrun.errors import BatchrunError
 from batchrun.output.keys import output_counts
+from batchrun.output.rows import FAILED, OK
 from batchrun.runner import RunOptions, run_job
 from batchrun.serve.batchjobs import BatchJobs
 from batchrun.serve.fairslots import SharedPacing
@@ -206,7 +207,7 @@ class BatchRunner:
 
         def started(stats: RunStats) -> None:
             counts = output_counts(self._jobs.home(row.id) / "output")
-            running.base_ok, running.base_failed = counts["ok"], counts["failed"]
+            running.base_ok, running.base_failed = counts[OK], counts[FAILED]
             running.stats = stats
 
         def stoppable(stop: Callable[[], None]) -> None:

@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from batchrun.output.rows import FAILED, OK
 from batchrun.stats import RunStats
 
 
@@ -34,8 +35,8 @@ class BatchesCollector(Collector):
         in_flight = GaugeMetricFamily("batchrun_in_flight", "Requests in flight", labels=["batch"])
         for batch, live in list(self._running.items()):
             completed, failed = live.counts()
-            rows.add_metric([batch, "ok"], completed)
-            rows.add_metric([batch, "failed"], failed)
+            rows.add_metric([batch, OK], completed)
+            rows.add_metric([batch, FAILED], failed)
             if live.stats is None:
                 continue
             in_flight.add_metric([batch], live.stats.in_flight)
