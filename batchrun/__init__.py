@@ -18,15 +18,15 @@ Where things go (data flows one way, each stage its own room)::
 - a new job-file key: ``job.py`` (validated once, frozen; rules across keys and the
   messages in ``jobchecks.py``)
 - structured answers (a JSON Schema → the request, typed columns, validation):
-  ``structured.py``
+  ``answerschema.py``
 
-Imports run one way: ``errors``, ``job`` (with ``jobchecks`` and ``structured``), ``shards``,
+Imports run one way: ``errors``, ``job`` (with ``jobchecks`` and ``answerschema``), ``shards``,
 ``hashing``, ``clock``, ``stats`` and ``progress`` are the foundation every package may use;
-``input/`` and ``output/`` never import each other;
-``tasks/`` uses input, output and service; ``sender``, ``scheduler``, ``indexing``, ``diff``,
-``endpoint``, ``runner``, ``report`` and ``cli`` sit on top and nothing below imports them.
-``emulator/`` is a separate service sharing only ``service.catalog`` and ``clock``; ``bench/`` is
-``make bench`` and not in the wheel. ``api`` (``run``, ``read``) is the Python API on top of
+``input/`` and ``output/`` never import each other; ``tasks/`` uses input, output and service;
+``sender``, ``scheduler``, ``indexing``, ``diff``, ``endpoint``, ``runner``, ``report`` and
+``cli`` sit on top and nothing below imports them. ``emulator/`` is a separate service sharing
+only ``service.catalog``, ``clock`` and ``answerschema.inline_refs``; ``bench/`` is ``make
+bench`` and not in the wheel. ``api`` (``run``, ``read``) is the Python API on top of
 ``runner``; ``export`` writes the output in other formats.
 """
 

@@ -25,11 +25,11 @@ from pydantic import (
     model_validator,
 )
 
+from batchrun.answerschema import AnswerSchema
 from batchrun.errors import JobError
 from batchrun.input.readers import BatchId
 from batchrun.jobchecks import check_consistency, describe
 from batchrun.service.catalog import Kind, model_rps
-from batchrun.structured import AnswerSchema
 
 LOCAL = "local"
 TABLES = frozenset(
@@ -98,7 +98,7 @@ class OutputSpec(_Section):
     keep: tuple[str, ...] = ()
     part_rows: int = Field(default=20_000, ge=1)
     answer_schema: dict[str, Any] | str | None = Field(default=None, alias="schema")
-    """A JSON Schema for structured answers (``batchrun.structured``), or a .json file's path."""
+    """A JSON Schema for structured answers (``batchrun.answerschema``), or a .json file's path."""
 
 
 class RunSpec(_Section):

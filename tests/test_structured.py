@@ -18,6 +18,7 @@ import pytest
 from pydantic import BaseModel
 
 import batchrun as batchrun_api
+from batchrun.answerschema import AnswerSchema, InvalidAnswer
 from batchrun.bench.processes import Emulator
 from batchrun.emulator import EmulatorConfig, running_emulator
 from batchrun.errors import JobError, RetryableError
@@ -27,7 +28,6 @@ from batchrun.output.parts import read_columns
 from batchrun.report import validate_lines
 from batchrun.runner import RunOptions, run_job
 from batchrun.service.answers import ChatAnswer
-from batchrun.structured import AnswerSchema, InvalidAnswer
 from batchrun.tasks import job_schema
 from tests.support import (
     THINKER,

@@ -8,12 +8,14 @@ faults (500/503, dropped connections, cut and stalled streams, latency spikes) a
 what it saw at ``GET /stats``, so tests and benchmarks measure pacing at the server.
 
 Modules (named for what they are here, apart from the runner's own): ``config``
-(EmulatorConfig), ``limits`` (the sliding and the fixed window), ``gateways`` (how SciBox,
-vLLM and LiteLLM shape answers and errors), ``faults`` (the seeded draw), ``summaries`` and
-``vectors`` (deterministic content), ``bodies`` (request checks), ``streaming`` (SSE),
-``replies`` (JSON replies and the error reply), ``counters`` (what ``/stats`` reports),
-``server`` (routes), ``serving`` (sockets). It shares only the model catalog
-(``batchrun.service.catalog``) and the clock's type (``batchrun.clock``) with the runner.
+(EmulatorConfig), ``limits`` (the sliding and the fixed window), ``gateways`` (how SciBox, vLLM
+and LiteLLM shape answers and errors), ``faults`` (the seeded draw), ``summaries`` and
+``vectors`` (deterministic content), ``structured`` (answers made to a schema), ``bodies``
+(request checks), ``streaming`` (SSE), ``replies`` (JSON replies and the error reply),
+``counters`` (what ``/stats`` reports), ``server`` (routes), ``serving`` (sockets). It shares
+only the model catalog (``batchrun.service.catalog``), the clock's type (``batchrun.clock``)
+and the inlining of a schema's ``$ref`` (``batchrun.answerschema.inline_refs``) with the
+runner.
 """
 
 from batchrun.emulator.config import EmulatorConfig

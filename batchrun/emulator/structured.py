@@ -1,4 +1,5 @@
-"""Structured answers: a request's ``response_format`` honoured, deterministically.
+"""Structured answers: a request's ``response_format`` honoured, deterministically (the
+runner's side, checking them: ``batchrun.answerschema``).
 
 For ``{"type": "json_schema", "json_schema": {"schema": ...}}`` the answer is JSON that meets
 the schema (types, required, enum, minimum/maximum, lengths and item counts), its values drawn
@@ -16,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from batchrun.answerschema import inline_refs
 from batchrun.emulator.bodies import BadRequest
 from batchrun.emulator.summaries import (
     Message,
@@ -26,7 +28,6 @@ from batchrun.emulator.summaries import (
     truncate_tokens,
 )
 from batchrun.service.catalog import ModelInfo
-from batchrun.structured import inline_refs
 
 _CAPITALISED = re.compile(r"\b[A-ZА-ЯЁ][\w-]{2,}")
 

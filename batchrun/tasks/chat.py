@@ -3,7 +3,7 @@ the row's columns (a system message when ``system`` is set, then the user messag
 row's conversation (``[prompt].messages``, ``batchrun.tasks.conversations``); the body adds
 ``[params]`` and, for a structured job, the schema's ``response_format``. The answer's content
 (``<think>`` split off into ``reasoning``) is the row; a structured answer also fills one
-column per property of the schema (``batchrun.structured``), and an invalid one is re-asked.
+column per property of the schema (``batchrun.answerschema``), and an invalid one is re-asked.
 An answer cut at ``max_tokens`` is a failed row unless ``[run].accept_cut`` (never for a
 structured answer).
 
@@ -19,13 +19,13 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
+from batchrun.answerschema import InvalidAnswer
 from batchrun.hashing import SortedHashes
 from batchrun.input.readers import Record
 from batchrun.job import Job
 from batchrun.output.archive import Archive
 from batchrun.output.rows import Row, answer_fields
 from batchrun.service.answers import ChatAnswer
-from batchrun.structured import InvalidAnswer
 from batchrun.tasks.base import (
     Built,
     Reask,

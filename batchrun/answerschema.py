@@ -1,4 +1,5 @@
-"""Structured answers: ``[output].schema`` is a JSON Schema that every answer must meet.
+"""The answer schema: ``[output].schema`` is a JSON Schema that every structured answer must
+meet (the emulator's side, answers made to a schema: ``batchrun.emulator.structured``).
 
 The request asks for it with ``response_format`` (``json_schema``, strict; vLLM behind LiteLLM
 turns that into guided decoding). An answer (its ``<think>`` part already split off; a
