@@ -7,7 +7,7 @@ Where things go (data flows one way, each stage its own room)::
     file      + checks    requests    retry, split   answers, retry,
                           answers ──▶ rows ──▶ output/ (writer, store, parts, compaction)
               scheduler.py wires the stages with bounded queues; indexing.py and diff.py
-              say what is left to do; runner.py does one run; report.py validate/status;
+              say what is left to do; runner.py does one run; overview.py validate/status;
               cli.py argv → exit code
 
 - a new request kind: a module in ``tasks/`` registered in ``tasks.TASKS``
@@ -23,7 +23,7 @@ Where things go (data flows one way, each stage its own room)::
 Imports run one way: ``errors``, ``job`` (with ``jobchecks`` and ``answerschema``), ``shards``,
 ``hashing``, ``clock``, ``stats`` and ``progress`` are the foundation every package may use;
 ``input/`` and ``output/`` never import each other; ``tasks/`` uses input, output and service;
-``sender``, ``scheduler``, ``indexing``, ``diff``, ``endpoint``, ``runner``, ``report`` and
+``sender``, ``scheduler``, ``indexing``, ``diff``, ``endpoint``, ``runner``, ``overview`` and
 ``cli`` sit on top and nothing below imports them. ``emulator/`` is a separate service sharing
 only ``service.catalog``, ``clock`` and ``answerschema.inline_refs``; ``bench/`` is ``make
 bench`` and not in the wheel. ``api`` (``run``, ``read``) is the Python API on top of

@@ -40,7 +40,7 @@ from batchrun.errors import (
 )
 from batchrun.export import FORMATS, export
 from batchrun.job import EndpointSpec, RunSpec, load_job
-from batchrun.report import status_lines, validate
+from batchrun.overview import status_lines, validate
 from batchrun.runner import RunOptions, RunOutcome, run_job
 from batchrun.runreport import write_report
 from batchrun.shards import Shard

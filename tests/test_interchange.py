@@ -26,7 +26,7 @@ from batchrun.emulator.vectors import embed
 from batchrun.errors import JobError, OutputError
 from batchrun.export import export
 from batchrun.job import load_job
-from batchrun.report import validate_lines
+from batchrun.overview import validate_lines
 from batchrun.service.catalog import MODELS
 from tests.support import CODER, EMBEDDER, THINKER, finish, news_rows, wait_for_a_part, write_jsonl
 from tests.support import batchrun as batchrun_child

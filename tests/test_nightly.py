@@ -17,7 +17,7 @@ from batchrun.errors import OutputError
 from batchrun.job import load_job
 from batchrun.output.layout import OutputLayout
 from batchrun.output.parts import read_columns
-from batchrun.report import status_lines, validate_lines
+from batchrun.overview import status_lines, validate_lines
 from batchrun.runner import RunOptions, run_job
 from tests.support import accepted_requests, news_rows, write_jsonl
 

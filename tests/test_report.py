@@ -21,7 +21,7 @@ from batchrun.job import load_job
 from batchrun.output.events import read_events
 from batchrun.output.keys import output_counts
 from batchrun.output.layout import OutputLayout
-from batchrun.report import validate_lines
+from batchrun.overview import validate_lines
 from batchrun.runner import RunOptions, run_job
 from batchrun.runreport import write_report
 from tests.support import THINKER, batchrun, finish, news_rows, write_jsonl

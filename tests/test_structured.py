@@ -25,7 +25,7 @@ from batchrun.errors import JobError, RetryableError
 from batchrun.job import load_job
 from batchrun.output.layout import OutputLayout
 from batchrun.output.parts import read_columns
-from batchrun.report import validate_lines
+from batchrun.overview import validate_lines
 from batchrun.runner import RunOptions, run_job
 from batchrun.service.answers import ChatAnswer
 from batchrun.tasks import job_schema

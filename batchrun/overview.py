@@ -1,4 +1,5 @@
-"""``validate`` and ``status``: what a job would do, and how far it got, without a request."""
+"""``validate`` and ``status``, a job's overview: what it would do, and how far it got, without a
+request."""
 
 from __future__ import annotations
 
