@@ -157,7 +157,7 @@ async def run_job(job: Job, options: RunOptions, out: TextIO = sys.stdout) -> Ru
                 trace.close()
                 stats.finished = time.monotonic()
                 store.close()
-                summary = _report(job, output, stats, options.shard, console, token)
+                summary = _summarise(job, output, stats, options.shard, console, token)
     failed = summary["output_rows"][FAILED]
     return RunOutcome(scheduler.stopped, failed, console.closed, summary)
 
@@ -295,7 +295,7 @@ async def _run_with_signals(
             loop.remove_signal_handler(sig)
 
 
-def _report(
+def _summarise(
     job: Job, output: Path, stats: RunStats, shard: Shard | None, out: Console, token: str
 ) -> dict[str, Any]:
     """Save the run's summary beside the parts (the last run's, and this run's for good),
