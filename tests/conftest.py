@@ -1,6 +1,6 @@
 """Shared fixtures: every test works in its own directory with no API key in the environment,
 and can start the bundled emulator and a redis-server on 127.0.0.1. Helpers that are not
-fixtures live in ``tests/support.py``."""
+fixtures live in ``tests/support/``."""
 
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ from batchrun.output.layout import OutputLayout, read_json
 from batchrun.output.store import Store
 from batchrun.runreport import write_report
 from tests.support import EMBEDDER, news_chat_job, news_rows, write_jsonl
-from tests.test_store import SCHEMA, abandon, ids, rows
+from tests.support.outputs import SCHEMA, abandon, ids, rows
 
 DIMENSIONS = 1024
 

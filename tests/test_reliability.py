@@ -29,6 +29,7 @@ from batchrun.runner import RunOptions, run_job
 from batchrun.service.answers import split_think
 from batchrun.service.catalog import MODELS
 from tests.support import KEY, THINKER, batchrun, finish, news_rows
+from tests.support.outputs import abandon
 
 QUIET = RunOptions(progress=False)
 
@@ -292,7 +293,7 @@ async def test_a_changed_prompt_is_refused_even_when_the_killed_run_left_only_a_
     async with running_emulator(EmulatorConfig(rps_scale=50)) as url:
         job = load_job(make_job(rows, base_url=url, rps=100))
         original = Store.close
-        monkeypatch.setattr(Store, "close", abandon_store)  # killed before the first part
+        monkeypatch.setattr(Store, "close", abandon)  # killed before the first part
         await run_job(job, RunOptions(limit=5, progress=False), io.StringIO())
         monkeypatch.setattr(Store, "close", original)
         assert journal_files("out") and not part_files(Path("out"))
@@ -300,13 +301,6 @@ async def test_a_changed_prompt_is_refused_even_when_the_killed_run_left_only_a_
         changed.write_text(changed.read_text().replace("Be brief.", "Be long."))
         with pytest.raises(OutputError, match="--fresh"):
             await run_job(load_job(changed), QUIET, io.StringIO())
-
-
-def abandon_store(store: Store) -> None:
-    """What SIGKILL leaves: the journal as written, the locks released by the OS."""
-    for fd in store._lock_fds:
-        os.close(fd)
-    store._lock_fds.clear()
 
 
 def journal_files(path: str) -> list[Path]:

@@ -9,9 +9,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
-from typing import Any
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -19,53 +17,14 @@ from batchrun.errors import OutputError
 from batchrun.output.identity import FORMAT_VERSION, check_identity
 from batchrun.output.layout import OutputLayout, read_json
 from batchrun.output.parts import part_files, read_columns
-from batchrun.output.rows import output_schema
 from batchrun.output.store import Store, move_aside
 from batchrun.shards import Shard
-from batchrun.tasks.chat import FIELDS as CHAT_FIELDS
 from batchrun.version import VERSION
-
-MODEL = "qwen3-32b-awq"
-SCHEMA = output_schema({"title": pa.string()}, CHAT_FIELDS)
-
-
-def rows(start: int, count: int) -> pa.Table:
-    return pa.Table.from_pylist(row_dicts(start, count), schema=SCHEMA)
-
-
-def row_dicts(start: int, count: int) -> list[dict[str, Any]]:
-    return [
-        {
-            "id": f"n{i:05d}",
-            "title": f"Title {i}",
-            "model": MODEL,
-            "content": f"Summary {i}.",
-            "reasoning": None,
-            "finish_reason": "stop",
-            "prompt_tokens": 40,
-            "completion_tokens": 12,
-            "attempts": 1,
-            "latency_ms": 250,
-            "status": "ok",
-            "error": None,
-        }
-        for i in range(start, start + count)
-    ]
-
-
-def ids(path: Path) -> list[str]:
-    return sorted(read_columns(path, ["id"]).column("id").to_pylist())
+from tests.support.outputs import SCHEMA, abandon, ids, rows
 
 
 def journals(path: Path) -> list[Path]:
     return OutputLayout(path).journals()
-
-
-def abandon(store: Store) -> None:
-    """What a kill leaves: the journal as written so far, and the lock released by the OS."""
-    assert store._lock_fds
-    while store._lock_fds:
-        os.close(store._lock_fds.pop())
 
 
 def test_append_then_close_makes_one_readable_part_with_all_rows(tmp_path: Path) -> None:
@@ -198,9 +157,9 @@ def test_lock_and_journal_of_a_dead_process_are_taken_over(tmp_path: Path) -> No
     script = textwrap.dedent(
         f"""
         import os, sys
-        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
         from pathlib import Path
-        from test_store import SCHEMA, rows
+        from tests.support.outputs import SCHEMA, rows
         from batchrun.output.store import Store
         store = Store(Path({str(out)!r}), SCHEMA).open()
         store.append(rows(0, 5))

@@ -38,7 +38,7 @@ from tests.support import (
     wait_for_a_part,
     write_jsonl,
 )
-from tests.test_scheduler import FakeService, run_fake
+from tests.support.fakeservice import FakeService, run_fake
 
 QUIET = RunOptions(progress=False)
 SCHEMA: dict[str, Any] = {

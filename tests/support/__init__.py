@@ -1,7 +1,11 @@
 """What the tests share besides fixtures: news rows and the files that hold them, job files,
 and the ``batchrun`` command run as a child process with the tests' token. The emulator and
 redis-server processes come from the bench: ``batchrun.bench.processes.Emulator`` and
-``batchrun.bench.redisserver.RedisServer``."""
+``batchrun.bench.redisserver.RedisServer``.
+
+Beside this module, one module per idea: ``fakeservice`` (a scripted service and the pipeline
+run against it), ``outputs`` (an output written through the store by hand). A test module
+imports from here, never from another test module."""
 
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ import orjson
 
 from batchrun.job import Job
 
-JOBS = Path(__file__).resolve().parent.parent / "jobs"
+JOBS = Path(__file__).resolve().parents[2] / "jobs"
 KEY = "tok-test-cli-key-4242"
 """The token the ``batchrun`` children get in SCIBOX_API_KEY."""
 FINISH_TIMEOUT_S = 120
