@@ -12,6 +12,7 @@ import pytest
 
 from batchrun.bench.processes import Emulator
 from batchrun.cli import main
+from batchrun.input import index
 from batchrun.output.layout import OutputLayout
 from batchrun.output.parts import read_columns
 from tests.support import (
@@ -168,7 +169,7 @@ def test_validate_reports_duplicate_ids_with_line_numbers(
     monkeypatch: pytest.MonkeyPatch,
     hashes_per_pass: int,
 ) -> None:
-    monkeypatch.setattr("batchrun.input.index.DUPLICATE_CHECK_ROWS", hashes_per_pass)
+    monkeypatch.setattr(index, "DUPLICATE_CHECK_ROWS", hashes_per_pass)
     rows = [*news_rows(5), news_rows(1)[0], news_rows(3)[2]]
     assert main(["validate", str(make_job(rows))]) == 2
     out = capsys.readouterr().out

@@ -18,10 +18,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from batchrun import diff
 from batchrun.diff import ReusableAnswers
 from batchrun.errors import OutputError
 from batchrun.hashing import SortedHashes, id_hashes
-from batchrun.output import compaction
+from batchrun.output import compaction, keyruns, partkeys
+from batchrun.output import keys as output_keys
 from batchrun.output.keyruns import EMPTY, merge, read_run, winners
 from batchrun.output.keyruns import SCHEMA as KEYS_SCHEMA
 from batchrun.output.keys import OutputKeys, output_counts, settle
@@ -179,7 +181,7 @@ def test_a_part_sealed_while_the_keys_are_merged_is_merged_next_time(
             part(tmp_path, "s1of2-2-2", [("b", "ok", 12)])
         return read_run(path, age)
 
-    monkeypatch.setattr("batchrun.output.keys.read_run", read_run_while_a_shard_seals)
+    monkeypatch.setattr(output_keys, "read_run", read_run_while_a_shard_seals)
     assert settle(tmp_path).is_empty()
     monkeypatch.undo()
 
@@ -230,7 +232,7 @@ def test_merging_runs_a_batch_at_a_time_gives_compactions_winners(
 def test_saved_keys_in_several_batches_answer_lookups_and_counts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("batchrun.output.keys.SAVED_BATCH_ROWS", 3)
+    monkeypatch.setattr(output_keys, "SAVED_BATCH_ROWS", 3)
     names = [f"id-{n}" for n in range(20)]
     part(
         tmp_path,
@@ -252,7 +254,7 @@ def test_saved_keys_in_several_batches_answer_lookups_and_counts(
 def test_requests_answered_ok_are_found_in_saved_batches_and_in_recent_keys(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("batchrun.output.keys.SAVED_BATCH_ROWS", 2)
+    monkeypatch.setattr(output_keys, "SAVED_BATCH_ROWS", 2)
     done = [("a", "ok", 11), ("b", "failed", 12), ("c", "ok", 13), ("d", "ok", -14)]
     part(tmp_path, "all-1-1", done)
     Store(tmp_path, SCHEMA).open().close()
@@ -268,7 +270,7 @@ def test_requests_answered_ok_are_found_in_saved_batches_and_in_recent_keys(
 def test_rows_to_do_checked_a_few_at_a_time_find_every_answered_request(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("batchrun.diff.REUSE_CHECK_HASHES", 2)
+    monkeypatch.setattr(diff, "REUSE_CHECK_HASHES", 2)
     part(tmp_path, "all-1-1", [(f"id{n}", "ok" if n != 3 else "failed", n) for n in range(6)])
     reusable = ReusableAnswers(OutputKeys.load(tmp_path))
 
@@ -331,7 +333,7 @@ def test_the_keys_name_the_ids_with_several_rows_and_compaction_reads_only_their
     part(tmp_path, "all-2-1", [("b", "ok", 4), ("d", "failed", 5)])
     part(tmp_path, "all-3-1", [("d", "ok", 6), ("e", "ok", 7)])
     part(tmp_path, "all-4-1", [("f", "failed", 8), ("f", "ok", 8), ("g", "ok", 9)])
-    monkeypatch.setattr("batchrun.output.partkeys.RESAVE_ROWS", resave_rows)
+    monkeypatch.setattr(partkeys, "RESAVE_ROWS", resave_rows)
     monkeypatch.setattr(compaction, "REWRITE_BATCH_ROWS", 1)
     read: list[list[str]] = []
     reading = compaction._rows_among
@@ -415,7 +417,7 @@ def test_an_id_twice_in_one_part_is_seen_and_compacted(tmp_path: Path) -> None:
 def test_more_keys_files_than_merged_at_once_merge_in_rounds(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("batchrun.output.keyruns.MERGE_FAN_IN", 3)
+    monkeypatch.setattr(keyruns, "MERGE_FAN_IN", 3)
     for number in range(1, 11):  # ten parts; a0 in the first (failed) and the last (ok)
         rows = [(f"a{number}", "failed" if number % 2 else "ok", number)]
         rows += {1: [("a0", "failed", 98)], 10: [("a0", "ok", 99)]}.get(number, [])
@@ -460,7 +462,7 @@ def test_closing_waits_for_a_seal_under_way_and_a_failed_seal_loses_nothing(
 def test_a_few_new_keys_are_read_beside_the_saved_ones_until_a_rewrite_is_worth_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("batchrun.output.partkeys.RESAVE_ROWS", 3)
+    monkeypatch.setattr(partkeys, "RESAVE_ROWS", 3)
     part(tmp_path, "all-1-1", [("a", "ok", 1), ("b", "ok", 2)])
     Store(tmp_path, SCHEMA).open().close()
     store = Store(tmp_path, SCHEMA).open()

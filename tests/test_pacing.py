@@ -127,13 +127,14 @@ def test_in_flight_grows_with_latency() -> None:
     assert InFlight(pacers, max_in_flight=16, clock=clock).limit() <= 16
 
 
-def test_in_flight_counts_a_slow_first_answer_before_it_arrives() -> None:
+async def test_in_flight_counts_a_slow_first_answer_before_it_arrives() -> None:
     clock = FakeClock(100.0)
     gate = InFlight([Pacer(2.0, clock=clock)], max_in_flight=256, clock=clock)
     before = gate.limit()
-    gate._started[0] = clock.now  # a request went out and has not come back
-    clock.now += 30
-    assert gate.limit() > 10 * before
+    async with gate.permit() as sent:
+        sent()  # a request went out and has not come back
+        clock.now += 30
+        assert gate.limit() > 10 * before
 
 
 def test_fixed_concurrency_overrides_the_controller() -> None:
