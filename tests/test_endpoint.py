@@ -60,4 +60,6 @@ def test_validate_exits_2_for_a_misspelt_model(
     make_job: Callable[..., Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["validate", str(make_job(run=MISSPELT))]) == 2
-    assert "does not serve [run].fallback_model" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "does not serve [run].fallback_model = 'qwen3-coder-30b' (it serves: " in out
+    assert "fix the job file (`batchrun models JOB.toml` lists them)" in out

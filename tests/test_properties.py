@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 
 from batchrun.bench.processes import Emulator
 from batchrun.cli import main
-from batchrun.output.layout import OutputLayout
+from batchrun.output.layout import OutputLayout, read_json
 from batchrun.output.parts import read_columns
 
 T = TypeVar("T")
@@ -91,6 +91,13 @@ def assert_clean(outcome: Outcome, *, service_may_fail: bool = False) -> None:
     event(f"exit {code}")
     if code != 0:
         assert (out + err).strip(), shown
+
+
+def assert_refused(outcome: Outcome, wanted: str) -> None:
+    """``assert_clean``, and exit 2 with a message that says what to fix: ``wanted`` in it."""
+    assert_clean(outcome)
+    code, _, err = outcome
+    assert code == 2 and wanted in err, f"exit {code}\n--- stderr:\n{err}"
 
 
 @contextlib.contextmanager
@@ -236,7 +243,7 @@ def job_tables(knobs: Knobs) -> tuple[dict[str, str], dict[str, dict[str, str]]]
         ),
         "output": knobs.keys(
             {
-                # Not an existing file, nor a NUL: see test_output_path_*.
+                # Not an existing file, nor a NUL: see test_an_output_path_*.
                 "path": (
                     True,
                     one('"out"', '"sub/out"', '"@DIR@/out"'),
@@ -545,16 +552,20 @@ def test_an_output_path_that_cannot_be_a_directory_exits_2(
 ) -> None:
     """An existing file, or a path with a NUL: a message, never a traceback."""
     monkeypatch.setenv("SCIBOX_API_KEY", KEY)
+    if "\x00" in output:
+        wanted = "job.toml: [output].path: a path cannot hold a NUL character"
+    else:
+        wanted = f"{output}: cannot create the output directory ([Errno 17] File exists"
     with fresh_directory(tmp_path) as directory:
         write_inputs(directory)
         (directory / "job.toml").write_text(minimal_job(emulator_url, toml_str(output)))
-        assert_clean(call("run", "job.toml", "--limit", "3"))
+        assert_refused(call("run", "job.toml", "--limit", "3"), wanted)
 
 
 @PINNED
 @given(name=one("_input.json", "_job.json"), content=st.binary(max_size=20))
 @example(name="_job.json", content=b"garbage")
-def test_a_damaged_bookkeeping_file_in_the_output_exits_2(
+def test_a_damaged_bookkeeping_file_in_the_output_is_written_anew_and_the_run_exits_0(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, emulator_url: str, name: str, content: bytes
 ) -> None:
     monkeypatch.setenv("SCIBOX_API_KEY", KEY)
@@ -568,18 +579,23 @@ def test_a_damaged_bookkeeping_file_in_the_output_exits_2(
         write_inputs(directory)
         (directory / "job.toml").write_text(minimal_job(emulator_url))
         (directory / "out").mkdir()
-        OutputLayout(directory / "out").state.joinpath(name).write_bytes(content)
-        assert_clean(call("run", "job.toml", "--limit", "3"))
+        damaged = OutputLayout(directory / "out").state.joinpath(name)
+        damaged.write_bytes(content)
+        ran = call("run", "job.toml", "--limit", "3")
+        assert_clean(ran)
+        assert ran.code == 0, ran.err
+        assert read_json(damaged) is not None, damaged.read_bytes()
 
 
 @PINNED
 @given(rps=st.floats(min_value=5e-324, max_value=1e-309))
 @example(rps=1e-310)
-def test_tiny_rps_in_validate_exits_0_or_2(tmp_path: Path, rps: float) -> None:
+def test_tiny_rps_in_validate_exits_2_naming_the_smallest_rate(tmp_path: Path, rps: float) -> None:
     with fresh_directory(tmp_path) as directory:
         write_inputs(directory)
         (directory / "job.toml").write_text(minimal_job(UNREACHABLE, rps=repr(rps)))
-        assert_clean(call("validate", "job.toml"))
+        wanted = f'[models."{CHAT}"].rps: Input should be greater than or equal to 0.001'
+        assert_refused(call("validate", "job.toml"), wanted)
 
 
 @PINNED
@@ -593,7 +609,8 @@ def test_params_with_a_huge_integer_exit_2(
         write_inputs(directory)
         job = minimal_job(emulator_url, params=f"[params]\nseed = {value}\n")
         (directory / "job.toml").write_text(job)
-        assert_clean(call("run", "job.toml", "--limit", "3"))
+        wanted = "[params]: cannot be sent as JSON (Integer exceeds 64-bit range); use numbers"
+        assert_refused(call("run", "job.toml", "--limit", "3"), wanted)
 
 
 @PINNED

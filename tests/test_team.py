@@ -127,6 +127,7 @@ def test_unreachable_redis_at_start_exits_2_naming_the_url(emulator_at_10_rps: E
     code, _, err = finish(start(str(job), limits=dead))
     assert code == 2
     assert f"cannot reach Redis at redis://:***@127.0.0.1:{dead.rsplit(':', 1)[1]}" in err
+    assert "start it, fix the URL, or remove [limits].shared" in err
     assert "hunter2" not in err
 
 
