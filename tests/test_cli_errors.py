@@ -47,7 +47,7 @@ def test_a_rerun_while_the_disk_is_still_full_exits_2_and_loses_nothing(
         assert main(["run", str(embed_job), "--no-progress"]) == 2
         assert main(["run", str(embed_job), "--no-progress"]) == 2  # still full: the journal
         err = capsys.readouterr().err  # left behind cannot be sealed
-    assert err.count("error: out: cannot write a part: no space left on its disk; ") == 2
+    assert err.count("error: out: cannot write a part: no space left on its disk; free some") == 2
     assert "Traceback" not in err
     assert OutputLayout(Path("out")).journals()  # the answers wait in it
     assert main(["run", str(embed_job), "--no-progress"]) == 0  # room again
