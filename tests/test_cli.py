@@ -15,15 +15,8 @@ from batchrun.cli import main
 from batchrun.input import index
 from batchrun.output.layout import OutputLayout
 from batchrun.output.parts import read_columns
-from tests.support import (
-    KEY,
-    THINKER,
-    batchrun,
-    finish,
-    news_rows,
-    wait_until_sending,
-    write_jsonl,
-)
+from tests.support import KEY, THINKER, batchrun, finish, news_rows, write_jsonl
+from tests.support.waits import wait_until_sending
 
 
 @pytest.fixture

@@ -28,8 +28,9 @@ from batchrun.export import export
 from batchrun.job import load_job
 from batchrun.overview import validate_lines
 from batchrun.service.catalog import MODELS
-from tests.support import CODER, EMBEDDER, THINKER, finish, news_rows, wait_for_a_part, write_jsonl
+from tests.support import CODER, EMBEDDER, THINKER, finish, news_rows, write_jsonl
 from tests.support import batchrun as batchrun_child
+from tests.support.waits import wait_for_a_part
 
 BATCH_JOB = (
     '[input]\npath = "batch.jsonl"\nformat = "openai-batch"\n'

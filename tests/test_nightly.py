@@ -19,7 +19,8 @@ from batchrun.output.layout import OutputLayout
 from batchrun.output.parts import read_columns
 from batchrun.overview import status_lines, validate_lines
 from batchrun.runner import RunOptions, run_job
-from tests.support import accepted_requests, news_rows, write_jsonl
+from tests.support import news_rows, write_jsonl
+from tests.support.waits import accepted_requests
 
 QUIET = RunOptions(progress=False)
 EDITED = [f"n{i:05d}" for i in range(0, 100, 10)]

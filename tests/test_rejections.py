@@ -13,7 +13,8 @@ from batchrun.errors import RowError
 from batchrun.job import load_job
 from batchrun.runner import RunOptions, run_job
 from batchrun.service.rejections import REJECTIONS_IN_A_ROW, JobRejected, RejectionWatch
-from tests.support import accepted_requests, news_rows
+from tests.support import news_rows
+from tests.support.waits import accepted_requests
 
 QUIET = RunOptions(progress=False)
 BAD_MAX_TOKENS = RowError("400 bad request: 'max_tokens' must be a positive integer, got -5", 400)

@@ -29,16 +29,9 @@ from batchrun.overview import validate_lines
 from batchrun.runner import RunOptions, run_job
 from batchrun.service.answers import ChatAnswer
 from batchrun.tasks import job_schema
-from tests.support import (
-    THINKER,
-    accepted_requests,
-    batchrun,
-    finish,
-    news_rows,
-    wait_for_a_part,
-    write_jsonl,
-)
+from tests.support import THINKER, batchrun, finish, news_rows, write_jsonl
 from tests.support.fakeservice import FakeService, run_fake
+from tests.support.waits import accepted_requests, wait_for_a_part
 
 QUIET = RunOptions(progress=False)
 SCHEMA: dict[str, Any] = {

@@ -4,8 +4,9 @@ redis-server processes come from the bench: ``batchrun.bench.processes.Emulator`
 ``batchrun.bench.redisserver.RedisServer``.
 
 Beside this module, one module per idea: ``fakeservice`` (a scripted service and the pipeline
-run against it), ``outputs`` (an output written through the store by hand). A test module
-imports from here, never from another test module."""
+run against it), ``outputs`` (an output written through the store by hand), ``waits`` (moments
+in a child's run to act at, instead of fixed sleeps). A test module imports from here, never
+from another test module."""
 
 from __future__ import annotations
 
@@ -15,12 +16,10 @@ import subprocess
 import sys
 import textwrap
 import time
-import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import orjson
 
 from batchrun.job import Job
@@ -110,38 +109,6 @@ def finish_all(
             if process.poll() is None:
                 process.kill()
                 process.communicate()
-
-
-def wait_for_a_part(output: Path, timeout_s: float = 60.0) -> None:
-    """Wait until a run has sealed its first part into ``output`` (a moment to kill it at
-    that does not depend on how busy the machine is)."""
-    deadline = time.monotonic() + timeout_s
-    while not list(output.glob("part-*.parquet")):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no part appeared in {output} within {timeout_s} s")
-        time.sleep(0.05)
-
-
-def wait_until_sending(base_url: str, model: str, count: int = 1, timeout_s: float = 60.0) -> None:
-    """Wait until the emulator at ``base_url`` has admitted ``count`` requests for ``model``:
-    a moment to stop a run at that does not depend on how busy the machine is."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        stats = base_url.removesuffix("/v1") + "/stats"
-        with urllib.request.urlopen(stats, timeout=5) as reply:
-            if orjson.loads(reply.read())["models"][model]["accepted"] >= count:
-                return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{model} got fewer than {count} requests in {timeout_s} s")
-        time.sleep(0.05)
-
-
-async def accepted_requests(base_url: str, model: str) -> int:
-    """How many requests the emulator at ``base_url`` admitted for ``model`` (its /stats)."""
-    async with aiohttp.ClientSession() as session, session.get(f"{base_url}/../stats") as reply:
-        stats = await reply.json()
-    count: int = stats["models"][model]["accepted"]
-    return count
 
 
 class FakeClock:
