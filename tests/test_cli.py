@@ -4,7 +4,6 @@ subprocess against an emulator process on 127.0.0.1, killed and resumed."""
 from __future__ import annotations
 
 import signal
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,7 +15,12 @@ from batchrun.input import index
 from batchrun.output.layout import OutputLayout
 from batchrun.output.parts import read_columns
 from tests.support import KEY, THINKER, batchrun, finish, news_rows, write_jsonl
-from tests.support.waits import wait_until_sending
+from tests.support.waits import (
+    requests_admitted,
+    wait_for_output,
+    wait_until_loading,
+    wait_until_sending,
+)
 
 
 @pytest.fixture
@@ -63,9 +67,11 @@ def test_sigkill_mid_run_then_rerun_gives_every_id_once(
     make_job: Callable[..., Path], emulator_url: str
 ) -> None:
     job = make_job(news_rows(120), base_url=emulator_url, rps=20, run="concurrency = 8")
-    for delay in (1.0, 1.7, 0.6):
+    for requests in (20, 34, 12):  # killed after this many more were admitted: mid-run
         process = batchrun("run", str(job), "--no-progress")
-        time.sleep(delay)
+        wait_until_sending(
+            emulator_url, THINKER, requests_admitted(emulator_url, THINKER) + requests
+        )
         process.send_signal(signal.SIGKILL)
         process.communicate()
     code, _, err = finish(batchrun("run", str(job), "--no-progress"))
@@ -127,7 +133,7 @@ def test_second_run_on_the_same_output_is_refused(
 ) -> None:
     job = make_job(news_rows(100), base_url=emulator_url, rps=20)
     first = batchrun("run", str(job), "--no-progress")
-    time.sleep(1.5)
+    wait_until_sending(emulator_url, THINKER)  # the first run holds the output
     code, _, err = finish(batchrun("run", str(job)))
     first.send_signal(signal.SIGKILL)
     first.communicate()
@@ -237,12 +243,19 @@ def test_run_refuses_duplicate_ids_and_an_empty_input_before_sending(
 
 
 @pytest.mark.serial
-@pytest.mark.parametrize("delay_s", [0.3, 0.5, 0.8, 1.5])
+@pytest.mark.parametrize("moment", ["loading", "planned", "sending"])
 def test_ctrl_c_while_the_command_starts_exits_130_without_a_traceback(
-    delay_s: float, make_job: Callable[..., Path]
+    moment: str, make_job: Callable[..., Path], emulator_url: str
 ) -> None:
-    process = batchrun("run", str(make_job()), "--no-progress")
-    time.sleep(delay_s)  # loading its libraries, reading the input, or sending: each is a stop
+    """A stop while the command loads its libraries, once it has read the input and said
+    what it will do, or once it is sending (a 10-s run at the catalog's 2 RPS)."""
+    process = batchrun("run", str(make_job(base_url=emulator_url)), "--no-progress")
+    if moment == "loading":
+        wait_until_loading(process)
+    elif moment == "planned":
+        wait_for_output(process, "20 rows: 20 new")
+    else:
+        wait_until_sending(emulator_url, THINKER, count=3)
     process.send_signal(signal.SIGINT)
     code, out, err = finish(process)
     assert code == 130, err
