@@ -9,7 +9,6 @@ import os
 import random
 import signal
 import socket
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from batchrun.service.answers import split_think
 from batchrun.service.catalog import MODELS
 from tests.support import KEY, THINKER, batchrun, finish, news_rows
 from tests.support.outputs import abandon
+from tests.support.waits import requests_admitted, wait_until_sending, wait_until_taken
 
 QUIET = RunOptions(progress=False)
 
@@ -72,9 +72,12 @@ def test_ten_kills_at_random_moments_lose_and_duplicate_nothing(
     job = make_job(rows, base_url=faulty_emulator, rps=60, run="concurrency = 8")
     job.write_text(job.read_text().replace('keep = ["title"]', f'keep = ["title"]\n{run}'))
     moments = random.Random(11)
-    for _ in range(10):
+    for _ in range(10):  # some 80 requests admitted in all, of 150 rows: none is too late
         process = batchrun("run", str(job), "--no-progress")
-        time.sleep(moments.uniform(0.3, 1.2))
+        more = moments.randint(1, 12)
+        wait_until_sending(
+            faulty_emulator, THINKER, requests_admitted(faulty_emulator, THINKER) + more
+        )
         process.send_signal(signal.SIGKILL)
         process.communicate()
     code, _, err = finish(batchrun("run", str(job), "--no-progress"))
@@ -172,10 +175,9 @@ def test_second_ctrl_c_cancels_requests_in_flight_at_once(
     with Emulator(emulator_dir, rps_scale=50, latency_s=30) as emulator:
         job = make_job(news_rows(20), base_url=emulator.base_url, rps=100, run="grace_s = 60")
         run = batchrun("run", str(job), "--no-progress")
-        while not emulator.seen(THINKER).accepted:  # the run is sending
-            time.sleep(0.05)
+        wait_until_sending(emulator.base_url, THINKER)
         run.send_signal(signal.SIGINT)
-        time.sleep(0.5)
+        wait_until_taken(run, signal.SIGINT)  # so the next is a second Ctrl-C, not the same
         run.send_signal(signal.SIGINT)
         out, err = run.communicate(timeout=20)  # not the 30 s answers, nor the 60 s grace
     assert run.returncode == 130, err
@@ -192,8 +194,7 @@ def test_the_first_stop_sends_no_request_that_was_not_already_sent(
     with Emulator(emulator_dir, rps_scale=15, latency_s=2) as emulator:  # 30 RPS, 2 s answers
         job = make_job(rows, base_url=emulator.base_url, rps=30, run="grace_s = 3")
         run = batchrun("run", str(job), "--no-progress")
-        while emulator.seen(THINKER).accepted < 20:  # the run sends, about 60 in flight
-            time.sleep(0.05)
+        wait_until_sending(emulator.base_url, THINKER, count=20)  # about 60 in flight
         run.send_signal(sig)
         sent = emulator.seen(THINKER).accepted
         code, out, err = finish(run)
@@ -216,8 +217,7 @@ def test_sigterm_stops_like_ctrl_c(make_job: Callable[..., Path], emulator_dir: 
     with Emulator(emulator_dir, rps_scale=5) as emulator:
         job = make_job(news_rows(200), base_url=emulator.base_url, rps=10, run="grace_s = 5")
         run = batchrun("run", str(job), "--no-progress")
-        while emulator.seen(THINKER).accepted < 5:  # the run is sending
-            time.sleep(0.05)
+        wait_until_sending(emulator.base_url, THINKER, count=5)
         run.send_signal(signal.SIGTERM)
         code, out, _ = finish(run)
         assert "interrupted" in out
