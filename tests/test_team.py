@@ -17,6 +17,7 @@ from batchrun.bench.redisserver import RedisServer, free_port
 from batchrun.output.parts import read_columns
 from batchrun.service.teampacing import TeamLimiter
 from tests.support import batchrun, finish, news_rows, write_job, write_jsonl
+from tests.support.waits import wait_for_a_part, wait_until_sending
 
 MODEL = "qwen3-32b-awq"
 
@@ -136,7 +137,7 @@ def test_lost_redis_pauses_sending_and_the_run_resumes(
 ) -> None:
     emulator = emulator_at_10_rps
     run = start(str(job_file("alpha", emulator.base_url, 80, rps=10)), limits=redis_server.url)
-    time.sleep(2.5)
+    wait_until_sending(emulator.base_url, MODEL, count=15)
     redis_server.stop()
     time.sleep(1.0)  # requests already in flight land
     paused_at = emulator.seen(MODEL).accepted
@@ -157,7 +158,7 @@ def test_three_shards_one_killed_and_rerun_give_every_id_once(
         shards = {
             shard: start(job, "--shard", shard, "--no-progress") for shard in ("1/3", "2/3", "3/3")
         }
-        time.sleep(1.2)
+        wait_for_a_part(Path("out-alpha"), owner="s2of3")  # shard 2/3 is mid-run
         shards["2/3"].send_signal(signal.SIGKILL)
         shards["2/3"].communicate()
         assert [finish(shards[s])[0] for s in ("1/3", "3/3")] == [0, 0]
@@ -171,7 +172,7 @@ def test_three_shards_one_killed_and_rerun_give_every_id_once(
 def test_shards_share_an_output_but_a_shard_runs_once(emulator_at_10_rps: Emulator) -> None:
     job = str(job_file("alpha", emulator_at_10_rps.base_url, 100, rps=10))
     first = start(job, "--shard", "1/2", "--no-progress")
-    time.sleep(1.5)
+    wait_until_sending(emulator_at_10_rps.base_url, MODEL)  # shard 1/2 holds its lock
     try:
         other_shard = start(job, "--shard", "2/2", "--no-progress")
         same_shard = finish(start(job, "--shard", "1/2"))

@@ -33,11 +33,11 @@ def wait_until(ready: Callable[[], bool], missing: str, timeout_s: float = TIMEO
         time.sleep(POLL_S)
 
 
-def wait_for_a_part(output: Path, timeout_s: float = TIMEOUT_S) -> None:
-    """Wait until a run has sealed its first part into ``output``."""
-    wait_until(
-        lambda: any(output.glob("part-*.parquet")), f"no part appeared in {output}", timeout_s
-    )
+def wait_for_a_part(output: Path, owner: str = "", timeout_s: float = TIMEOUT_S) -> None:
+    """Wait until a run has sealed its first part into ``output`` (of a shard, ``s2of3``,
+    when ``owner`` names one)."""
+    pattern = f"part-{owner}*.parquet"
+    wait_until(lambda: any(output.glob(pattern)), f"no {pattern} in {output}", timeout_s)
 
 
 def requests_admitted(base_url: str, model: str) -> int:
