@@ -75,7 +75,7 @@ def wait_until_loading(process: subprocess.Popen[str], timeout_s: float = TIMEOU
     """Wait until a ``batchrun`` child has begun loading its libraries: a compiled module of
     the installed packages is mapped into it (the interpreter and ``python -m batchrun``'s
     own start, which load none, are behind it)."""
-    packages = sysconfig.get_path("platlib")
+    packages = os.path.realpath(sysconfig.get_path("platlib"))  # maps holds real paths
 
     def mapped() -> bool:
         maps = Path(f"/proc/{process.pid}/maps").read_text()
@@ -101,7 +101,7 @@ def wait_for_output(
             ended = "ended" if readable else f"ran {timeout_s} s"
             raise AssertionError(f"{process.args!r} {ended} without printing {wanted!r}: {read!r}")
         read += chunk
-    return read.decode()
+    return read.decode(errors="replace")
 
 
 def wait_until_taken(
