@@ -30,7 +30,7 @@ import polars as pl
 
 from batchrun.errors import JobError
 from batchrun.job import Job, load_job
-from batchrun.output.keys import settled_parts
+from batchrun.output.done import settled_parts
 from batchrun.output.rows import OK
 from batchrun.runner import RunOptions, RunOutcome, run_job
 

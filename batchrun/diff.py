@@ -7,36 +7,30 @@ changed rows are sent; with ``--retry-failed`` unchanged rows that only failed a
 Rows written before request hashes existed (null hash) count as unchanged for their ids,
 until ``--redo``.
 
-Memory stays flat: the output is read as its keys (``batchrun.output.keys``: 64-bit id hashes
-sorted, with their request hashes), each frame of the index is sorted by id hash and looked up
-in them with one binary search; only the rows left to do are listed (at most ``limit``), on
-disk (``input.selection.TodoList``).
+It is one query (``output.done``): the index left-joined on the id with each id's winning
+row in the output (its request hash and status), the rows to send streamed back in file
+order; with ``reuse``, whether the output already answered each one's request (under any id:
+a semi-join on the request hash). DuckDB runs it under a memory limit; only the rows left to
+do are listed (at most ``limit``), on disk (``input.selection.TodoList``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from batchrun.hashing import SortedHashes, member
+from batchrun.hashing import SortedHashes
 from batchrun.input.selection import TodoList
-from batchrun.output.keys import OutputKeys
-from batchrun.output.lookup import Found
+from batchrun.output.catalogue import Catalogue
+from batchrun.output.done import Engine, counts, listing
 from batchrun.shards import Shard
 
-INDEX_FRAME_ROWS = 131_072
-"""Index rows looked up at once (4.7 MB of index): fewer, bigger frames are faster (each
-costs a few polars calls) and hold more (over ten million done rows: 2.6 s and 366 MB with
-65,536; 2.0 s and 405 MB with 262,144)."""
-
-REUSE_CHECK_HASHES = 2_097_152
-"""Request hashes of rows to do checked against the output's answers at once (16 MB): each
-check reads the saved keys' ok request hashes once, a batch at a time."""
+STREAM_ROWS = 65_536
+"""Rows to send taken from the query at once."""
 
 
 @dataclass
@@ -97,94 +91,67 @@ def diff(
 ) -> Changes:
     """Classify every input row of ``index`` against ``output``; list the rows to do (and
     with ``reuse``, the requests among them the output already answered)."""
-    keys = OutputKeys.load(output)
-    reusable = ReusableAnswers(keys) if reuse and not keys.is_empty else None
     changes = Changes(todo=TodoList(index.parent))
-    for batch in _index_batches(index):
+    with Engine(Catalogue.load(output)) as engine:
+        inputs = f"SELECT * FROM read_parquet({listing([index])})"
         if shard is not None:
-            batch = batch.filter(shard.holds_keys(batch["shard_key"]))
-        order = batch["id_hash"].arg_sort()
-        found = keys.find(batch["id_hash"].gather(order).set_sorted())
-        send = _classify(batch["request_hash"].gather(order), found, changes, retry_failed, redo)
-        todo = batch[order.filter(send).sort()]  # in file order
-        if limit is not None:
-            todo = todo.head(max(limit - changes.todo_count, 0))
-        for (number,), rows in todo.group_by(["file"], maintain_order=True):
-            changes.todo.add(int(number), rows["offset"].to_arrow(), rows["line"].to_arrow())
-        if reusable is not None:
-            reusable.add(todo["request_hash"].to_numpy())
-    if reusable is not None:
-        changes.reusable = reusable.found()
-    if shard is None:
-        ok, failed = keys.counts()
-        changes.removed = max(ok + failed - changes.changed - changes.unchanged, 0)
+            inputs += f" WHERE shard_key % {shard.count} = {shard.index - 1}"
+        reuse = reuse and bool(engine.catalogue.parts)
+        reusable: list[np.ndarray] = []
+        for batch in engine.stream(_query(engine, inputs, retry_failed, redo, reuse), STREAM_ROWS):
+            _take(batch, changes, limit, reusable if reuse else None)
+        rows = engine.fetch(f"SELECT count(*) FROM ({inputs})")[0][0]
+        changes.unchanged = int(rows) - changes.new - changes.changed
+        changes.legacy = _legacy(engine, inputs)
+        if shard is None:
+            ok, failed = counts(engine)
+            changes.removed = max(ok + failed - changes.changed - changes.unchanged, 0)
+    if reusable:
+        changes.reusable = SortedHashes(np.concatenate(reusable))
     return changes
 
 
-class ReusableAnswers:
-    """Which rows to do make requests the output already answered (under other ids): their
-    request hashes checked against the output's answers a few million at a time."""
-
-    def __init__(self, keys: OutputKeys) -> None:
-        self._keys = keys
-        self._waiting: list[np.ndarray] = []
-        self._found: list[np.ndarray] = []
-
-    def add(self, requests: np.ndarray) -> None:
-        self._waiting.append(requests)
-        if sum(map(len, self._waiting)) >= REUSE_CHECK_HASHES:
-            self._check()
-
-    def found(self) -> SortedHashes:
-        self._check()
-        return SortedHashes(np.concatenate(self._found) if self._found else None)
-
-    def _check(self) -> None:
-        if self._waiting:
-            requests = np.unique(np.concatenate(self._waiting))
-            self._found.append(self._keys.answered(requests))
-            self._waiting = []
+def _query(engine: Engine, inputs: str, retry_failed: bool, redo: bool, reuse: bool) -> str:
+    """The rows to send, in file order: new, changed (a row without a request hash is not,
+    unless ``redo``), and with ``retry_failed`` the unchanged ones that failed."""
+    answered = f"SELECT request_hash FROM ({engine.rows()}) WHERE ok"
+    reusable = f"request_hash IN ({answered})" if reuse else "false"
+    kept = "NOT same AND NOT legacy" if not redo else "NOT same"
+    retried = "same AND NOT ok" if retry_failed else "false"
+    return f"""
+        WITH joined AS (
+            SELECT i.file, i."offset", i.line, i.id, i.request_hash, d.id IS NOT NULL AS present,
+                coalesce(d.request_hash = i.request_hash, false) AS same,
+                d.id IS NOT NULL AND d.request_hash IS NULL AS legacy, coalesce(d.ok, false) AS ok
+            FROM ({inputs}) i LEFT JOIN ({engine.done()}) d ON i.id = d.id)
+        SELECT file, "offset", line, id, request_hash, present, {retried} AS retried,
+            {reusable} AS reusable
+        FROM joined WHERE ({kept}) OR ({retried}) ORDER BY file, "offset"
+    """
 
 
-def _classify(
-    requests: pl.Series, found: Found, changes: Changes, retry_failed: bool, redo: bool
-) -> pl.Series:
-    """Count rows by kind; the mask of the rows to send. Rows without a request hash are
-    unchanged for their ids, unless ``redo``."""
-    same = found.present & (found.request == requests.reinterpret(signed=False)).fill_null(False)
-    legacy = found.present & found.request.is_null()
-    unchanged = same if redo else same | legacy
-    changes.new += int((~found.present).sum())
-    changes.changed += int((found.present & ~unchanged).sum())
-    changes.unchanged += int(unchanged.sum())
-    changes.legacy += int(legacy.sum())
-    retried = same & ~found.ok if retry_failed else pl.repeat(False, len(requests), eager=True)
-    changes.retried += int(retried.sum())
-    return ~unchanged | retried
+def _take(
+    batch: pa.RecordBatch, changes: Changes, limit: int | None, reusable: list[np.ndarray] | None
+) -> None:
+    """Count a batch of rows to send by kind, list them (up to ``limit``)."""
+    present, retried = pc.sum(batch["present"]).as_py() or 0, pc.sum(batch["retried"]).as_py() or 0
+    changes.new += batch.num_rows - present
+    changes.changed += present - retried
+    changes.retried += retried
+    if reusable is not None:
+        found = pc.filter(batch["request_hash"], batch["reusable"]).to_numpy()
+        reusable.append(found)
+    room = batch.num_rows if limit is None else max(limit - changes.todo_count, 0)
+    todo = batch.slice(0, room)
+    for number in pc.unique(todo["file"]).to_pylist():
+        rows = todo.filter(pc.equal(todo["file"], number))
+        changes.todo.add(int(number), rows["offset"], rows["line"], rows["id"])
 
 
-def _index_batches(index: Path) -> Iterator[pl.DataFrame]:
-    """The index in frames of about ``INDEX_FRAME_ROWS`` rows (few, cheap lookups); Arrow's
-    buffers of a frame are given back before the next is read."""
-    with pa.OSFile(str(index)) as source, pa.ipc.open_file(source) as reader:
-        batches: list[pa.RecordBatch] = []
-        for number in range(reader.num_record_batches):
-            batches.append(reader.get_batch(number))
-            if sum(batch.num_rows for batch in batches) >= INDEX_FRAME_ROWS:
-                yield _frame(batches)
-                batches = []
-                pa.default_memory_pool().release_unused()
-        if batches:
-            yield _frame(batches)
-
-
-def _frame(batches: list[pa.RecordBatch]) -> pl.DataFrame:
-    frame = pl.from_arrow(pa.Table.from_batches(batches).combine_chunks())
-    assert isinstance(frame, pl.DataFrame)
-    return frame
-
-
-def index_ids(index: Path) -> Callable[[pl.Series], pl.Series]:
-    """Which of some ids' hashes the input holds (for ``--prune``)."""
-    ordered = pl.concat([batch["id_hash"] for batch in _index_batches(index)]).sort()
-    return lambda hashes: member(hashes, ordered)
+def _legacy(engine: Engine, inputs: str) -> int:
+    """Input rows whose output row has no request hash (written before batchrun kept it)."""
+    legacy = f"SELECT id FROM ({engine.done()}) WHERE request_hash IS NULL"
+    if not engine.fetch(f"SELECT count(*) FROM ({legacy})")[0][0]:
+        return 0
+    sql = f"SELECT count(*) FROM ({inputs}) i WHERE i.id IN ({legacy})"
+    return int(engine.fetch(sql)[0][0])

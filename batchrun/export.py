@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 
 from batchrun.errors import JobError, OutputError, cannot_write
 from batchrun.job import Job
-from batchrun.output.keys import settled_parts
+from batchrun.output.done import settled_parts
 from batchrun.output.layout import part_time
 from batchrun.output.rows import OK
 from batchrun.tasks.openai_batch import request_id

@@ -15,7 +15,7 @@ from batchrun.indexing import input_index
 from batchrun.input.checks import open_input
 from batchrun.input.index import SHOWN, InputCheck, duplicate_lines
 from batchrun.job import Job
-from batchrun.output.keys import output_counts
+from batchrun.output.done import output_counts
 from batchrun.output.rows import FAILED, OK
 from batchrun.runner import bad_lines
 from batchrun.tasks import job_schema, task_for

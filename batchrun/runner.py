@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from batchrun.diff import Changes, diff, index_ids
+from batchrun.diff import Changes, diff
 from batchrun.endpoint import check_endpoint, open_endpoint
 from batchrun.errors import JobError, OutputError
 from batchrun.indexing import input_index
@@ -28,9 +28,9 @@ from batchrun.job import Job
 from batchrun.jobchecks import redis_url_problem
 from batchrun.metrics import check_port, served_metrics
 from batchrun.output.archive import Archive
+from batchrun.output.done import output_counts
 from batchrun.output.events import EventLog
 from batchrun.output.identity import Identity
-from batchrun.output.keys import output_counts
 from batchrun.output.layout import WHOLE_JOB, OutputLayout, write_json
 from batchrun.output.rows import FAILED, OK
 from batchrun.output.store import Store, move_aside
@@ -219,7 +219,7 @@ def _changes(
     """``--prune``, then what is left to do; say it in the run's first line."""
     output = Path(job.spec.output.path)
     if options.prune:
-        pruned = store.prune(index_ids(index))
+        pruned = store.prune(index)
         out.say(f"--prune: removed {pruned} rows no longer in the input")
     changes = diff(
         index, output, retry_failed=options.retry_failed, shard=options.shard,

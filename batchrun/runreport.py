@@ -17,8 +17,8 @@ import polars as pl
 
 from batchrun.errors import JobError, OutputError, cannot_write
 from batchrun.job import Job
+from batchrun.output.done import output_counts
 from batchrun.output.events import ANSWERED, read_events
-from batchrun.output.keys import output_counts
 from batchrun.output.layout import OutputLayout, read_json
 from batchrun.output.rows import FAILED, OK
 

@@ -18,8 +18,8 @@ from batchrun.bench.processes import Emulator
 from batchrun.bench.redisserver import free_port
 from batchrun.emulator import EmulatorConfig, running_emulator
 from batchrun.job import load_job
+from batchrun.output.done import output_counts
 from batchrun.output.events import read_events
-from batchrun.output.keys import output_counts
 from batchrun.output.layout import OutputLayout
 from batchrun.overview import validate_lines
 from batchrun.runner import RunOptions, run_job

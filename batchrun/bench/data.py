@@ -154,15 +154,10 @@ def _done_rows(job: Job, schema: pa.Schema, ids: pa.Array, hashes: pa.Array) -> 
 
 
 def _first_request_hashes(index: Path, count: int) -> pa.Array:
-    with pa.OSFile(str(index)) as source, pa.ipc.open_file(source) as reader:
-        chunks, taken = [], 0
-        for number in range(reader.num_record_batches):
-            column = reader.get_batch(number).column("request_hash")
-            chunks.append(column.slice(0, count - taken))
-            taken += len(chunks[-1])
-            if taken >= count:
-                break
-    return pa.concat_arrays(chunks)
+    """The request hashes of the first ``count`` input rows (the index is in no order)."""
+    table = pq.read_table(index, columns=["file", "offset", "request_hash"])
+    table = table.sort_by([("file", "ascending"), ("offset", "ascending")])
+    return table.column("request_hash").slice(0, count).combine_chunks()
 
 
 def _constant(value: object, kind: pa.DataType, count: int) -> pa.Array:

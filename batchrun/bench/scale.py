@@ -23,7 +23,8 @@ from batchrun.bench.data import (
 from batchrun.bench.processes import Emulator, Run, run_batchrun
 from batchrun.bench.table import Figure, Spec
 from batchrun.bench.workspace import Workspace
-from batchrun.output.keys import OutputKeys
+from batchrun.output.catalogue import Catalogue
+from batchrun.output.done import Engine, losers
 from batchrun.service.catalog import Kind
 
 LIFTED = 1_000_000.0
@@ -40,7 +41,12 @@ RESUME_SPECS = (
     Spec("resume: peak RSS", "MB", 400.0, at_most=True),
     Spec("resume: peak RSS, embeddings job", "MB", 400.0, at_most=True),
     Spec("nightly: changed rows sent, output compacted: peak RSS", "MB", 400.0, at_most=True),
+    Spec("nightly: changed rows sent, output compacted: wall", "s", 30.0, at_most=True),
+    Spec("grown: input grew by 50,000 rows: start to first request", "s", 30.0, at_most=True),
+    Spec("grown: peak RSS, the same run", "MB", 400.0, at_most=True),
 )
+GROWN_ROWS = 50_000
+"""Rows the input gains before the night of section ``resume``'s grown input."""
 CHANGED_EVERY = 10_000
 """One done row in this many changed, in the nightly run of section ``resume``."""
 MEMORY_SPECS = (Spec("memory: peak RSS, huge JSONL input", "MB", 400, at_most=True),)
@@ -96,6 +102,7 @@ def resume(ws: Workspace) -> list[Figure]:
     chat, first = _resumed(ws, work / "resume.toml", "chat", data)
     embeddings, _ = _resumed(ws, work / "resume-embeddings.toml", "embeddings", data)
     nightly, changed = _nightly(ws, work / "nightly.toml", data)
+    grown, grown_first = _grown(ws, work / "grown.toml", data)
     note = f"{done:,} done of {done + left:,}; run wall {chat.wall_s:.1f} s, "
     note += f"peak RSS {chat.peak_rss_mb:.0f} MB"
     return [
@@ -107,6 +114,9 @@ def resume(ws: Workspace) -> list[Figure]:
             nightly.peak_rss_mb,
             f"{changed:,} of {done:,} done rows changed; run wall {nightly.wall_s:.1f} s",
         ),
+        Figure(RESUME_SPECS[4], nightly.wall_s, f"{changed:,} of {done:,} done rows changed"),
+        Figure(RESUME_SPECS[5], grown_first, f"{done:,} done; the index made again"),
+        Figure(RESUME_SPECS[6], grown.peak_rss_mb, f"run wall {grown.wall_s:.1f} s"),
     ]
 
 
@@ -140,9 +150,31 @@ def _nightly(ws: Workspace, path: Path, data: Path) -> tuple[Run, int]:
         run = run_batchrun(job, "--limit", str(changed))
     if run.code != 0:
         raise ValueError(f"the nightly run failed (exit {run.code})")
-    if OutputKeys.load(output_of(job)).has_repeated_ids:
+    with Engine(Catalogue.load(output_of(job))) as engine:
+        repeated = bool(losers(engine))
+    if repeated:
         raise ValueError("the nightly run left ids with two rows: it did not compact")
     return run, changed
+
+
+def _grown(ws: Workspace, path: Path, data: Path) -> tuple[Run, float]:
+    """The night after the input file gained ``GROWN_ROWS`` rows (appended by the bench to
+    the input the done rows' index was made from): ``--limit 1``, and its seconds from start
+    to first request (the index is made again first)."""
+    done = ws.sizes.resume_done
+    with Emulator(path.parent, name=f"emulator-{path.stem}") as emulator:
+        job = write_job(path, kind="chat", base_url=emulator.base_url, input_path=data)
+        ws.say(f"resume (grown): the earlier run's input index and {done:,} done rows")
+        write_done_parts(job, done)
+        total = sum(1 for _ in data.open("rb"))
+        with data.open("ab") as sink:
+            sink.write(b"".join(NEWS % ((i,) * 5) for i in range(total, total + GROWN_ROWS)))
+        ws.say(f"resume (grown): the input gained {GROWN_ROWS:,} rows; run --limit 1")
+        run = run_batchrun(job, "--limit", "1")
+        seen = emulator.seen(MODEL_OF["chat"])
+    if seen.first is None:
+        raise ValueError(f"no request reached the emulator (exit {run.code})")
+    return run, seen.first - run.spawned_at
 
 
 def memory(ws: Workspace) -> list[Figure]:

@@ -121,9 +121,11 @@ class RecordReader:
                     continue
                 wanted = self._only.wanted(index)
             if file.suffix in PARQUET_SUFFIXES:
-                yield from self._parquet(file, wanted)
+                batches = self._parquet(file, wanted)
             else:
-                yield from _batched(self._jsonl(file, wanted), self._batch_rows)
+                batches = _batched(self._jsonl(file, wanted), self._batch_rows)
+            expected = self._only.expected(index) if self._only is not None else None
+            yield from batches if expected is None else checked(batches, expected, file)
 
     def _jsonl(self, file: Path, wanted: Wanted | None) -> Iterator[Record]:
         with file.open("rb") as lines:
@@ -178,6 +180,32 @@ class RecordReader:
             the_id = row_id(values[self._id], location(file, number))
             records.append(Record(the_id, values, file, number, index))
         return records
+
+
+class StaleIndex(JobError):
+    """A row read at the place the input index gives does not hold the id the index says."""
+
+
+def checked(
+    batches: Iterator[list[Record]], expected: Iterator[str | None], file: Path
+) -> Iterator[list[Record]]:
+    """``batches`` read at the input index's places, each row's id checked against the
+    index's (a row that does not parse there is out of step too)."""
+    try:
+        for batch in batches:
+            for record in batch:
+                if (wanted := next(expected, None)) is not None and record.id != wanted:
+                    raise StaleIndex(
+                        f"{record.where}: the input index puts id {wanted!r} here, but the row "
+                        f"holds {record.id!r}"
+                    )
+            yield batch
+    except StaleIndex:
+        raise
+    except JobError as exc:
+        raise StaleIndex(
+            f"{file}: the input index points at a place that is not a row ({exc})"
+        ) from None
 
 
 Row = tuple[int, int, int, str, dict[str, Any]]

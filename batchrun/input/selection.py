@@ -17,7 +17,7 @@ from typing import IO, Protocol
 
 import pyarrow as pa
 
-SCHEMA = pa.schema([("offset", pa.int64()), ("line", pa.int64())])
+SCHEMA = pa.schema([("offset", pa.int64()), ("line", pa.int64()), ("id", pa.string())])
 READ_ROWS = 8_192
 """Rows of a listing turned into Python numbers at once."""
 
@@ -29,6 +29,10 @@ class Selection(Protocol):
 
     def wanted(self, file: int) -> Iterator[tuple[int, int]]:
         """(offset, line number) of each row to read in file ``file``, in file order."""
+        ...
+
+    def expected(self, file: int) -> Iterator[str | None] | None:
+        """The id each of those rows must hold (from the input index; None: not known)."""
         ...
 
 
@@ -43,6 +47,9 @@ class Picked:
 
     def wanted(self, file: int) -> Iterator[tuple[int, int]]:
         return iter(self.rows.get(file, ()))
+
+    def expected(self, file: int) -> Iterator[str | None] | None:
+        return None
 
 
 class TodoList:
@@ -59,15 +66,18 @@ class TodoList:
         self._written = 0
         self.total = 0
 
-    def add(self, file: int, offsets: pa.Array, lines: pa.Array) -> None:
-        """Rows of ``file`` after every row added so far."""
+    def add(
+        self, file: int, offsets: pa.Array, lines: pa.Array, ids: pa.Array | None = None
+    ) -> None:
+        """Rows of ``file`` after every row added so far (with the ids they must hold)."""
         if not len(offsets):
             return
         assert self._reader is None, "a TodoList takes no row once read"
         if self._writer is None:
             self._file = _unnamed_file(self._directory)
             self._writer = pa.ipc.new_file(pa.PythonFile(self._file, mode="w"), SCHEMA)
-        columns = [offsets.cast(pa.int64()), lines.cast(pa.int64())]
+        ids = pa.nulls(len(offsets), pa.string()) if ids is None else ids
+        columns = [offsets.cast(pa.int64()), lines.cast(pa.int64()), ids.cast(pa.string())]
         self._writer.write_batch(pa.record_batch(columns, schema=SCHEMA))
         self._batches.setdefault(file, []).append(self._written)
         self._written += 1
@@ -86,6 +96,16 @@ class TodoList:
             for start in range(0, batch.num_rows, READ_ROWS):
                 chunk = batch.slice(start, READ_ROWS)
                 yield from zip(chunk["offset"].to_pylist(), chunk["line"].to_pylist(), strict=True)
+
+    def expected(self, file: int) -> Iterator[str | None] | None:
+        if not self.count(file):
+            return None
+        reader = self._read()
+        return (
+            id_
+            for number in self._batches[file]
+            for id_ in reader.get_batch(number).column("id").to_pylist()
+        )
 
     def first(self, count: int) -> Picked:
         """The first ``count`` rows, in memory."""

@@ -9,7 +9,10 @@ Versions: 0 (batchrun before format versions: ``_job.json`` without ``format``),
 files and columns, with ``format`` recorded), 2 (every row ends with ``request_hash``; rows
 migrated from 1 hold null there and count as done for their ids until ``--redo``), 3 (the
 output directory holds the parts only, the rest is in the state directory beside it: moved
-there by ``OutputLayout`` before ``_job.json`` is read, ``output.layout``).
+there by ``OutputLayout`` before ``_job.json`` is read, ``output.layout``), 4 (what is done
+is asked of a query engine: parts carry a sequence number and page checksums, the input index
+is Parquet with the ids, the hand-written key files are gone; parts of format 3 keep their
+bytes, are verified on first use and count as sequence 0).
 """
 
 from __future__ import annotations
@@ -23,13 +26,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from batchrun.errors import OutputError
-from batchrun.output.keys import output_counts
+from batchrun.output.done import output_counts
 from batchrun.output.layout import OutputLayout, move_legacy_state, read_json, write_json
 from batchrun.output.parts import write_part
 from batchrun.output.rows import REQUEST_HASH
 from batchrun.version import WRITTEN_BY
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 Recorded = dict[str, Any]
 """What ``_job.json`` holds."""
 
@@ -46,7 +49,7 @@ def _from_1(path: Path, identity: Recorded) -> Recorded:
         if REQUEST_HASH.name not in pq.read_schema(part).names:
             table = pq.read_table(part)
             nulls = pa.nulls(table.num_rows, REQUEST_HASH.type)
-            write_part(part, table.append_column(REQUEST_HASH, nulls))
+            write_part(part, table.append_column(REQUEST_HASH, nulls), 0)
     return {**identity, "format": 2}
 
 
@@ -57,7 +60,26 @@ def _from_2(path: Path, identity: Recorded) -> Recorded:
     return {**identity, "format": 3}
 
 
-MIGRATIONS: dict[int, Callable[[Path, Recorded], Recorded]] = {0: _from_0, 1: _from_1, 2: _from_2}
+FORMAT_3_FILES = ("_keys.arrows", "_keys-*.arrows", "._keys*.tmp", "_input-index.arrows")
+
+
+def _from_3(path: Path, identity: Recorded) -> Recorded:
+    """Version 4 asks a query engine what is done: the saved keys and the Arrow input index
+    go (the index is made again, as Parquet); the parts stay as they are (sequence 0, ties
+    broken by name: their start time, as format 3 ordered them)."""
+    state = OutputLayout(path).state
+    for pattern in FORMAT_3_FILES:
+        for stale in state.glob(pattern):
+            stale.unlink(missing_ok=True)
+    return {**identity, "format": 4}
+
+
+MIGRATIONS: dict[int, Callable[[Path, Recorded], Recorded]] = {
+    0: _from_0,
+    1: _from_1,
+    2: _from_2,
+    3: _from_3,
+}
 """``MIGRATIONS[v]`` turns an output of format ``v`` into one of format ``v + 1``."""
 
 

@@ -20,15 +20,14 @@ else lives beside it, in the state directory ``.<name>.batchrun``::
         .journal-<token>.arrows     rows answered since the last part, as Arrow IPC batches
         _input.json                 what the input index was built from (files' size and mtime,
                                     the job's requests) and the whole-input check's result
-        _input-index.arrows         the input index: 36 bytes per input row (``input.index``)
+        _input-index.parquet        the input index: one small row per input row (``input.index``)
+        _parts.json                 each part's sequence number, verified and compacted or not
+                                    (``output.catalogue``; checksummed)
         _summary.json               the last run's summary (``_summary-sIofN.json`` for a shard)
         _run-<token>.json           every run's summary, kept (``batchrun report``)
         _events-<token>.arrows      every run's trace: one record per request attempt
                                     (``output.events``)
-        _keys.arrows                every id's hash, request hash and status, sorted, for the
-                                    parts it names (``output.keys``)
-        _keys-<token>.arrows        the same for one part, until merged into ``_keys.arrows``
-        ._keys*.<pid>.tmp           keys being written (a killed run may leave one: removed)
+        part-<token>.parquet.damaged  a part that failed its checks, moved aside (its rows redone)
         .lock                       held (flock) by the run writing here; says its pid and host
         .lock-sIofN                 the same for shard I of N (``--shard I/N``)
         .lock-maintenance           held while journals are sealed and parts compacted
@@ -54,7 +53,6 @@ import orjson
 PART_PREFIX, PART_SUFFIX = "part-", ".parquet"
 JOURNAL_PREFIX, JOURNAL_SUFFIX = ".journal-", ".arrows"
 TEMPORARY_PREFIX, TEMPORARY_SUFFIX = ".part-", ".tmp"
-PART_KEYS_PREFIX, PART_KEYS_SUFFIX = "_keys-", ".arrows"
 WHOLE_JOB = "all"
 STATE_SUFFIX = ".batchrun"
 MARK_PREFIX = ".batchrun-"
@@ -112,18 +110,6 @@ class OutputLayout:
     def temporaries(self) -> list[Path]:
         return sorted(self.root.glob(f"{TEMPORARY_PREFIX}*{TEMPORARY_SUFFIX}"))
 
-    def keys_temporaries(self) -> list[tuple[Path, str | None]]:
-        """Keys being written (``.<name>.<pid>.tmp``), each with the owner of its part (None:
-        the output's keys); a name of another shape is not listed."""
-        found: list[tuple[Path, str | None]] = []
-        for path in self._listed("._keys*.tmp"):
-            name = path.name.removeprefix(".").rsplit(".", 2)[0]
-            if name == self.keys.name:
-                found.append((path, None))
-            elif name.startswith(PART_KEYS_PREFIX) and name.endswith(PART_KEYS_SUFFIX):
-                found.append((path, owner_of(Path(name))))
-        return found
-
     @property
     def job_file(self) -> Path:
         return self.state / "_job.json"
@@ -137,18 +123,16 @@ class OutputLayout:
         return self.state / "_input.json"
 
     @property
-    def keys(self) -> Path:
-        return self.state / "_keys.arrows"
-
-    def part_keys(self, part: Path) -> Path:
-        return self.state / f"{PART_KEYS_PREFIX}{token_of(part)}{PART_KEYS_SUFFIX}"
-
-    def part_keys_files(self) -> list[Path]:
-        return self._listed(f"{PART_KEYS_PREFIX}*{PART_KEYS_SUFFIX}")
+    def catalogue(self) -> Path:
+        return self.state / "_parts.json"
 
     @property
     def input_index(self) -> Path:
-        return self.state / "_input-index.arrows"
+        return self.state / "_input-index.parquet"
+
+    def damaged(self, part: Path) -> Path:
+        """Where a damaged part is moved aside: out of the output directory's readers' way."""
+        return self.state / f"{part.name}.damaged"
 
     def summary(self, shard_name: str | None = None) -> Path:
         return self.state / (f"_summary-{shard_name}.json" if shard_name else "_summary.json")
@@ -212,14 +196,12 @@ def move_legacy_state(root: Path) -> None:
 
 
 def token_of(path: Path) -> str:
-    """The ``<owner>-<time>-<pid>`` token of a part, journal, temporary part or part's keys
-    name."""
+    """The ``<owner>-<time>-<pid>`` token of a part, journal or temporary part."""
     name = path.name
     for prefix, suffix in (
         (PART_PREFIX, PART_SUFFIX),
         (JOURNAL_PREFIX, JOURNAL_SUFFIX),
         (TEMPORARY_PREFIX, TEMPORARY_SUFFIX),
-        (PART_KEYS_PREFIX, PART_KEYS_SUFFIX),
     ):
         if name.startswith(prefix) and name.endswith(suffix):
             return name[len(prefix) : -len(suffix)]
@@ -237,7 +219,8 @@ def temporary_of(part: Path) -> Path:
 
 
 def part_time(part: Path) -> int:
-    """When a part's journal was started (ns), from its token; 0 when the name has none."""
+    """When a part's journal was started (ns), from its token; 0 when the name has none (the
+    time a part says of itself: never its order, which is its sequence number)."""
     try:
         return int(token_of(part).split("-")[-2], 16)
     except (IndexError, ValueError):

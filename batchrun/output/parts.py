@@ -1,12 +1,16 @@
-"""Part files of an output directory: written atomically, listed, read by column.
+"""Part files of an output directory: written atomically, numbered, read with checks.
 
 A part appears whole or not at all: it is written under a dot-prefixed temporary name,
-fsynced, renamed into place, and the directory is fsynced. Readers skip dot files.
+fsynced, renamed into place, and the directory is fsynced. Readers skip dot files. Each part
+carries its sequence number in its footer (``SEQUENCE_KEY``): parts sealed later carry higher
+numbers, and compaction's "newest wins" reads them, never a clock. Pages are written with
+checksums and read with verification: a damaged part is an error, never wrong rows.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -19,24 +23,37 @@ READ_TRIES = 3
 ROW_GROUP_ROWS = 8_192
 ROW_GROUP_BYTES = 8 << 20
 BATCH_ROWS = 65_536
+SEQUENCE_KEY = b"batchrun.sequence"
+"""The footer key of a part's sequence number (parts of format 2 have none: number 0)."""
 
 
-def write_part(part: Path, table: pa.Table) -> None:
+class DamagedPart(Exception):
+    """A part whose footer or pages do not check; ``part`` names it."""
+
+    def __init__(self, part: Path, reason: str) -> None:
+        super().__init__(f"{part}: damaged ({reason})")
+        self.part = part
+
+
+def write_part(part: Path, table: pa.Table, sequence: int) -> None:
     """Write ``table`` so that ``part`` appears whole or not at all."""
-    write_batches(part, table.schema, table.to_batches())
+    write_batches(part, table.schema, table.to_batches(), sequence)
 
 
 def write_batches(
-    part: Path, schema: pa.Schema, batches: Iterable[pa.RecordBatch]
-) -> os.stat_result | None:
-    """Write ``batches`` as ``part`` (nothing when they hold no row) a row group at a time,
-    holding no more than one in memory; the part appears whole or not at all. Its stat, as
-    written (None: no row)."""
+    part: Path, schema: pa.Schema, batches: Iterable[pa.RecordBatch], sequence: int
+) -> int:
+    """Write ``batches`` as ``part`` numbered ``sequence`` (nothing when they hold no row) a
+    row group at a time, holding no more than one in memory; the part appears whole or not at
+    all. The rows written."""
     temporary, written, group = temporary_of(part), 0, []
     flat = [field.name for field in schema if not pa.types.is_nested(field.type)]
+    metadata = {**(schema.metadata or {}), SEQUENCE_KEY: str(sequence).encode()}
     with pq.ParquetWriter(
-        temporary, schema, compression="zstd", use_dictionary=flat, write_statistics=flat
-    ) as writer:  # vectors: no dictionary or min/max (each is a buffer the size of the group)
+        temporary, schema.with_metadata(metadata), compression="zstd", use_dictionary=flat,
+        write_statistics=flat, write_page_checksum=True,
+    ) as writer:  # fmt: skip
+        # (vectors: no dictionary or min/max: each is a buffer the size of the group)
         for batch in batches:
             group.append(batch)
             if sum(b.num_rows for b in group) >= _group_rows(group[0]):
@@ -48,13 +65,12 @@ def write_batches(
     pa.default_memory_pool().release_unused()  # the row groups' buffers, back to the system
     if not written:
         temporary.unlink()
-        return None
+        return 0
     with open(temporary, "rb") as sink:
         os.fsync(sink.fileno())
-        stat = os.fstat(sink.fileno())
     os.replace(temporary, part)
     fsync_directory(part.parent)
-    return stat
+    return written
 
 
 def _group_rows(batch: pa.RecordBatch) -> int:
@@ -96,18 +112,53 @@ def _read_parts(parts: list[Path], columns: list[str]) -> pa.Table:
     return ds.dataset([str(p) for p in parts], format="parquet").to_table(columns=columns)
 
 
-def read_batches(parts: list[Path], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
-    """``schema``'s columns of ``parts``, a row group at a time (memory bounded by a row
-    group, not by the output); a column a part lacks (written by an older batchrun) is null."""
-    for part in parts:
-        reader = pq.ParquetFile(part)
-        present = [name for name in schema.names if name in reader.schema_arrow.names]
-        for batch in reader.iter_batches(batch_size=BATCH_ROWS, columns=present):
-            columns = [
-                batch.column(name) if name in present else pa.nulls(batch.num_rows, kind)
-                for name, kind in zip(schema.names, schema.types, strict=True)
-            ]
-            yield pa.record_batch(columns, schema=schema)
+def open_part(part: Path) -> pq.ParquetFile:
+    """A part for reading, its pages verified against their checksums; DamagedPart when its
+    footer does not read."""
+    try:
+        return pq.ParquetFile(part, page_checksum_verification=True)
+    except (OSError, pa.ArrowException) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise DamagedPart(part, _reason(exc)) from None
+
+
+def part_batches(part: Path, batch_rows: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
+    """Every column of a part, a batch at a time, verified; DamagedPart when it fails."""
+    source = open_part(part)
+    try:
+        yield from source.iter_batches(batch_size=batch_rows)
+    except (OSError, pa.ArrowException) as exc:
+        raise DamagedPart(part, _reason(exc)) from None
+
+
+def check_part(part: Path) -> None:
+    """Read a part whole (a batch at a time), checking every page: DamagedPart if it fails."""
+    for _ in part_batches(part):
+        pass
+
+
+def sequence_of(part: Path) -> int:
+    """A part's sequence number, from its footer; DamagedPart when it does not read."""
+    metadata = open_part(part).schema_arrow.metadata or {}
+    number = metadata.get(SEQUENCE_KEY, b"0")
+    return int(number) if number.isdigit() else 0
+
+
+def move_aside(part: Path) -> Path:
+    """Move a damaged part into the state directory as ``<name>.damaged`` (readers of the
+    output no longer see it)."""
+    aside = OutputLayout(part.parent).damaged(part)
+    aside.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(part, aside)
+    fsync_directory(part.parent)
+    return aside
+
+
+def _reason(exc: BaseException) -> str:
+    """The first line of an Arrow error, without its C++ source location."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return re.sub(r"^/\S+:\d+\s*", "", text)
 
 
 def whole_batches(path: Path) -> Iterator[pa.RecordBatch]:

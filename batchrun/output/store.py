@@ -6,9 +6,9 @@ Crash model: every answered row is appended to the journal as soon as the writer
 a process killed at any moment loses only the requests in flight and the few answers queued
 for the writer. ``seal()`` turns the journal into a part; a journal left by a killed run is
 sealed by the next one (a torn last batch is dropped: those rows are sent again). A part's name
-is derived from its journal's, so a journal sealed twice yields one part. After sealing,
-``batchrun.output.compaction`` makes sure every id has one row, and the parts' keys are
-merged into the saved keys (``batchrun.output.keys``).
+is derived from its journal's, so a journal sealed twice yields one part; parts are numbered
+in the order they are sealed (``output.parts.SEQUENCE_KEY``). After sealing,
+``batchrun.output.compaction`` makes sure every id has one row.
 """
 
 from __future__ import annotations
@@ -20,18 +20,16 @@ import itertools
 import os
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import polars as pl
 import pyarrow as pa
 
 from batchrun.errors import OutputError, cannot_write
+from batchrun.output.catalogue import Catalogue, sealed
 from batchrun.output.compaction import compact, prune
 from batchrun.output.identity import Identity
-from batchrun.output.keyruns import KeysCollector
-from batchrun.output.keys import settle
 from batchrun.output.layout import (
     WHOLE_JOB,
     OutputLayout,
@@ -39,7 +37,6 @@ from batchrun.output.layout import (
     state_of,
     token_of,
 )
-from batchrun.output.partkeys import save_part_keys
 from batchrun.output.parts import whole_batches, write_batches
 from batchrun.output.rows import REQUEST_HASH
 from batchrun.shards import Shard
@@ -61,6 +58,8 @@ class Store:
         self.rows_in_journal = 0
         self._sealer: concurrent.futures.ThreadPoolExecutor | None = None
         self._sealing: concurrent.futures.Future[None] | None = None
+        self._sequence = 0
+        """The number of the last part sealed (``Catalogue.next_sequence`` at open)."""
 
     def open(self, identity: Identity | None = None) -> Store:
         """Create the directory, take the lock, check (and migrate) the output's identity,
@@ -76,6 +75,7 @@ class Store:
             with self._maintenance():
                 if identity is not None:
                     identity.check(self.path)
+                self._sequence = Catalogue.load(self.path, repair=True).next_sequence() - 1
                 self._finish_what_killed_runs_left()
                 self._compact()
         except BaseException:
@@ -86,9 +86,6 @@ class Store:
     def _finish_what_killed_runs_left(self) -> None:
         for stale in self.layout.temporaries():  # a part a killed run was writing
             if self._orphaned(owner_of(stale)):
-                stale.unlink(missing_ok=True)
-        for stale, owner in self.layout.keys_temporaries():  # keys a killed run was writing
-            if owner is None or self._orphaned(owner):  # (the output's: under this lock)
                 stale.unlink(missing_ok=True)
         for journal in self.layout.journals():
             if self._orphaned(owner_of(journal)):
@@ -113,13 +110,13 @@ class Store:
         finally:
             self._unlock()
 
-    def prune(self, keeps: Callable[[pl.Series], pl.Series]) -> int:
-        """``--prune`` (``output.compaction.prune``), then the keys merged anew: the diff
-        then maps them, rather than reading every part's keys."""
+    def prune(self, index: Path) -> int:
+        """``--prune`` (``output.compaction.prune``): the rows whose id ``index`` lacks go."""
         with self._maintenance():
-            pruned = prune(self.path, keeps)
-            self._compact()
-        return pruned
+            try:
+                return prune(self.path, index)
+            except OSError as exc:
+                raise cannot_write(self.path, exc, "cannot rewrite a part") from None
 
     def append(self, table: pa.Table) -> None:
         """Add answered rows to the journal; they survive a kill from now on."""
@@ -192,13 +189,9 @@ class Store:
             os.close(fd)
 
     def _compact(self) -> None:
-        """Merge the parts' keys into the saved keys (a resumed run over ten million rows
-        then reads no id string: ``output.keys``); compact first when some id has several
-        rows."""
+        """Drop the rows that lose to another row of their id (``output.compaction``)."""
         try:
-            if not (repeated := settle(self.path)).is_empty():
-                compact(self.path, repeated, self._shard.holds if self._shard else None)
-                settle(self.path)
+            compact(self.path, self._shard.holds if self._shard else None)
         except OSError as exc:
             raise cannot_write(self.path, exc, "cannot rewrite a part") from None
 
@@ -214,10 +207,9 @@ class Store:
     def _seal_journal(self, journal: Path) -> None:
         part = self.layout.part(token_of(journal))
         if not part.exists() and (rows := _with_request_hash(whole_batches(journal))):
-            schema, batches = rows
-            keys = KeysCollector()
-            if (written := write_batches(part, schema, keys.watch(batches))) is not None:
-                save_part_keys(self.layout, part, written, keys)
+            self._sequence += 1
+            if write_batches(part, *rows, self._sequence):
+                sealed(self.path, part, self._sequence)
         journal.unlink(missing_ok=True)
 
     def _lock(self) -> None:
