@@ -90,6 +90,9 @@ def make_it_format_2(output: Path) -> None:
     """What batchrun wrote before the state directory: its files among the parts."""
     layout = OutputLayout(output)
     for path in layout.state.iterdir():
+        if path.name in ("_input-index.parquet", "_parts.json"):  # (format 4's own)
+            path.unlink()
+            continue
         os.replace(path, output / path.name)
     layout.state.rmdir()
     identity = orjson.loads((output / "_job.json").read_bytes())
