@@ -109,6 +109,18 @@ def test_a_deleted_part_has_its_rows_done_again(
     assert "20 new" in rerun_and_look(job, capsys)
 
 
+def test_status_over_parts_not_yet_compacted_counts_each_id_once(
+    job: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Parts compaction has not seen (another shard's, or a lost ``_parts.json``): each id's
+    winner is asked of a window query."""
+    (state() / "_parts.json").unlink()
+    capsys.readouterr()
+    assert main(["status", str(job)]) == 0
+    out = capsys.readouterr().out
+    assert "40 rows: 0 new, 0 changed, 40 unchanged" in out and "40 ok" in out
+
+
 BOOKKEEPING = ["_parts.json", "_input.json", "_input-index.parquet", "_job.json"]
 
 

@@ -106,8 +106,9 @@ class Engine:
         """One row per id, its winner (a window query only while some part is fresh)."""
         if not self.catalogue.fresh:
             return self.rows()
-        return f"SELECT * FROM ({self.rows()}) QUALIFY row_number() OVER w = 1 " + (
-            f"WINDOW w AS (PARTITION BY id ORDER BY {WINNER_FIRST})"
+        return (
+            f"SELECT * FROM ({self.rows()}) QUALIFY row_number() OVER "
+            f"(PARTITION BY id ORDER BY {WINNER_FIRST}) = 1"
         )
 
     def query(self, sql: str) -> duckdb.DuckDBPyRelation:
