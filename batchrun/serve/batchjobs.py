@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from batchrun.errors import OutputError
 from batchrun.export import export
 from batchrun.job import Job
-from batchrun.output.keys import settled_parts
+from batchrun.output.done import settled_parts
 from batchrun.serve.config import ServeConfig
 from batchrun.serve.files import FileStore
 from batchrun.serve.state import BatchRow

@@ -29,7 +29,7 @@ import orjson
 
 from batchrun.endpoint import Unreachable
 from batchrun.errors import BatchrunError
-from batchrun.output.keys import output_counts
+from batchrun.output.done import output_counts
 from batchrun.output.rows import FAILED, OK
 from batchrun.runner import RunOptions, run_job
 from batchrun.serve.batchjobs import BatchJobs
