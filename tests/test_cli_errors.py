@@ -16,9 +16,10 @@ import pytest
 
 from batchrun.cli import main
 from batchrun.output import store
+from batchrun.output.done import MEMORY_ENV
 from batchrun.output.layout import OutputLayout
 from batchrun.output.parts import read_columns
-from tests.support import batchrun, damaged_parquet, finish_all, news_rows, write_job
+from tests.support import batchrun, damaged_parquet, finish, finish_all, news_rows, write_job
 
 SECRET = "s3cr3t-hunter2"
 NO_ROOM = OSError(errno.ENOSPC, "No space left on device")
@@ -153,3 +154,18 @@ def _variant(job: Path, name: str, old: str, new: str) -> str:
     """``job`` with ``old`` replaced by ``new`` and an output of its own, as NAME.toml."""
     body = job.read_text().replace(old, new).replace('path = "out"', f'path = "out-{name}"')
     return str(write_job(job.with_name(f"{name}.toml"), body))
+
+
+def test_a_query_engine_out_of_memory_exits_2_naming_the_variable_that_raises_it(
+    embed_job: Path,
+) -> None:
+    assert main(["run", str(embed_job), "--no-progress", "--limit", "5"]) == 0
+
+    code, _, err = finish(batchrun("status", str(embed_job), env={MEMORY_ENV: "1KB"}))
+
+    assert code == 2
+    assert err.startswith("error: out: the query engine ran out of its memory limit (1KB); ")
+    assert f"set {MEMORY_ENV} higher" in err
+    assert "Traceback" not in err
+    code, out, _ = finish(batchrun("status", str(embed_job)))  # the default limit
+    assert code == 0, out

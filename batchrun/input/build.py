@@ -21,7 +21,7 @@ from batchrun.input.lines import SCHEMA as LINES
 from batchrun.input.lines import file_lines
 from batchrun.input.readers import JSONL_SUFFIXES
 from batchrun.input.selection import TodoList
-from batchrun.output.done import BUILD_MEMORY_LIMIT, connect, listing
+from batchrun.output.done import connect, listing, said
 
 STREAM_ROWS = 65_536
 ENTRY = "id, request_hash, shard_key"
@@ -64,7 +64,7 @@ def _unmatched(lines: Path, earlier: Path, todo: TodoList) -> TodoList:
         f"ANTI JOIN read_parquet({listing([earlier])}) o "
         'USING (line_hash, line_check) ORDER BY n.file, n."offset"'
     )
-    with connect(BUILD_MEMORY_LIMIT) as con:
+    with connect() as con, said(lines):
         for batch in con.sql(sql).to_arrow_reader(STREAM_ROWS):
             for number in pa.compute.unique(batch["file"]).to_pylist():
                 rows = batch.filter(pa.compute.equal(batch["file"], number))
@@ -88,5 +88,5 @@ def _merge(lines: Path, parsed: Path, earlier: Path | None, index: Path) -> None
             f"JOIN read_parquet({listing([earlier])}) o USING (line_hash, line_check)"
         )
     target = str(index).replace("'", "''")
-    with connect(BUILD_MEMORY_LIMIT) as con:
+    with connect() as con, said(index):
         con.sql(f"COPY ({new}) TO '{target}' (FORMAT parquet, COMPRESSION zstd)")

@@ -25,7 +25,7 @@ import pyarrow as pa
 
 from batchrun.input.readers import RecordReader, Row, location, scan_rows
 from batchrun.input.selection import Selection
-from batchrun.output.done import BUILD_MEMORY_LIMIT, connect, listing
+from batchrun.output.done import connect, listing, said
 
 SCHEMA = pa.schema(
     [
@@ -101,7 +101,7 @@ def whole_check(files: list[Path], index: Path) -> InputCheck:
     source = f"read_parquet({listing([index])})"
     models = "list(DISTINCT model) FILTER (WHERE model IS NOT NULL)"
     first = f"SELECT file, line, problem FROM {source} WHERE problem IS NOT NULL"
-    with connect(BUILD_MEMORY_LIMIT) as con:
+    with connect() as con, said(index):
         rows, unsendable, named = con.sql(
             f"SELECT count(*), count(problem), {models} FROM {source}"
         ).fetchall()[0]
@@ -121,7 +121,7 @@ def check_duplicates(check: InputCheck, index: Path) -> None:
     count them, and locate the first few (a group-by of the index's ids)."""
     source = f"read_parquet({listing([index])})"
     repeated = f"SELECT id, count(*) - 1 AS extra FROM {source} GROUP BY id HAVING count(*) > 1"
-    with connect(BUILD_MEMORY_LIMIT) as con:
+    with connect() as con, said(index):
         con.sql(f"CREATE TEMP TABLE repeated AS {repeated}")
         count = con.sql("SELECT coalesce(sum(extra), 0) FROM repeated").fetchall()[0][0]
         shown = f"SELECT id FROM repeated ORDER BY id LIMIT {SHOWN}"

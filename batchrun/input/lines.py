@@ -17,8 +17,8 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-BLOCK_BYTES = 1 << 24
-"""Bytes of a file read at once (16 MB)."""
+BLOCK_BYTES = 1 << 22
+"""Bytes of a file read at once (4 MB: larger blocks are no faster and stay resident)."""
 SCHEMA = pa.schema(
     [
         ("file", pa.int32()),

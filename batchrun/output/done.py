@@ -20,6 +20,7 @@ The diff against the input index is ``batchrun.diff``'s query, run here (``Engin
 from __future__ import annotations
 
 import contextlib
+import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,12 +35,12 @@ from batchrun.output.layout import OutputLayout
 if TYPE_CHECKING:
     import duckdb
 
-MEMORY_LIMIT = "200MB"
-"""What DuckDB may hold; the rest spills to disk (the resume's peak stays under 400 MB)."""
-BUILD_MEMORY_LIMIT = "150MB"
-"""The same while the input index is made (a Python pass holds its own batches beside it;
-the join that reuses an earlier index's entries, over ten million: 13.7 s and 252 MB peak
-with 150 MB, 23.1 s and 307 MB with 200 MB, on a loaded machine)."""
+MEMORY_ENV = "BATCHRUN_QUERY_MEMORY"
+MEMORY_LIMIT = os.environ.get(MEMORY_ENV) or "100MB"
+"""What DuckDB may hold (``BATCHRUN_QUERY_MEMORY`` sets another); the rest spills to disk.
+Over ten million done rows the diff took 3.4-4.0 s and peaked at 420 MB with 200 MB, 3.7 s
+and 327 MB with 100 MB; with 60 MB it ran out (a join's blocks cannot all spill). The input
+index is made under the same limit."""
 THREADS = 2
 NO_ROWS = (
     "SELECT NULL::VARCHAR AS id, NULL::BIGINT AS request_hash, NULL::BOOLEAN AS ok, "
@@ -56,13 +57,13 @@ def listing(files: list[Path]) -> str:
 
 
 @contextlib.contextmanager
-def connect(memory_limit: str = MEMORY_LIMIT) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A DuckDB connection under ``memory_limit``, spilling to a temporary directory."""
+def connect() -> Iterator[duckdb.DuckDBPyConnection]:
+    """A DuckDB connection under ``MEMORY_LIMIT``, spilling to a temporary directory."""
     import duckdb  # loaded when asked: a run's start does not wait for it
 
     with tempfile.TemporaryDirectory(prefix="batchrun-") as spill:
         config: dict[str, str | bool | int | float | list[str]] = {
-            "memory_limit": memory_limit,
+            "memory_limit": MEMORY_LIMIT,
             "threads": THREADS,
             "temp_directory": spill,
             "preserve_insertion_order": False,
@@ -112,29 +113,34 @@ class Engine:
         )
 
     def query(self, sql: str) -> duckdb.DuckDBPyRelation:
-        import duckdb
-
-        try:
+        with said(self.catalogue.path):
             return self.con.sql(sql)
-        except duckdb.Error as exc:
-            raise OutputError(f"{self.catalogue.path}: cannot be read ({exc})") from None
 
     def fetch(self, sql: str) -> list[tuple[Any, ...]]:
-        import duckdb
-
-        try:
+        with said(self.catalogue.path):
             return self.query(sql).fetchall()
-        except duckdb.Error as exc:
-            raise OutputError(f"{self.catalogue.path}: cannot be read ({exc})") from None
 
     def stream(self, sql: str, rows: int) -> Iterator[pa.RecordBatch]:
         """The result of a query in batches of ``rows``."""
-        import duckdb
-
-        try:
+        with said(self.catalogue.path):
             yield from self.query(sql).to_arrow_reader(rows)
-        except duckdb.Error as exc:
-            raise OutputError(f"{self.catalogue.path}: cannot be read ({exc})") from None
+
+
+@contextlib.contextmanager
+def said(path: Path) -> Iterator[None]:
+    """DuckDB's errors over the files of ``path`` as an OutputError naming it; running out
+    of the memory limit says how to raise it."""
+    import duckdb
+
+    try:
+        yield
+    except duckdb.OutOfMemoryException:
+        raise OutputError(
+            f"{path}: the query engine ran out of its memory limit ({MEMORY_LIMIT}); set "
+            f"{MEMORY_ENV} higher (for example {MEMORY_ENV}=1GB) and run again"
+        ) from None
+    except duckdb.Error as exc:
+        raise OutputError(f"{path}: cannot be read ({exc})") from None
 
 
 def losers(engine: Engine) -> dict[Path, tuple[list[int], list[str]]]:
