@@ -145,13 +145,19 @@ def said(path: Path) -> Iterator[None]:
 
 def losers(engine: Engine) -> dict[Path, tuple[list[int], list[str]]]:
     """The rows that lose to another row of their id (rows and ids, by part), among the ids
-    of the parts compaction has not seen."""
+    of the parts compaction has not seen. The ids with several rows are found first (a
+    group-by, which spills to disk under the memory limit): the window query that ranks
+    them sees only their rows, never the whole output (over ten million rows it ran out of
+    a 100 MB limit)."""
     fresh = engine.catalogue.fresh
     if not fresh:
         return {}
-    ids = f"SELECT id FROM read_parquet({listing(fresh)})"
+    candidates = engine.rows()
+    if len(fresh) < len(engine.catalogue.parts):
+        candidates += f" WHERE id IN (SELECT id FROM read_parquet({listing(fresh)}))"
+    repeated = f"SELECT id FROM ({candidates}) GROUP BY id HAVING count(*) > 1"
     sql = (
-        f"SELECT filename, row, id FROM ({engine.rows()}) WHERE id IN ({ids}) "
+        f"SELECT filename, row, id FROM ({engine.rows()}) WHERE id IN ({repeated}) "
         f"QUALIFY row_number() OVER (PARTITION BY id ORDER BY {WINNER_FIRST}) > 1"
     )
     found: dict[Path, tuple[list[int], list[str]]] = {}
@@ -176,9 +182,10 @@ def outside(engine: Engine, index: Path) -> dict[Path, list[int]]:
 
 def counts(engine: Engine) -> tuple[int, int]:
     """Ids answered ok, and ids whose rows all failed."""
-    sql = (
-        f"SELECT count(*) FILTER (WHERE ok), count(*) FILTER (WHERE NOT ok) FROM ({engine.done()})"
-    )
+    per_id = engine.rows()  # once compacted, one row per id; else grouped (spills, unlike a window)
+    if engine.catalogue.fresh:
+        per_id = f"SELECT bool_or(ok) AS ok FROM ({per_id}) GROUP BY id"
+    sql = f"SELECT count(*) FILTER (WHERE ok), count(*) FILTER (WHERE NOT ok) FROM ({per_id})"
     ok, failed = engine.fetch(sql)[0]
     return int(ok), int(failed)
 
