@@ -95,7 +95,7 @@ def diff(
     with Engine(Catalogue.load(output)) as engine:
         inputs = f"SELECT * FROM read_parquet({listing([index])})"
         if shard is not None:
-            inputs += f" WHERE shard_key % {shard.count} = {shard.index - 1}"
+            inputs += f" WHERE {shard.holds_sql('shard_key')}"
         reuse = reuse and bool(engine.catalogue.parts)
         reusable: list[np.ndarray] = []
         for batch in engine.stream(_query(engine, inputs, retry_failed, redo, reuse), STREAM_ROWS):

@@ -20,7 +20,6 @@ Each file is written under a temporary name and renamed when complete.
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,13 +32,14 @@ import pyarrow.parquet as pq
 
 from batchrun.errors import JobError, OutputError, cannot_write
 from batchrun.job import Job
+from batchrun.output.atomic import written
 from batchrun.output.done import settled_parts
 from batchrun.output.layout import part_time
 from batchrun.output.rows import OK
 from batchrun.tasks.openai_batch import request_id
 
 FORMATS = ("openai-batch", "jsonl", "csv")
-BATCH_ROWS = 8_192
+EXPORT_BATCH_ROWS = 8_192
 _STATUS = re.compile(r"(?:gave up after \d+ attempts: )?([1-5]\d\d) (?:from|bad request)\b")
 """The HTTP status of a failed row, from the error the service's client wrote
 (``400 bad request: ...``, ``gave up after 8 attempts: 503 from URL: ...``)."""
@@ -67,19 +67,14 @@ def export(job: Job, format_name: str, to: Path) -> dict[str, int]:
 
 def _batches(parts: list[Path]) -> Iterator[pa.RecordBatch]:
     for part in parts:
-        yield from pq.ParquetFile(part).iter_batches(batch_size=BATCH_ROWS)
+        yield from pq.ParquetFile(part).iter_batches(batch_size=EXPORT_BATCH_ROWS)
 
 
 @contextlib.contextmanager
 def _written(path: Path) -> Iterator[IO[bytes]]:
     """A file that appears whole under ``path`` or not at all."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with temporary.open("wb") as sink:
-            yield sink
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    with written(path) as temporary, temporary.open("wb") as sink:
+        yield sink
 
 
 def _openai_batch(parts: list[Path], to: Path) -> dict[str, int]:
@@ -94,7 +89,7 @@ def _openai_batch(parts: list[Path], to: Path) -> dict[str, int]:
     with _written(to / "output.jsonl") as answers, _written(to / "errors.jsonl") as errors:
         for part in parts:
             created = part_time(part) // 1_000_000_000
-            for batch in pq.ParquetFile(part).iter_batches(batch_size=BATCH_ROWS):
+            for batch in pq.ParquetFile(part).iter_batches(batch_size=EXPORT_BATCH_ROWS):
                 for row in batch.to_pylist():
                     ok = row["status"] == OK
                     line = line_of(row, created) if ok else _error_line(row)

@@ -36,7 +36,7 @@ CHECKED_BYTES = 1 << 24
 
 
 @contextlib.contextmanager
-def input_index(
+def kept_index(
     job: Job, files: list[Path], output: Path, task: Task[Any]
 ) -> Iterator[tuple[Path, InputCheck]]:
     """The index of ``files`` for ``job`` and the whole-input check: remembered in the

@@ -227,7 +227,7 @@ class Job:
         return BatchId(BATCH_FILE_COLUMNS[0]) if self.kind == "openai-batch" else self.spec.input.id
 
     @property
-    def model_keys(self) -> dict[str, str]:
+    def models_named_by(self) -> dict[str, str]:
         """Every model the job may send to, with the job-file key that names it."""
         named_by = "a line's body.model" if self.kind == "openai-batch" else "model"
         keys = {name: named_by for name in self.models}

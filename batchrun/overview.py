@@ -11,7 +11,7 @@ from batchrun.diff import Changes, diff
 from batchrun.endpoint import Unreachable, api_token, check_endpoint, open_endpoint
 from batchrun.errors import FatalError, JobError
 from batchrun.estimate import estimate_line
-from batchrun.indexing import input_index
+from batchrun.indexing import kept_index
 from batchrun.input.checks import open_input
 from batchrun.input.index import SHOWN, InputCheck, duplicate_lines
 from batchrun.job import Job
@@ -82,7 +82,7 @@ def _against_output(job: Job) -> tuple[list[Path], InputCheck, Changes, Task[Any
     files, kept = open_input(job)
     task = task_for(job, job_schema(job, kept))
     output = Path(job.spec.output.path)
-    with input_index(job, files, output, task) as (index, check):
+    with kept_index(job, files, output, task) as (index, check):
         changes = diff(index, output) if not check.duplicate_count else Changes()
     return files, check, changes, task
 
@@ -93,7 +93,7 @@ async def model_lines(job: Job) -> tuple[list[str], bool]:
     lenient = job.spec.input.bad_lines == "fail-line"  # unknown models fail their lines
     try:
         async with open_endpoint(job.spec.endpoint, job.spec.run) as api:
-            served = await check_endpoint(api, None if lenient else job.model_keys)
+            served = await check_endpoint(api, None if lenient else job.models_named_by)
     except (JobError, Unreachable) as exc:  # no API key in the environment, or no answer
         return [f"models not checked: {exc}"], True
     except FatalError as exc:
@@ -101,9 +101,9 @@ async def model_lines(job: Job) -> tuple[list[str], bool]:
     if not served:
         return ["models not checked: the endpoint did not list its models"], True
     where = "the bundled emulator" if job.spec.endpoint.is_local else api.base_url
-    known = [model for model in job.model_keys if model in served]
+    known = [model for model in job.models_named_by if model in served]
     lines = [f"models: {', '.join(known)} served by {where}"] if known else []
-    if unknown := [model for model in job.model_keys if model not in served]:
+    if unknown := [model for model in job.models_named_by if model not in served]:
         names = ", ".join(repr(model) for model in unknown)
         lines.append(f"models: {names} not served by {where}: their lines are written as failed")
     return lines, True

@@ -21,7 +21,7 @@ from typing import Any, TextIO
 from batchrun.diff import Changes, diff
 from batchrun.endpoint import check_endpoint, open_endpoint
 from batchrun.errors import JobError, OutputError
-from batchrun.indexing import input_index
+from batchrun.indexing import kept_index
 from batchrun.input.checks import open_input
 from batchrun.input.index import InputCheck, duplicate_lines
 from batchrun.job import Job
@@ -31,7 +31,7 @@ from batchrun.output.archive import Archive
 from batchrun.output.done import output_counts
 from batchrun.output.events import EventLog
 from batchrun.output.identity import Identity
-from batchrun.output.layout import WHOLE_JOB, OutputLayout, write_json
+from batchrun.output.layout import WHOLE_JOB, OutputLayout, new_token, write_json
 from batchrun.output.rows import FAILED, OK
 from batchrun.output.store import Store, move_aside
 from batchrun.output.writer import Writer
@@ -118,7 +118,7 @@ async def run_job(job: Job, options: RunOptions, out: TextIO = sys.stdout) -> Ru
     if options.fresh and (aside := move_aside(output)):
         console.say(f"moved the old output aside to {aside}")
     _create(output)
-    with input_index(job, files, output, task) as (index, check):
+    with kept_index(job, files, output, task) as (index, check):
         refuse_unfit(job, check, task)
         job = job.with_models(tuple(check.models)) if check.models else job
         stats = RunStats(prices=job.prices)
@@ -164,7 +164,7 @@ async def run_job(job: Job, options: RunOptions, out: TextIO = sys.stdout) -> Ru
 
 def run_token(shard: Shard | None) -> str:
     """The name of one run's files: ``<owner>-<start, ns, hex>-<pid>``."""
-    return f"{shard.name if shard else WHOLE_JOB}-{time.time_ns():x}-{os.getpid()}"
+    return new_token(shard.name if shard else WHOLE_JOB)
 
 
 def _create(output: Path) -> None:
@@ -204,7 +204,7 @@ async def served_models(api: Api, job: Job, task: Task[Any]) -> Job:
     line by line (``[input].bad_lines = "fail-line"``) only fails the lines naming a model
     it does not serve; the job then sends to the others."""
     if job.spec.input.bad_lines != "fail-line":
-        await check_endpoint(api, job.model_keys)
+        await check_endpoint(api, job.models_named_by)
         return job
     served = await check_endpoint(api)
     unknown = [model for model in job.models if served and model not in served]

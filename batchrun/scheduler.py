@@ -28,7 +28,7 @@ from batchrun.errors import fatal_first
 from batchrun.input.readers import RecordReader
 from batchrun.input.selection import Selection
 from batchrun.job import Job
-from batchrun.output.rows import Row
+from batchrun.output.rows import OutputRow
 from batchrun.output.writer import Writer
 from batchrun.sender import NotSent, Sender
 from batchrun.stats import RunStats
@@ -65,13 +65,13 @@ class Scheduler:
         self._grace_s = plan.job.spec.run.grace_s
         self._workers_wanted = plan.job.spec.run.most_in_flight
         self._todo: asyncio.Queue[Request | None] = asyncio.Queue(2 * self._workers_wanted)
-        self._done: asyncio.Queue[list[Row] | None] = asyncio.Queue(DONE_QUEUE)
+        self._done: asyncio.Queue[list[OutputRow] | None] = asyncio.Queue(DONE_QUEUE)
         self._feeder: asyncio.Task[None] | None = None
         self._writing: asyncio.Task[None] | None = None
         self._workers: list[asyncio.Task[None]] = []
         self._stopping = False
         self._feeding = False
-        self._unqueued: list[Row] = []
+        self._unqueued: list[OutputRow] = []
 
     async def run(self) -> None:
         """Do every row of the plan; after writing what is done, raise the first error."""

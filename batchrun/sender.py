@@ -28,7 +28,7 @@ from batchrun.clock import Sleep
 from batchrun.errors import ApiError, FatalError, RetryableError, RowError
 from batchrun.job import Job
 from batchrun.output.events import ANSWERED, INVALID, Attempt, Hold
-from batchrun.output.rows import Row
+from batchrun.output.rows import OutputRow
 from batchrun.service.inflight import InFlight
 from batchrun.service.pacing import Pacer
 from batchrun.service.ratelimits import Quota
@@ -112,7 +112,7 @@ class Sender(Generic[AnswerT]):
             observe=observe, on_wait=on_wait,
         )  # fmt: skip
 
-    async def send(self, request: Request) -> list[Row]:
+    async def send(self, request: Request) -> list[OutputRow]:
         """Try ``request`` until it is answered, fails for good, or its attempts run out."""
         streak, pinned = 0, None
         while True:
@@ -157,9 +157,9 @@ class Sender(Generic[AnswerT]):
         with self._unsent():
             await self._sleep(delay)
 
-    async def _send_halves(self, halves: list[Request]) -> list[Row]:
+    async def _send_halves(self, halves: list[Request]) -> list[OutputRow]:
         """The rows of each half in turn; after a stop, those of the halves already done."""
-        rows: list[Row] = []
+        rows: list[OutputRow] = []
         for half in halves:
             try:
                 rows += await self.send(half)
@@ -169,7 +169,7 @@ class Sender(Generic[AnswerT]):
                 break
         return rows
 
-    async def _attempt(self, request: Request, pinned: str | None) -> list[Row]:
+    async def _attempt(self, request: Request, pinned: str | None) -> list[OutputRow]:
         """One try: an in-flight place, then the pool's model with the nearest slot (or the
         pinned one), its pacing slot, the call; counted, traced and fed back. A failure
         raises the service's error with ``model`` set."""

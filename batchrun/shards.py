@@ -8,8 +8,6 @@ import re
 import zlib
 from dataclasses import dataclass
 
-import polars as pl
-
 from batchrun.errors import JobError
 
 
@@ -33,12 +31,13 @@ class Shard:
         return f"s{self.index}of{self.count}"
 
     def holds(self, row_id: str) -> bool:
-        return self.holds_key(zlib.crc32(row_id.encode()))
+        return shard_key(row_id) % self.count == self.index - 1
 
-    def holds_key(self, key: int) -> bool:
-        """Whether the row whose id has CRC-32 ``key`` is this shard's."""
-        return key % self.count == self.index - 1
+    def holds_sql(self, column: str) -> str:
+        """``holds`` as a SQL condition on a column of ``shard_key`` values."""
+        return f"{column} % {self.count} = {self.index - 1}"
 
-    def holds_keys(self, keys: pl.Series) -> pl.Series:
-        """``holds_key`` for a column of CRC-32 keys (the input index's ``shard_key``)."""
-        return keys % self.count == self.index - 1
+
+def shard_key(row_id: str) -> int:
+    """The CRC-32 of an id's UTF-8 bytes: which shard holds it (``key % N``)."""
+    return zlib.crc32(row_id.encode())

@@ -16,7 +16,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from batchrun.indexing import input_index
+from batchrun.indexing import kept_index
 from batchrun.input.checks import open_input
 from batchrun.job import Job, load_job
 from batchrun.output.identity import check_identity
@@ -125,7 +125,7 @@ def write_done_parts(job_path: Path, count: int, changed_every: int = 0) -> None
     schema = job_schema(job, kept)
     output = Path(job.spec.output.path)
     output.mkdir(parents=True, exist_ok=True)
-    with input_index(job, files, output, task_for(job, schema)) as (index, _):
+    with kept_index(job, files, output, task_for(job, schema)) as (index, _):
         hashes = _first_request_hashes(index, count).to_numpy().copy()
     if changed_every:
         hashes[::changed_every] ^= 1

@@ -8,7 +8,6 @@ carries the reused entries over), where a full pass parses and hashes every row 
 
 from __future__ import annotations
 
-import os
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -16,11 +15,11 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from batchrun.input.index import SCHEMA, RowRules, index_input
-from batchrun.input.lines import SCHEMA as LINES
-from batchrun.input.lines import file_lines
+from batchrun.input.index import INDEX_SCHEMA, RowRules, index_input
+from batchrun.input.lines import LINES_SCHEMA, file_lines
 from batchrun.input.readers import JSONL_SUFFIXES
 from batchrun.input.selection import TodoList
+from batchrun.output.atomic import written
 from batchrun.output.done import connect, listing, said
 
 STREAM_ROWS = 65_536
@@ -41,14 +40,13 @@ def build_index(
     with tempfile.TemporaryDirectory(dir=index.parent, prefix=".batchrun-index-") as work:
         lines, parsed = Path(work) / "lines.parquet", Path(work) / "parsed.parquet"
         jsonl = [(n, file) for n, file in enumerate(files) if file.suffix in JSONL_SUFFIXES]
-        _write(lines, LINES, (batch for n, file in jsonl for batch in file_lines(n, file)))
+        _write(lines, LINES_SCHEMA, (batch for n, file in jsonl for batch in file_lines(n, file)))
         reuse = earlier if earlier is not None and len(jsonl) == len(files) else None
         with TodoList(Path(work)) as todo:
             only = _unmatched(lines, reuse, todo) if reuse is not None else None
-            _write(parsed, SCHEMA, index_input(files, id_column, columns, rules, only))
-        temporary = index.with_name(f".{index.name}.{os.getpid()}.tmp")
-        _merge(lines, parsed, reuse, temporary)
-        os.replace(temporary, index)
+            _write(parsed, INDEX_SCHEMA, index_input(files, id_column, columns, rules, only))
+        with written(index) as temporary:
+            _merge(lines, parsed, reuse, temporary)
 
 
 def _write(path: Path, schema: pa.Schema, batches: Iterable[pa.RecordBatch]) -> None:

@@ -15,7 +15,6 @@ again, and reads only the rows left to do, by their offsets.
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,11 +22,12 @@ from typing import Any, Protocol
 
 import pyarrow as pa
 
-from batchrun.input.readers import RecordReader, Row, location, scan_rows
+from batchrun.input.readers import InputRow, RecordReader, location, scan_rows
 from batchrun.input.selection import Selection
 from batchrun.output.done import connect, listing, said
+from batchrun.shards import shard_key
 
-SCHEMA = pa.schema(
+INDEX_SCHEMA = pa.schema(
     [
         ("id", pa.string()),
         ("request_hash", pa.int64()),
@@ -44,7 +44,7 @@ SHOWN = 5
 NAMED = 1_000
 """Rows that cannot be sent remembered with their place and reason (a batch file's bad lines
 are each named, as OpenAI's validation does, up to this many)."""
-BATCH_ROWS = 8_192
+INDEX_BATCH_ROWS = 8_192
 
 
 class RowRules(Protocol):
@@ -86,12 +86,12 @@ def index_input(
 
 def _rows(
     files: list[Path], id_column: str, columns: Sequence[str], only: Selection | None
-) -> Iterator[list[Row]]:
+) -> Iterator[list[InputRow]]:
     if only is None:
         yield from scan_rows(files, id_column, columns)
         return
     numbers = {file: number for number, file in enumerate(files)}
-    for records in RecordReader(files, id_column, columns, only=only, batch_rows=BATCH_ROWS):
+    for records in RecordReader(files, id_column, columns, only=only, batch_rows=INDEX_BATCH_ROWS):
         yield [(numbers[r.file], r.offset, r.line, r.id, r.values) for r in records]
 
 
@@ -135,19 +135,19 @@ def check_duplicates(check: InputCheck, index: Path) -> None:
     check.duplicates = found
 
 
-def _entries(rows: list[Row], rules: RowRules) -> pa.RecordBatch:
+def _entries(rows: list[InputRow], rules: RowRules) -> pa.RecordBatch:
     return pa.record_batch(
         [
             pa.array([row[3] for row in rows], pa.string()),
             pa.array([rules.request_hash(row[4]) for row in rows], pa.int64()),
-            pa.array([zlib.crc32(row[3].encode()) for row in rows], pa.uint32()),
+            pa.array([shard_key(row[3]) for row in rows], pa.uint32()),
             pa.array([row[0] for row in rows], pa.int32()),
             pa.array([row[1] for row in rows], pa.int64()),
             pa.array([row[2] for row in rows], pa.int64()),
             pa.array([rules.problem(row[4]) for row in rows], pa.string()),
             pa.array([rules.model_of(row[4]) for row in rows], pa.string()),
         ],
-        schema=SCHEMA,
+        schema=INDEX_SCHEMA,
     )
 
 

@@ -19,7 +19,7 @@ import pyarrow as pa
 
 BLOCK_BYTES = 1 << 22
 """Bytes of a file read at once (4 MB: larger blocks are no faster and stay resident)."""
-SCHEMA = pa.schema(
+LINES_SCHEMA = pa.schema(
     [
         ("file", pa.int32()),
         ("offset", pa.int64()),
@@ -74,6 +74,6 @@ def _lines(number: int, data: bytes, ends: np.ndarray, start: int, counted: int)
             series.hash(seed=0).to_arrow(),
             series.hash(seed=1).to_arrow(),
         ],
-        schema=SCHEMA,
+        schema=LINES_SCHEMA,
     )
     return batch.filter(pa.array(keep))

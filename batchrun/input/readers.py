@@ -24,7 +24,7 @@ JSONL_SUFFIXES = (".jsonl", ".ndjson")
 UNREADABLE = "_unreadable"
 """The key, among a batch file line's values, of why the line is not a JSON object."""
 PARQUET_SUFFIXES = (".parquet", ".pq")
-BATCH_ROWS = 1024
+READ_BATCH_ROWS = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +84,7 @@ def input_files(pattern: str) -> list[Path]:
 
 
 def read_records(
-    files: Sequence[Path], id_column: str, columns: Sequence[str], batch_rows: int = BATCH_ROWS
+    files: Sequence[Path], id_column: str, columns: Sequence[str], batch_rows: int = READ_BATCH_ROWS
 ) -> Iterator[list[Record]]:
     """Every row of ``files`` in order, as batches of Records holding ``columns``."""
     return iter(RecordReader(files, id_column, columns, batch_rows=batch_rows))
@@ -105,7 +105,7 @@ class RecordReader:
         id_column: str,
         columns: Sequence[str],
         only: Selection | None = None,
-        batch_rows: int = BATCH_ROWS,
+        batch_rows: int = READ_BATCH_ROWS,
     ) -> None:
         self._files = files
         self._id = id_column
@@ -208,13 +208,13 @@ def checked(
         ) from None
 
 
-Row = tuple[int, int, int, str, dict[str, Any]]
+InputRow = tuple[int, int, int, str, dict[str, Any]]
 """(file number, offset, line number, id, the row's values) of ``scan_rows``."""
 
 
 def scan_rows(
     files: Sequence[Path], id_column: str, columns: Sequence[str], batch_rows: int = 8192
-) -> Iterator[list[Row]]:
+) -> Iterator[list[InputRow]]:
     """Every row of ``files`` in batches, lean: no ``Record`` objects (the input index's pass
     reads ten million rows this way). The ids, the parsing and the values (``columns``, a
     missing key None) are ``RecordReader``'s own."""
@@ -223,7 +223,7 @@ def scan_rows(
             for records in RecordReader([file], id_column, columns, batch_rows=batch_rows):
                 yield [(number, r.offset, r.line, r.id, r.values) for r in records]
             continue
-        batch: list[Row] = []
+        batch: list[InputRow] = []
         for offset, line_number, line in _lines_of(file, id_column, columns):
             row = _parse_line(file, line_number, line, id_column)
             row_id, values = _row_values(row, file, line_number, line, id_column, columns)

@@ -17,7 +17,7 @@ from typing import IO, Protocol
 
 import pyarrow as pa
 
-SCHEMA = pa.schema([("offset", pa.int64()), ("line", pa.int64()), ("id", pa.string())])
+TODO_SCHEMA = pa.schema([("offset", pa.int64()), ("line", pa.int64()), ("id", pa.string())])
 READ_ROWS = 8_192
 """Rows of a listing turned into Python numbers at once."""
 
@@ -75,10 +75,10 @@ class TodoList:
         assert self._reader is None, "a TodoList takes no row once read"
         if self._writer is None:
             self._file = _unnamed_file(self._directory)
-            self._writer = pa.ipc.new_file(pa.PythonFile(self._file, mode="w"), SCHEMA)
+            self._writer = pa.ipc.new_file(pa.PythonFile(self._file, mode="w"), TODO_SCHEMA)
         ids = pa.nulls(len(offsets), pa.string()) if ids is None else ids
         columns = [offsets.cast(pa.int64()), lines.cast(pa.int64()), ids.cast(pa.string())]
-        self._writer.write_batch(pa.record_batch(columns, schema=SCHEMA))
+        self._writer.write_batch(pa.record_batch(columns, schema=TODO_SCHEMA))
         self._batches.setdefault(file, []).append(self._written)
         self._written += 1
         self._counts[file] = self._counts.get(file, 0) + len(offsets)

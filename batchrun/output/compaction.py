@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from batchrun.output.atomic import fsync_directory
 from batchrun.output.catalogue import Catalogue, set_aside
 from batchrun.output.done import Engine, losers, outside
 from batchrun.output.parts import (
     DamagedPart,
-    fsync_directory,
     open_part,
     part_batches,
     sequence_of,

@@ -26,7 +26,7 @@ import pyarrow as pa
 from batchrun.output.layout import OutputLayout
 from batchrun.output.parts import whole_batches
 
-SCHEMA = pa.schema(
+EVENT_SCHEMA = pa.schema(
     [
         ("sent_at", pa.float64()),
         ("latency_ms", pa.int32()),
@@ -109,7 +109,7 @@ class EventLog:
         if self._writer is None:
             self._sink = pa.OSFile(str(self.path), "wb")
             options = pa.ipc.IpcWriteOptions(compression="zstd")
-            self._writer = pa.ipc.new_stream(self._sink, SCHEMA, options=options)
+            self._writer = pa.ipc.new_stream(self._sink, EVENT_SCHEMA, options=options)
         self._writer.write_batch(_batch(pending))
 
     def close(self) -> None:
@@ -122,7 +122,7 @@ class EventLog:
 
 def _batch(records: list[Attempt | Hold]) -> pa.RecordBatch:
     rows = [_row(record) for record in records]
-    return pa.RecordBatch.from_pylist(rows, schema=SCHEMA)
+    return pa.RecordBatch.from_pylist(rows, schema=EVENT_SCHEMA)
 
 
 def _row(record: Attempt | Hold) -> dict[str, object]:
@@ -156,8 +156,8 @@ def read_holds(output: Path) -> pl.DataFrame:
 
 
 def _read_trace(output: Path) -> pl.DataFrame:
-    """Every record of every trace, in ``SCHEMA`` (columns an older trace lacks are null)."""
-    empty = pl.from_arrow(SCHEMA.empty_table())
+    """Every record of every trace, in ``EVENT_SCHEMA`` (columns an older trace lacks are null)."""
+    empty = pl.from_arrow(EVENT_SCHEMA.empty_table())
     assert isinstance(empty, pl.DataFrame)
     frames = [empty.with_columns(run=pl.lit("", pl.String))]
     for path in OutputLayout(output).event_logs():

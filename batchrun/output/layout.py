@@ -50,6 +50,8 @@ from typing import Any
 
 import orjson
 
+from batchrun.output.atomic import written
+
 PART_PREFIX, PART_SUFFIX = "part-", ".parquet"
 JOURNAL_PREFIX, JOURNAL_SUFFIX = ".journal-", ".arrows"
 TEMPORARY_PREFIX, TEMPORARY_SUFFIX = ".part-", ".tmp"
@@ -195,6 +197,11 @@ def move_legacy_state(root: Path) -> None:
             continue
 
 
+def new_token(owner: str) -> str:
+    """A run's or journal's token: ``<owner>-<now, ns, hex>-<pid>``."""
+    return f"{owner}-{time.time_ns():x}-{os.getpid()}"
+
+
 def token_of(path: Path) -> str:
     """The ``<owner>-<time>-<pid>`` token of a part, journal or temporary part."""
     name = path.name
@@ -239,7 +246,6 @@ def read_json(path: Path) -> dict[str, Any] | None:
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
     """Write a small JSON file atomically (shards may write the same one at once)."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2))
-    os.replace(temporary, path)
+    with written(path) as temporary:
+        temporary.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2))

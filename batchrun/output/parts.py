@@ -17,12 +17,13 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from batchrun.output.atomic import fsync_directory, written
 from batchrun.output.layout import OutputLayout, temporary_of
 
 READ_TRIES = 3
 ROW_GROUP_ROWS = 8_192
 ROW_GROUP_BYTES = 8 << 20
-BATCH_ROWS = 65_536
+PART_BATCH_ROWS = 65_536
 SEQUENCE_KEY = b"batchrun.sequence"
 """The footer key of a part's sequence number (parts of format 2 have none: number 0)."""
 
@@ -46,11 +47,21 @@ def write_batches(
     """Write ``batches`` as ``part`` numbered ``sequence`` (nothing when they hold no row) a
     row group at a time, holding no more than one in memory; the part appears whole or not at
     all. The rows written."""
-    temporary, written, group = temporary_of(part), 0, []
+    with written(part, temporary_of(part)) as temporary:
+        count = _write_groups(temporary, schema, batches, sequence)
+        if not count:
+            temporary.unlink()
+    return count
+
+
+def _write_groups(
+    path: Path, schema: pa.Schema, batches: Iterable[pa.RecordBatch], sequence: int
+) -> int:
+    count, group = 0, []
     flat = [field.name for field in schema if not pa.types.is_nested(field.type)]
     metadata = {**(schema.metadata or {}), SEQUENCE_KEY: str(sequence).encode()}
     with pq.ParquetWriter(
-        temporary, schema.with_metadata(metadata), compression="zstd", use_dictionary=flat,
+        path, schema.with_metadata(metadata), compression="zstd", use_dictionary=flat,
         write_statistics=flat, write_page_checksum=True,
     ) as writer:  # fmt: skip
         # (vectors: no dictionary or min/max: each is a buffer the size of the group)
@@ -58,19 +69,12 @@ def write_batches(
             group.append(batch)
             if sum(b.num_rows for b in group) >= _group_rows(group[0]):
                 writer.write_table(pa.Table.from_batches(group, schema=schema))
-                written, group = written + sum(b.num_rows for b in group), []
+                count, group = count + sum(b.num_rows for b in group), []
         if group:
             writer.write_table(pa.Table.from_batches(group, schema=schema))
-            written += sum(b.num_rows for b in group)
+            count += sum(b.num_rows for b in group)
     pa.default_memory_pool().release_unused()  # the row groups' buffers, back to the system
-    if not written:
-        temporary.unlink()
-        return 0
-    with open(temporary, "rb") as sink:
-        os.fsync(sink.fileno())
-    os.replace(temporary, part)
-    fsync_directory(part.parent)
-    return written
+    return count
 
 
 def _group_rows(batch: pa.RecordBatch) -> int:
@@ -78,14 +82,6 @@ def _group_rows(batch: pa.RecordBatch) -> int:
     vector is 4 kB), between ``ROW_GROUP_ROWS / 8`` and ``ROW_GROUP_ROWS``."""
     size = batch.nbytes / max(batch.num_rows, 1)
     return int(min(max(ROW_GROUP_BYTES / max(size, 1), ROW_GROUP_ROWS / 8), ROW_GROUP_ROWS))
-
-
-def fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def part_files(path: Path) -> list[Path]:
@@ -123,7 +119,7 @@ def open_part(part: Path) -> pq.ParquetFile:
         raise DamagedPart(part, _reason(exc)) from None
 
 
-def part_batches(part: Path, batch_rows: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
+def part_batches(part: Path, batch_rows: int = PART_BATCH_ROWS) -> Iterator[pa.RecordBatch]:
     """Every column of a part, a batch at a time, verified; DamagedPart when it fails."""
     source = open_part(part)
     try:

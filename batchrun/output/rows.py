@@ -19,7 +19,7 @@ import pyarrow as pa
 
 OK = "ok"
 FAILED = "failed"
-Row = dict[str, Any]
+OutputRow = dict[str, Any]
 
 ID = pa.field("id", pa.string())
 MODEL = pa.field("model", pa.string())
@@ -56,13 +56,15 @@ def kept_values(kept: dict[str, Any], schema: pa.Schema) -> dict[str, Any]:
     return values
 
 
-def failed_row(head: Row, schema: pa.Schema, model: str | None, error: str, attempts: int) -> Row:
+def failed_row(
+    head: OutputRow, schema: pa.Schema, model: str | None, error: str, attempts: int
+) -> OutputRow:
     """A row the service could not answer: its error is data, the run goes on. ``head`` is
     the row's id, kept values and request hash (``RowsOf.head``)."""
     return {**head, "model": model, "attempts": attempts, "status": FAILED, "error": error}
 
 
-def rows_to_table(rows: list[Row], schema: pa.Schema) -> pa.Table:
+def rows_to_table(rows: list[OutputRow], schema: pa.Schema) -> pa.Table:
     """An Arrow table of output rows. A vector column (a list of float32) takes its values as
     float32 bytes, straight into the column's buffer: no Python float is ever made for them."""
     vectors = [i for i, field in enumerate(schema) if _is_vector(field.type)]

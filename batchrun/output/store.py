@@ -33,6 +33,7 @@ from batchrun.output.identity import Identity
 from batchrun.output.layout import (
     WHOLE_JOB,
     OutputLayout,
+    new_token,
     owner_of,
     state_of,
     token_of,
@@ -196,7 +197,7 @@ class Store:
             raise cannot_write(self.path, exc, "cannot rewrite a part") from None
 
     def _start_journal(self) -> None:
-        token = f"{self._owner}-{time.time_ns():x}-{os.getpid()}"
+        token = new_token(self._owner)
         self._journal_path = self.layout.journal(token)
         try:
             self._journal_file = pa.OSFile(str(self._journal_path), "wb")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from batchrun.output.rows import FAILED, Row, rows_to_table
+from batchrun.output.rows import FAILED, OutputRow, rows_to_table
 from batchrun.output.store import Store
 from batchrun.progress import Progress
 from batchrun.stats import RunStats
@@ -35,7 +35,7 @@ class Writer:
     """The journal being sealed into a part, in the store's thread, while rows go on into
     the next."""
 
-    async def run(self, done: asyncio.Queue[list[Row] | None]) -> None:
+    async def run(self, done: asyncio.Queue[list[OutputRow] | None]) -> None:
         try:
             await self._take(done)
         except BaseException:
@@ -43,7 +43,7 @@ class Writer:
             raise
         await self._seal_finished()
 
-    async def _take(self, done: asyncio.Queue[list[Row] | None]) -> None:
+    async def _take(self, done: asyncio.Queue[list[OutputRow] | None]) -> None:
         sealed_at = time.monotonic()
         finished = False
         while not finished and (rows := await done.get()) is not None:
@@ -73,7 +73,7 @@ class Writer:
             if not quietly:
                 raise
 
-    def _write(self, rows: list[Row]) -> None:
+    def _write(self, rows: list[OutputRow]) -> None:
         self.store.append(rows_to_table(rows, self.schema))
         failed = sum(row["status"] == FAILED for row in rows)
         self.stats.rows_failed += failed

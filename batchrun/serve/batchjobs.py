@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 from batchrun.errors import OutputError
 from batchrun.export import export
 from batchrun.job import Job
+from batchrun.output.atomic import written
 from batchrun.output.done import settled_parts
 from batchrun.serve.config import ServeConfig
 from batchrun.serve.files import FileStore
@@ -119,9 +120,8 @@ def _write_toml(path: Path, raw: dict[str, Any]) -> None:
         lines += [f"[{table}]"] + [f"{k} = {_value(v)}" for k, v in keys.items() if k not in nested]
         for name, values in nested.items():
             lines += [f'[{table}."{name}"]'] + [f"{k} = {_value(v)}" for k, v in values.items()]
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    os.replace(temporary, path)
+    with written(path) as temporary:
+        temporary.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def _value(value: object) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp import BodyPartReader, web
 
-from batchrun.output.parts import fsync_directory
+from batchrun.output.atomic import fsync_directory
 from batchrun.serve.problems import Problem, not_found
 from batchrun.serve.state import FileRow, State, now
 

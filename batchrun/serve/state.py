@@ -14,7 +14,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-SCHEMA = """
+TABLES_SQL = """
 CREATE TABLE IF NOT EXISTS files (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE NOT NULL, owner TEXT NOT NULL,
     bytes INTEGER NOT NULL, created_at INTEGER NOT NULL, filename TEXT NOT NULL,
@@ -86,7 +86,7 @@ class State:
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode = WAL")
         self._db.execute("PRAGMA synchronous = FULL")
-        self._db.executescript(SCHEMA)
+        self._db.executescript(TABLES_SQL)
 
     def close(self) -> None:
         self._db.close()

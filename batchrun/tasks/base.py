@@ -21,7 +21,7 @@ from batchrun.hashing import SortedHashes
 from batchrun.input.index import RowRules
 from batchrun.input.readers import Record, has_text
 from batchrun.output.archive import Archive
-from batchrun.output.rows import OK, Row, failed_row, kept_values
+from batchrun.output.rows import OK, OutputRow, failed_row, kept_values
 from batchrun.service.answers import ChatAnswer, EmbeddingAnswer, RawAnswer
 from batchrun.service.ratelimits import Quota
 
@@ -74,7 +74,7 @@ class Built:
     (a row with no text to send fails without a request; a repeated text reuses a vector)."""
 
     requests: list[Request] = field(default_factory=list)
-    rows: list[Row] = field(default_factory=list)
+    rows: list[OutputRow] = field(default_factory=list)
 
 
 class Answer(Protocol):
@@ -129,11 +129,11 @@ class Task(Protocol[AnswerT]):
 
     def answered(
         self, request: Request, model: str, answer: AnswerT, latency_s: float
-    ) -> list[Row]:
+    ) -> list[OutputRow]:
         """The output rows of an answered request; ``Reask`` for an answer to ask again."""
         ...
 
-    def failed(self, request: Request, model: str | None, error: str) -> list[Row]:
+    def failed(self, request: Request, model: str | None, error: str) -> list[OutputRow]:
         """The output rows of a request that failed for good."""
         ...
 
@@ -216,7 +216,7 @@ class RowsOf:
         kept = {name: record.values.get(name) for name in self._keep}
         return Item(record.id, kept, request_hash)
 
-    def head(self, item: Item) -> Row:
+    def head(self, item: Item) -> OutputRow:
         """What every output row of ``item`` starts with: id, kept values, request hash."""
         kept = kept_values(item.kept, self.schema)
         return {"id": item.id, **kept, "request_hash": item.request_hash}
@@ -236,7 +236,7 @@ class RowsOf:
 
     def answered(
         self, request: Request, model: str, answer: Answer, latency_s: float, **own: Any
-    ) -> Row:
+    ) -> OutputRow:
         """The ok row of a request that answers one row: its head, the task's ``own``
         values, and the model, tokens, attempts and latency (``rows.answer_fields``)."""
         (item,) = request.items
@@ -252,7 +252,7 @@ class RowsOf:
             "error": None,
         }
 
-    def failed(self, request: Request, model: str | None, error: str) -> list[Row]:
+    def failed(self, request: Request, model: str | None, error: str) -> list[OutputRow]:
         return [
             failed_row(self.head(item), self.schema, model, error, request.attempts)
             for item in request.items

@@ -24,7 +24,7 @@ from batchrun.hashing import SortedHashes
 from batchrun.input.readers import Record
 from batchrun.job import Job
 from batchrun.output.archive import Archive
-from batchrun.output.rows import Row, answer_fields
+from batchrun.output.rows import OutputRow, answer_fields
 from batchrun.service.answers import ChatAnswer
 from batchrun.tasks.base import (
     Built,
@@ -124,7 +124,7 @@ class ChatTask:
 
     def answered(
         self, request: Request, model: str, answer: ChatAnswer, latency_s: float
-    ) -> list[Row]:
+    ) -> list[OutputRow]:
         if answer.finish_reason == "length" and not self._accept_cut:
             limit = self._params.get("max_tokens", "the service's default")
             error = f"answer cut at max_tokens = {limit}: raise [params].max_tokens"
@@ -154,7 +154,7 @@ class ChatTask:
                 {**request.body, "messages": messages},
             ) from None
 
-    def failed(self, request: Request, model: str | None, error: str) -> list[Row]:
+    def failed(self, request: Request, model: str | None, error: str) -> list[OutputRow]:
         return self._rows.failed(request, model, error)
 
     def requests_for(self, rows: int) -> int:

@@ -26,7 +26,7 @@ from batchrun.hashing import SortedHashes
 from batchrun.input.readers import Record
 from batchrun.job import Job
 from batchrun.output.archive import Archive
-from batchrun.output.rows import ATTEMPTS, ERROR, MODEL, OK, PROMPT_TOKENS, STATUS, Row
+from batchrun.output.rows import ATTEMPTS, ERROR, MODEL, OK, PROMPT_TOKENS, STATUS, OutputRow
 from batchrun.service.answers import EmbeddingAnswer
 from batchrun.service.catalog import MODELS
 from batchrun.tasks.base import (
@@ -180,7 +180,7 @@ class EmbeddingsTask:
 
     def answered(
         self, request: Request, model: str, answer: EmbeddingAnswer, latency_s: float
-    ) -> list[Row]:
+    ) -> list[OutputRow]:
         shares = _token_shares(answer.prompt_tokens, [item.text for item in request.items])
         rows = []
         for item, vector, tokens in zip(request.items, answer.vectors, shares, strict=True):
@@ -189,7 +189,7 @@ class EmbeddingsTask:
                 rows.append(self._row(follower, model, vector, 0, 0))
         return rows
 
-    def failed(self, request: Request, model: str | None, error: str) -> list[Row]:
+    def failed(self, request: Request, model: str | None, error: str) -> list[OutputRow]:
         rows = self._rows.failed(request, model, error)
         followers = [f for item in request.items for f in self._duplicates.settled(item, None)]
         rows += self._rows.failed(Request(followers, {}), model, error)
@@ -201,7 +201,9 @@ class EmbeddingsTask:
     max_answer_tokens = None
     """An embedding is not counted in tokens out."""
 
-    def _row(self, item: Item, model: str, vector: bytes, tokens: int | None, attempts: int) -> Row:
+    def _row(
+        self, item: Item, model: str, vector: bytes, tokens: int | None, attempts: int
+    ) -> OutputRow:
         return {
             **self._rows.head(item),
             "model": model,

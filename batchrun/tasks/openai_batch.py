@@ -31,7 +31,7 @@ from batchrun.hashing import SortedHashes
 from batchrun.input.readers import UNREADABLE, Record
 from batchrun.job import BATCH_FILE_COLUMNS, Job
 from batchrun.output.archive import Archive
-from batchrun.output.rows import Row, answer_fields, failed_row
+from batchrun.output.rows import OutputRow, answer_fields, failed_row
 from batchrun.service.answers import RawAnswer
 from batchrun.tasks.base import Built, Request, RequestDigest, RowsOf, Service
 
@@ -155,14 +155,14 @@ class BatchFileTask:
 
     def answered(
         self, request: Request, model: str, answer: RawAnswer, latency_s: float
-    ) -> list[Row]:
+    ) -> list[OutputRow]:
         self._errors.pop(id(request.body), None)
         response = answer.body.decode("utf-8", "replace")
         own = {"url": _url(request.body), "response": response}
         own["request_id"] = answer.request_id or request_id()
         return [self._rows.answered(request, model, answer, latency_s, **own)]
 
-    def failed(self, request: Request, model: str | None, error: str) -> list[Row]:
+    def failed(self, request: Request, model: str | None, error: str) -> list[OutputRow]:
         """The failed row keeps the service's error answer (its body as sent: a machine
         ``code`` such as ``context_length_exceeded`` survives) and request id."""
         last = self._errors.pop(id(request.body), None)
