@@ -11,7 +11,6 @@ import pytest
 
 from batchrun.bench.processes import Emulator
 from batchrun.cli import main
-from batchrun.input import index
 from batchrun.output.layout import OutputLayout
 from batchrun.output.parts import read_columns
 from tests.support import KEY, THINKER, batchrun, finish, news_rows, write_jsonl
