@@ -5,6 +5,7 @@ every input id exactly once, and ``status``, ``export`` and ``report`` say what 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -202,7 +203,7 @@ def test_parts_named_by_a_clock_that_went_back_still_order_by_sequence(
 ) -> None:
     """The next night's parts are named with an earlier time: the edited row's new answer
     wins all the same, and the night after sends nothing."""
-    monkeypatch.setattr("batchrun.output.store.time.time_ns", lambda: 1)
+    monkeypatch.setattr(time, "time_ns", lambda: 1)  # (the parts' names: layout.new_token)
     rows = news_rows(40)
     rows[7]["text"] = "Edited after the clock went back."
     write_jsonl(Path("news.jsonl"), rows)
