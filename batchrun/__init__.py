@@ -1,33 +1,35 @@
 """batchrun: large offline LLM jobs on SciBox, paced to its limits, resumable, nothing lost.
 
-Where things go (data flows one way, each stage its own room)::
+A row's path, one folder per stage (each ``__init__`` says what it takes and gives)::
 
-    job.py ─▶ input/ ──▶ tasks/ ──▶ sender.py ──▶ service/ ──▶ (SciBox)
-    the job   read rows   build       pace, call,    client, statuses,
-    file      + checks    requests    retry, split   answers, retry,
-                          answers ──▶ rows ──▶ output/ (writer, store, parts, compaction)
-              scheduler.py wires the stages with bounded queues; indexing.py and diff.py
-              say what is left to do; runner.py does one run; overview.py validate/status;
-              cli.py argv → exit code
+    job/ ──▶ input/ ──▶ plan/ ──▶ tasks/ ──▶ send/ ──▶ service/ ──▶ (SciBox)
+    the job  rows,      what is   requests   paced,     client,
+    file,    the input  left to   and their  retried,   answers
+    checked  index      do        answers    in order   checked
+                                     └──▶ rows ──▶ output/ ──▶ report/
+                                                   parts,      status, html,
+                                                   store       export, metrics
+
+At the top: ``runner`` (one run, wiring the stages), ``api`` (``run``, ``read``), ``cli``
+(argv → exit code), and the base every stage may use: ``errors``, ``version``, ``clock``.
+Beside the path: ``emulator/`` (the bundled SciBox emulator), ``serve/`` (``batchrun serve``)
+and ``bench/`` (``make bench``).
+
+Imports run one way, in this order (each stage imports only itself, the stages before it
+and the base; none imports ``runner``, ``api``, ``cli``, ``serve/`` or ``bench/``;
+``tests/test_stages.py`` keeps the rule):
+
+    job/ → emulator/ → service/ → output/ → input/ → tasks/ → plan/ → send/ → report/
 
 - a new request kind: a module in ``tasks/`` registered in ``tasks.TASKS``
 - a new input format: ``input/`` (readers, whole-input checks)
 - a new status rule: one line in ``service/statuses.py``
 - a new file in the output directory: its name in ``output/layout.py``; a change of the
   output's format: a step in ``output/identity.MIGRATIONS``
-- a new job-file key: ``job.py`` (validated once, frozen; rules across keys and the
-  messages in ``jobchecks.py``)
+- a new job-file key: ``job/spec.py`` (validated once, frozen; rules across keys and the
+  messages in ``job/checks.py``)
 - structured answers (a JSON Schema → the request, typed columns, validation):
-  ``answerschema.py``
-
-Imports run one way: ``errors``, ``job`` (with ``jobchecks`` and ``answerschema``), ``shards``,
-``hashing``, ``clock``, ``stats`` and ``progress`` are the foundation every package may use;
-``input/`` and ``output/`` never import each other; ``tasks/`` uses input, output and service;
-``sender``, ``scheduler``, ``indexing``, ``diff``, ``endpoint``, ``runner``, ``overview`` and
-``cli`` sit on top and nothing below imports them. ``emulator/`` is a separate service sharing
-only ``service.catalog``, ``clock`` and ``answerschema.inline_refs``; ``bench/`` is ``make
-bench`` and not in the wheel. ``api`` (``run``, ``read``) is the Python API on top of
-``runner``; ``export`` writes the output in other formats.
+  ``job/answerschema.py``
 """
 
 import importlib
@@ -54,7 +56,7 @@ from batchrun.version import VERSION as __version__  # noqa: F401 (the usual att
 
 if TYPE_CHECKING:
     from batchrun.api import RunResult, arun, read, run
-    from batchrun.job import Job, load_job
+    from batchrun.job.spec import Job, load_job
 
 _LAZY = {
     "RunResult": "api",

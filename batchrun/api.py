@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 import polars as pl
 
 from batchrun.errors import JobError
-from batchrun.job import Job, load_job
+from batchrun.job.spec import Job, load_job
 from batchrun.output.done import settled_parts
 from batchrun.output.rows import OK
 from batchrun.runner import RunOptions, RunOutcome, run_job

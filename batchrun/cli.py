@@ -25,7 +25,6 @@ from pathlib import Path
 
 from batchrun.emulator import DEFAULT_HOST, DEFAULT_PORT, EmulatorConfig, serve
 from batchrun.emulator.config import GATEWAYS
-from batchrun.endpoint import check_endpoint, open_endpoint
 from batchrun.errors import (
     EXIT_BAD_JOB,
     EXIT_FATAL,
@@ -38,12 +37,13 @@ from batchrun.errors import (
     OutputError,
     disk_full_said,
 )
-from batchrun.export import FORMATS, export
-from batchrun.job import EndpointSpec, RunSpec, load_job
-from batchrun.overview import status_lines, validate
+from batchrun.job.shards import Shard
+from batchrun.job.spec import EndpointSpec, RunSpec, load_job
+from batchrun.report.export import FORMATS, export
+from batchrun.report.html import write_report
+from batchrun.report.overview import status_lines, validate
 from batchrun.runner import RunOptions, RunOutcome, run_job
-from batchrun.runreport import write_report
-from batchrun.shards import Shard
+from batchrun.service.endpoint import check_endpoint, open_endpoint
 from batchrun.version import WRITTEN_BY
 
 EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a process ended by SIGPIPE

@@ -18,15 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from batchrun.diff import Changes, diff
-from batchrun.endpoint import check_endpoint, open_endpoint
 from batchrun.errors import JobError, OutputError
-from batchrun.indexing import kept_index
 from batchrun.input.checks import open_input
-from batchrun.input.index import InputCheck, duplicate_lines
-from batchrun.job import Job
-from batchrun.jobchecks import redis_url_problem
-from batchrun.metrics import check_port, served_metrics
+from batchrun.input.index import InputCheck, bad_lines, duplicate_lines
+from batchrun.job.checks import redis_url_problem
+from batchrun.job.shards import Shard
+from batchrun.job.spec import Job
 from batchrun.output.archive import Archive
 from batchrun.output.done import output_counts
 from batchrun.output.events import EventLog
@@ -34,14 +31,17 @@ from batchrun.output.identity import Identity
 from batchrun.output.layout import WHOLE_JOB, OutputLayout, new_token, write_json
 from batchrun.output.rows import FAILED, OK
 from batchrun.output.store import Store, move_aside
-from batchrun.output.writer import Writer
-from batchrun.progress import Progress
-from batchrun.scheduler import Plan, Scheduler
-from batchrun.sender import PacerFactory, Sender
+from batchrun.plan.diff import Changes, diff
+from batchrun.plan.kept_index import kept_index
+from batchrun.report.metrics import check_port, served_metrics
+from batchrun.send.pacing import Pacer
+from batchrun.send.progress import Progress
+from batchrun.send.scheduler import Plan, Scheduler
+from batchrun.send.sender import PacerFactory, Sender
+from batchrun.send.stats import RunStats
+from batchrun.send.writer import Writer
 from batchrun.service.client import Api
-from batchrun.service.pacing import Pacer
-from batchrun.shards import Shard
-from batchrun.stats import RunStats
+from batchrun.service.endpoint import check_endpoint, open_endpoint
 from batchrun.tasks import job_schema, task_for
 from batchrun.tasks.base import Task
 from batchrun.version import WRITTEN_BY
@@ -186,19 +186,6 @@ def refuse_unfit(job: Job, check: InputCheck, task: Task[Any]) -> None:
         raise JobError(f"[input].path: {job.spec.input.path} holds no rows")
 
 
-def bad_lines(job: Job, check: InputCheck) -> list[str]:
-    """What to say of a batch file's lines that cannot be sent: each one, with its reason."""
-    lines = [f"{job.spec.input.path}: {check.unsendable} lines cannot be sent:"]
-    lines += [f"  {where}" for where in check.unsendable_at]
-    if check.unsendable > len(check.unsendable_at):
-        lines.append(f"  ... and {check.unsendable - len(check.unsendable_at)} more")
-    lines.append(
-        'fix them and run again, or set [input].bad_lines = "fail-line" to write each as '
-        "a failed row with its reason and run the rest"
-    )
-    return lines
-
-
 async def served_models(api: Api, job: Job, task: Task[Any]) -> Job:
     """Check that the endpoint serves the job's models (FatalError if not). A batch file run
     line by line (``[input].bad_lines = "fail-line"``) only fails the lines naming a model
@@ -252,7 +239,7 @@ async def team_pacing(
     if not url:
         yield lambda model, rps: Pacer(rps)
         return
-    from batchrun.service.teampacing import (  # redis's client: loaded when used (6 MB)
+    from batchrun.send.teampacing import (  # redis's client: loaded when used (6 MB)
         TeamLimiter,
         TeamSlots,
         default_workspace,

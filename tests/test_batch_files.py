@@ -15,9 +15,9 @@ from pydantic import BaseModel, ConfigDict, model_validator
 
 import batchrun
 from batchrun.errors import JobError
-from batchrun.export import export
-from batchrun.job import load_job
-from batchrun.overview import validate_lines
+from batchrun.job.spec import load_job
+from batchrun.report.export import export
+from batchrun.report.overview import validate_lines
 from tests.support import CODER, EMBEDDER, THINKER, news_chat_job, news_rows, write_jsonl
 
 LIFTED = f'[models."{CODER}"]\nrps = 50\n[models."{THINKER}"]\nrps = 50\n'

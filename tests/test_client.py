@@ -12,7 +12,7 @@ import pytest
 from aioresponses import aioresponses
 
 from batchrun.errors import FatalError, RetryableError, RowError
-from batchrun.job import EndpointSpec, RunSpec
+from batchrun.job.spec import EndpointSpec, RunSpec
 from batchrun.service.client import Api
 from batchrun.service.ratelimits import Quota
 

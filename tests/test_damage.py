@@ -162,8 +162,8 @@ def test_an_index_offset_out_of_step_is_caught_by_the_id_it_reads(
 
 
 def _refit_checksum(index: Path) -> None:
-    from batchrun.indexing import _signature
     from batchrun.output.catalogue import read_checked, write_checked
+    from batchrun.plan.kept_index import _signature
 
     remembered = read_checked(state() / "_input.json")
     assert remembered is not None

@@ -29,7 +29,7 @@ from batchrun.emulator.faults import Fault, FaultPlan
 from batchrun.emulator.limits import SlidingWindow, window_for
 from batchrun.emulator.summaries import split_sentences, truncate_tokens
 from batchrun.emulator.vectors import DIMENSIONS, embed, embed_base64
-from batchrun.service.catalog import MODELS
+from batchrun.job.catalog import MODELS
 from tests.support import AUTH, CODER, EMBEDDER, TEXT, THINKER, FakeClock
 
 LIFTED = EmulatorConfig(rps_scale=1e9)

@@ -12,8 +12,8 @@ import pytest
 from batchrun.cli import main
 from batchrun.emulator import EmulatorConfig, running_emulator
 from batchrun.errors import FatalError
-from batchrun.job import load_job
-from batchrun.overview import model_lines
+from batchrun.job.spec import load_job
+from batchrun.report.overview import model_lines
 from batchrun.runner import RunOptions, run_job
 
 MISSPELT = 'fallback_model = "qwen3-coder-30b"'

@@ -12,19 +12,19 @@ import pyarrow as pa
 
 from batchrun.errors import RetryableError
 from batchrun.input.readers import input_files
-from batchrun.job import load_job
+from batchrun.job.spec import load_job
 from batchrun.output.events import Attempt, EventLog, Hold, read_events, read_holds
 from batchrun.output.layout import OutputLayout
 from batchrun.output.store import Store
-from batchrun.output.writer import Writer
-from batchrun.progress import Progress
-from batchrun.scheduler import Plan, Scheduler
-from batchrun.sender import Sender
-from batchrun.service import pacing
+from batchrun.send import pacing
+from batchrun.send.pacing import Pacer
+from batchrun.send.progress import Progress
+from batchrun.send.scheduler import Plan, Scheduler
+from batchrun.send.sender import Sender
+from batchrun.send.stats import RunStats
+from batchrun.send.writer import Writer
 from batchrun.service.answers import ChatAnswer, EmbeddingAnswer, RawAnswer
-from batchrun.service.pacing import Pacer
 from batchrun.service.ratelimits import Quota
-from batchrun.stats import RunStats
 from batchrun.tasks import job_schema, task_for
 from tests.support import FakeClock, news_rows
 

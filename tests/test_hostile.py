@@ -14,7 +14,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from batchrun.job import load_job
+from batchrun.job.spec import load_job
 from batchrun.output.parts import read_columns
 from batchrun.runner import RunOptions, run_job
 from tests.support import news_rows

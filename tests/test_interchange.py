@@ -24,10 +24,10 @@ from batchrun.bench.processes import Emulator
 from batchrun.emulator.summaries import summarise
 from batchrun.emulator.vectors import embed
 from batchrun.errors import JobError, OutputError
-from batchrun.export import export
-from batchrun.job import load_job
-from batchrun.overview import validate_lines
-from batchrun.service.catalog import MODELS
+from batchrun.job.catalog import MODELS
+from batchrun.job.spec import load_job
+from batchrun.report.export import export
+from batchrun.report.overview import validate_lines
 from tests.support import CODER, EMBEDDER, THINKER, finish, news_rows, write_jsonl
 from tests.support import batchrun as batchrun_child
 from tests.support.waits import wait_for_a_part

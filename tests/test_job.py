@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from batchrun.errors import JobError
-from batchrun.job import Job, load_job
+from batchrun.job.spec import Job, load_job
 from tests.support import JOBS, write_job
 
 SUMMARISE = """

@@ -18,7 +18,7 @@ import batchrun
 from batchrun.output.identity import FORMAT_VERSION
 from batchrun.output.layout import OutputLayout, read_json
 from batchrun.output.store import Store
-from batchrun.runreport import write_report
+from batchrun.report.html import write_report
 from tests.support import EMBEDDER, news_chat_job, news_rows, write_jsonl
 from tests.support.outputs import SCHEMA, abandon, ids, rows
 

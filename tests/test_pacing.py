@@ -7,10 +7,10 @@ import itertools
 
 import pytest
 
-from batchrun.service.inflight import InFlight
-from batchrun.service.pacing import DECREASE, HEADROOM, PROBE_S, Pacer
+from batchrun.send.inflight import InFlight
+from batchrun.send.pacing import DECREASE, HEADROOM, PROBE_S, Pacer
+from batchrun.send.teampacing import TeamLimiter, TeamSlots
 from batchrun.service.ratelimits import Quota
-from batchrun.service.teampacing import TeamLimiter, TeamSlots
 from tests.support import FakeClock
 
 

@@ -21,10 +21,10 @@ import pytest
 
 from batchrun.emulator.gateways import GATEWAYS
 from batchrun.emulator.limits import window_for
-from batchrun.service import pacing
-from batchrun.service.pacing import PROBE_S, Pacer
+from batchrun.send import pacing
+from batchrun.send.pacing import PROBE_S, Pacer
+from batchrun.send.teampacing import TeamLimiter, TeamSlots
 from batchrun.service.ratelimits import Quota, read_quota, read_throttle
-from batchrun.service.teampacing import TeamLimiter, TeamSlots
 from tests.support import FakeClock
 from tests.virtualtime import run_virtual
 

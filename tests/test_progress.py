@@ -5,8 +5,8 @@ from __future__ import annotations
 import io
 import time
 
-from batchrun.progress import Progress
-from batchrun.stats import RunStats
+from batchrun.send.progress import Progress
+from batchrun.send.stats import RunStats
 from tests.support import FakeClock
 
 NOW = 1_800_000_000.0

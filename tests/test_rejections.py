@@ -10,9 +10,9 @@ import pytest
 
 from batchrun.emulator import EmulatorConfig, running_emulator
 from batchrun.errors import RowError
-from batchrun.job import load_job
+from batchrun.job.spec import load_job
 from batchrun.runner import RunOptions, run_job
-from batchrun.service.rejections import REJECTIONS_IN_A_ROW, JobRejected, RejectionWatch
+from batchrun.send.rejections import REJECTIONS_IN_A_ROW, JobRejected, RejectionWatch
 from tests.support import news_rows
 from tests.support.waits import accepted_requests
 

@@ -20,13 +20,13 @@ from batchrun.cli import main
 from batchrun.emulator import EmulatorConfig, running_emulator
 from batchrun.emulator.summaries import summarise
 from batchrun.errors import OutputError
-from batchrun.job import load_job
+from batchrun.job.catalog import MODELS
+from batchrun.job.spec import load_job
 from batchrun.output.layout import OutputLayout
 from batchrun.output.parts import part_files, read_columns
 from batchrun.output.store import Store
 from batchrun.runner import RunOptions, run_job
 from batchrun.service.answers import split_think
-from batchrun.service.catalog import MODELS
 from tests.support import KEY, THINKER, batchrun, finish, news_rows
 from tests.support.outputs import abandon
 from tests.support.waits import requests_admitted, wait_until_sending, wait_until_taken

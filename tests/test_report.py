@@ -17,13 +17,13 @@ import pytest
 from batchrun.bench.processes import Emulator
 from batchrun.bench.redisserver import free_port
 from batchrun.emulator import EmulatorConfig, running_emulator
-from batchrun.job import load_job
+from batchrun.job.spec import load_job
 from batchrun.output.done import output_counts
 from batchrun.output.events import read_events
 from batchrun.output.layout import OutputLayout
-from batchrun.overview import validate_lines
+from batchrun.report.html import write_report
+from batchrun.report.overview import validate_lines
 from batchrun.runner import RunOptions, run_job
-from batchrun.runreport import write_report
 from tests.support import THINKER, batchrun, finish, news_rows, write_jsonl
 
 PRICING = f'[pricing."{THINKER}"]\ninput_per_mtok = 0.5\noutput_per_mtok = 2.0\n'

@@ -8,8 +8,8 @@ from dataclasses import replace
 import pytest
 
 from batchrun.errors import RetryableError, RowError
-from batchrun.job import RunSpec
-from batchrun.service.retry import (
+from batchrun.job.spec import RunSpec
+from batchrun.send.retry import (
     Action,
     Decision,
     RetryPolicy,

@@ -13,7 +13,7 @@ import pytest
 
 from batchrun.emulator import EmulatorConfig, running_emulator
 from batchrun.errors import FatalError
-from batchrun.job import load_job
+from batchrun.job.spec import load_job
 from batchrun.output.layout import OutputLayout, read_json
 from batchrun.output.parts import read_columns
 from batchrun.runner import RunOptions, run_job

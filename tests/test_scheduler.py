@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 
 from batchrun.errors import FatalError, RetryableError, RowError
-from batchrun.job import Job, load_job
+from batchrun.job.spec import Job, load_job
 from batchrun.output.parts import read_columns
-from batchrun.progress import Progress
+from batchrun.send.progress import Progress
+from batchrun.send.stats import RunStats
 from batchrun.service.answers import ChatAnswer, EmbeddingAnswer
-from batchrun.stats import RunStats
 from tests.support import news_rows
 from tests.support.fakeservice import FakeService, Script, Sleeps, run_fake
 

@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from batchrun.errors import JobError
-from batchrun.job import Job
+from batchrun.job.spec import Job
 from batchrun.serve.auth import Keys, owner_of
 from batchrun.serve.config import load_config
 from batchrun.serve.fairslots import SharedPacing

@@ -14,11 +14,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from batchrun.errors import OutputError
+from batchrun.job.shards import Shard
 from batchrun.output.identity import FORMAT_VERSION, check_identity
 from batchrun.output.layout import OutputLayout, read_json
 from batchrun.output.parts import part_files, read_columns
 from batchrun.output.store import Store, move_aside
-from batchrun.shards import Shard
 from batchrun.version import VERSION
 from tests.support.outputs import SCHEMA, abandon, ids, rows
 

@@ -18,14 +18,14 @@ import pytest
 from pydantic import BaseModel
 
 import batchrun as batchrun_api
-from batchrun.answerschema import AnswerSchema, InvalidAnswer
 from batchrun.bench.processes import Emulator
 from batchrun.emulator import EmulatorConfig, running_emulator
 from batchrun.errors import JobError, RetryableError
-from batchrun.job import load_job
+from batchrun.job.answerschema import AnswerSchema, InvalidAnswer
+from batchrun.job.spec import load_job
 from batchrun.output.layout import OutputLayout
 from batchrun.output.parts import read_columns
-from batchrun.overview import validate_lines
+from batchrun.report.overview import validate_lines
 from batchrun.runner import RunOptions, run_job
 from batchrun.service.answers import ChatAnswer
 from batchrun.tasks import job_schema

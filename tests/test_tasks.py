@@ -12,7 +12,7 @@ import pytest
 
 from batchrun.errors import JobError
 from batchrun.input.readers import Record
-from batchrun.job import Job, load_job
+from batchrun.job.spec import Job, load_job
 from batchrun.tasks import job_schema, task_for
 from batchrun.tasks.base import Built, Item, Task
 from batchrun.tasks.duplicates import Duplicates, Reuse

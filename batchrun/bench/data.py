@@ -16,14 +16,14 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from batchrun.indexing import kept_index
 from batchrun.input.checks import open_input
-from batchrun.job import Job, load_job
+from batchrun.job.catalog import Kind
+from batchrun.job.spec import Job, load_job
 from batchrun.output.identity import check_identity
 from batchrun.output.layout import OutputLayout
 from batchrun.output.rows import OK
 from batchrun.output.store import Store
-from batchrun.service.catalog import Kind
+from batchrun.plan.kept_index import kept_index
 from batchrun.tasks import job_schema, task_for
 
 CHAT_MODEL = "qwen3-32b-awq"

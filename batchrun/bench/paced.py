@@ -23,7 +23,7 @@ from batchrun.bench.data import (
 from batchrun.bench.processes import Emulator, run_batchrun
 from batchrun.bench.table import Figure, Spec
 from batchrun.bench.workspace import Workspace
-from batchrun.service.catalog import MODELS
+from batchrun.job.catalog import MODELS
 
 LATENCIES_S = (0.05, 5.0)
 BATCH = 64

@@ -23,9 +23,9 @@ from batchrun.bench.data import (
 from batchrun.bench.processes import Emulator, Run, run_batchrun
 from batchrun.bench.table import Figure, Spec
 from batchrun.bench.workspace import Workspace
+from batchrun.job.catalog import Kind
 from batchrun.output.catalogue import Catalogue
 from batchrun.output.done import Engine, losers
-from batchrun.service.catalog import Kind
 
 LIFTED = 1_000_000.0
 BATCH = 64

@@ -23,7 +23,7 @@ from batchrun.bench.processes import BenchError, Emulator
 from batchrun.bench.serving import Serve
 from batchrun.bench.table import Figure, Spec
 from batchrun.bench.workspace import Workspace
-from batchrun.service.catalog import MODELS
+from batchrun.job.catalog import MODELS
 
 CHAT, EMBED = "qwen3-32b-awq", "bge-m3"
 BATCHES = 3

@@ -21,8 +21,8 @@ from batchrun.bench.processes import Emulator, Run, Seen, child_env, run_batchru
 from batchrun.bench.redisserver import RedisServer
 from batchrun.bench.table import Figure, Spec, skipped
 from batchrun.bench.workspace import Workspace
+from batchrun.job.catalog import MODELS
 from batchrun.runner import LIMITS_URL_ENV
-from batchrun.service.catalog import MODELS
 
 LATENCY_S = 0.05
 LIMIT = MODELS[CHAT_MODEL].rps

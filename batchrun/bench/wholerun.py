@@ -14,7 +14,7 @@ from batchrun.bench.processes import Emulator, Run, run_batchrun
 from batchrun.bench.scale import BATCH, LIFTED
 from batchrun.bench.table import Figure, Spec
 from batchrun.bench.workspace import Workspace
-from batchrun.service.catalog import Kind
+from batchrun.job.catalog import Kind
 
 RUN_TIMEOUT_S = 3_600.0
 SPECS = (

@@ -16,7 +16,7 @@ from batchrun.bench.data import CHAT_MODEL, NEWS, run_summary, write_job, write_
 from batchrun.bench.processes import Emulator, Run, run_batchrun
 from batchrun.bench.table import Figure, Spec
 from batchrun.bench.workspace import Workspace
-from batchrun.service.catalog import MODELS
+from batchrun.job.catalog import MODELS
 
 LIMIT = MODELS[CHAT_MODEL].rps
 GATEWAY = ("--window-s", "60", "--gateway", "litellm")

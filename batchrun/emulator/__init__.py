@@ -1,5 +1,10 @@
 """The bundled local SciBox emulator: the service's OpenAI-compatible API on 127.0.0.1.
 
+Takes: HTTP requests on 127.0.0.1 (``batchrun emulator``, or started by ``service.endpoint``
+for a job whose ``base_url`` is ``local``) and its ``EmulatorConfig``.
+Gives: answers, errors and rate-limit headers as SciBox, vLLM or LiteLLM Proxy give them, and
+what it saw at ``GET /stats``.
+
 It serves the catalog's models with their rate limits (scaled by ``rps_scale``; SciBox's
 sliding 1-second window, or fixed wall-clock windows of ``window_s`` as LiteLLM counts),
 answers deterministically (an extractive summary for chat, hashed word features for
@@ -13,8 +18,8 @@ and LiteLLM shape answers and errors), ``faults`` (the seeded draw), ``summaries
 ``vectors`` (deterministic content), ``structured`` (answers made to a schema), ``bodies``
 (request checks), ``streaming`` (SSE), ``replies`` (JSON replies and the error reply),
 ``counters`` (what ``/stats`` reports), ``server`` (routes), ``serving`` (sockets). It shares
-only the model catalog (``batchrun.service.catalog``), the clock's type (``batchrun.clock``)
-and the inlining of a schema's ``$ref`` (``batchrun.answerschema.inline_refs``) with the
+only the model catalog (``batchrun.job.catalog``), the clock's type (``batchrun.clock``)
+and the inlining of a schema's ``$ref`` (``batchrun.job.answerschema.inline_refs``) with the
 runner.
 """
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import orjson
 
 from batchrun.emulator.summaries import Message
-from batchrun.service.catalog import MODELS, ModelInfo
+from batchrun.job.catalog import MODELS, ModelInfo
 
 MAX_INPUT_CHARS = 32_000
 ROLES = frozenset({"system", "user", "assistant", "developer", "tool"})

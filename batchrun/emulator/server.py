@@ -41,7 +41,7 @@ from batchrun.emulator.streaming import close_connection, event_lines, send_even
 from batchrun.emulator.structured import response_schema, structured_summary
 from batchrun.emulator.summaries import count_tokens, summarise
 from batchrun.emulator.vectors import embed, embed_base64
-from batchrun.service.catalog import MODELS, ModelInfo
+from batchrun.job.catalog import MODELS, ModelInfo
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _Checked = TypeVar("_Checked")

@@ -16,7 +16,7 @@ from aiohttp import web
 from batchrun.emulator.config import EmulatorConfig
 from batchrun.emulator.counters import Counters
 from batchrun.emulator.server import EMULATOR, make_app
-from batchrun.service.catalog import MODELS
+from batchrun.job.catalog import MODELS
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000

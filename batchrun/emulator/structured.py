@@ -1,5 +1,5 @@
 """Structured answers: a request's ``response_format`` honoured, deterministically (the
-runner's side, checking them: ``batchrun.answerschema``).
+runner's side, checking them: ``batchrun.job.answerschema``).
 
 For ``{"type": "json_schema", "json_schema": {"schema": ...}}`` the answer is JSON that meets
 the schema (types, required, enum, minimum/maximum, lengths and item counts), its values drawn
@@ -17,7 +17,6 @@ from typing import Any
 
 import orjson
 
-from batchrun.answerschema import inline_refs
 from batchrun.emulator.bodies import BadRequest
 from batchrun.emulator.summaries import (
     Message,
@@ -27,7 +26,8 @@ from batchrun.emulator.summaries import (
     summarise,
     truncate_tokens,
 )
-from batchrun.service.catalog import ModelInfo
+from batchrun.job.answerschema import inline_refs
+from batchrun.job.catalog import ModelInfo
 
 _CAPITALISED = re.compile(r"\b[A-ZА-ЯЁ][\w-]{2,}")
 

@@ -18,7 +18,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 
-from batchrun.service.catalog import ModelInfo
+from batchrun.job.catalog import ModelInfo
 
 Message = tuple[str, str]
 """(role, content) of one chat message."""

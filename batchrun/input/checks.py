@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from batchrun.input.readers import PARQUET_SUFFIXES, input_files, read_records
-from batchrun.job import Job
+from batchrun.job.spec import Job
 
 
 def open_input(job: Job) -> tuple[list[Path], dict[str, pa.DataType]]:

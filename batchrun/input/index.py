@@ -5,11 +5,11 @@ shard key (CRC-32 of the id, as ``--shard`` uses), where it stands (file, byte o
 index, line number), its line's hashes (``input.lines``), why it cannot be sent (the task
 says: no text, a malformed conversation) and the model it names (a batch file's line). The
 pass writes them as it goes, so a ten-million-row input costs no more memory than a batch;
-``batchrun.indexing`` puts them together with the entries of unchanged lines. What the whole
+``batchrun.plan.kept_index`` puts them together with the entries of unchanged lines. What the whole
 input holds (rows, rows that cannot be sent, models, duplicate ids) is then asked of the
 index (``whole_check``: queries).
 
-A later run diffs the index against the output (``batchrun.diff``) instead of parsing the input
+A later run diffs the index against the output (``batchrun.plan.diff``) instead of parsing the input
 again, and reads only the rows left to do, by their offsets.
 """
 
@@ -24,8 +24,9 @@ import pyarrow as pa
 
 from batchrun.input.readers import InputRow, RecordReader, location, scan_rows
 from batchrun.input.selection import Selection
+from batchrun.job.shards import shard_key
+from batchrun.job.spec import Job
 from batchrun.output.done import connect, listing, said
-from batchrun.shards import shard_key
 
 INDEX_SCHEMA = pa.schema(
     [
@@ -156,4 +157,17 @@ def duplicate_lines(check: InputCheck) -> list[str]:
     lines = [f"duplicate ids: {check.duplicate_count} rows repeat an earlier id, e.g.:"]
     lines += [f"  {id_!r} at {', '.join(places)}" for id_, places in check.duplicates.items()]
     lines.append("make every id unique: each row's answer is stored under its id")
+    return lines
+
+
+def bad_lines(job: Job, check: InputCheck) -> list[str]:
+    """What to say of a batch file's lines that cannot be sent: each one, with its reason."""
+    lines = [f"{job.spec.input.path}: {check.unsendable} lines cannot be sent:"]
+    lines += [f"  {where}" for where in check.unsendable_at]
+    if check.unsendable > len(check.unsendable_at):
+        lines.append(f"  ... and {check.unsendable - len(check.unsendable_at)} more")
+    lines.append(
+        'fix them and run again, or set [input].bad_lines = "fail-line" to write each as '
+        "a failed row with its reason and run the rest"
+    )
     return lines

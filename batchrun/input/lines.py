@@ -4,7 +4,7 @@ bytes (128 bits together: two different lines are never taken for one).
 
 The input index keeps each line's hashes; when the input changes (a corpus grew overnight),
 the lines whose bytes an earlier index already holds take their entries from it, and only
-the others are parsed (``batchrun.indexing``). Ten million lines are found and hashed in a
+the others are parsed (``batchrun.plan.kept_index``). Ten million lines are found and hashed in a
 few seconds, where parsing them and hashing their requests took about 100.
 """
 

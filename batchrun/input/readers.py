@@ -19,6 +19,7 @@ from batchrun.errors import JobError
 from batchrun.input.ids import row_id
 from batchrun.input.parquet import open_parquet, parquet_batches
 from batchrun.input.selection import Selection
+from batchrun.job.spec import BatchId
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 UNREADABLE = "_unreadable"
@@ -41,14 +42,6 @@ class Record:
     @property
     def where(self) -> str:
         return location(self.file, self.line)
-
-
-class BatchId(str):
-    """The id column of an OpenAI batch file (``custom_id``). Its lines are read leniently: a
-    line that is not a JSON object, or whose ``custom_id`` is not a non-empty string, is a bad
-    line of the file for ``tasks.openai_batch`` to name (``UNREADABLE`` among its values says
-    why it could not be read), never an error that stops the reading. Such a line's row id is
-    its place in the file, ``batch.jsonl:40``."""
 
 
 def has_text(value: object) -> bool:

@@ -73,7 +73,7 @@ class Attempt:
 
 @dataclass(frozen=True, slots=True)
 class Hold:
-    """A hold a model's pacer decided: when, how long, why (``batchrun.service.pacing``)."""
+    """A hold a model's pacer decided: when, how long, why (``batchrun.send.pacing``)."""
 
     at: float
     model: str

@@ -29,7 +29,7 @@ from batchrun.errors import OutputError
 from batchrun.output.done import output_counts
 from batchrun.output.layout import OutputLayout, move_legacy_state, read_json, write_json
 from batchrun.output.parts import write_part
-from batchrun.output.rows import REQUEST_HASH
+from batchrun.output.rows import FAILED, OK, REQUEST_HASH
 from batchrun.version import WRITTEN_BY
 
 FORMAT_VERSION = 4
@@ -145,7 +145,7 @@ def _refuse_or_redo(
             "[output].path"
         )
     counts = output_counts(path)
-    rows = counts["ok"] + counts["failed"]
+    rows = counts[OK] + counts[FAILED]
     raise OutputError(
         f"{path}: holds {rows} rows of job {recorded.get('name')!r} made with other requests "
         "(its model, prompt, params or text column differ from this job's): all of them would "

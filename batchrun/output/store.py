@@ -27,6 +27,7 @@ from typing import Any
 import pyarrow as pa
 
 from batchrun.errors import OutputError, cannot_write
+from batchrun.job.shards import Shard
 from batchrun.output.catalogue import Catalogue, sealed
 from batchrun.output.compaction import compact, prune
 from batchrun.output.identity import Identity
@@ -40,7 +41,6 @@ from batchrun.output.layout import (
 )
 from batchrun.output.parts import whole_batches, write_batches
 from batchrun.output.rows import REQUEST_HASH
-from batchrun.shards import Shard
 
 
 class Store:

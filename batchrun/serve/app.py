@@ -192,7 +192,7 @@ async def pacing(config: ServeConfig) -> AsyncIterator[SharedPacing]:
     if not url:
         yield SharedPacing()
         return
-    from batchrun.service.teampacing import TeamLimiter, TeamSlots, default_workspace
+    from batchrun.send.teampacing import TeamLimiter, TeamSlots, default_workspace
 
     workspace = config.limits.workspace or default_workspace(config.endpoint.base_url)
     limiter = TeamLimiter(url, workspace)

@@ -1,7 +1,7 @@
 """Each batch is an ordinary batchrun job: its input a link to the uploaded file (format
 ``openai-batch``), its output a directory under ``state/batches/<id>/``. This module makes
 that job and, when the batch ends, its output and error files in OpenAI's line format: what
-``batchrun export --format openai-batch`` writes (``batchrun.export``), plus, for an expired
+``batchrun export --format openai-batch`` writes (``batchrun.report.export``), plus, for an expired
 batch, a ``batch_expired`` line for every request it did not get to.
 """
 
@@ -18,10 +18,10 @@ import orjson
 import pyarrow.parquet as pq
 
 from batchrun.errors import OutputError
-from batchrun.export import export
-from batchrun.job import Job
+from batchrun.job.spec import Job
 from batchrun.output.atomic import written
 from batchrun.output.done import settled_parts
+from batchrun.report.export import export
 from batchrun.serve.config import ServeConfig
 from batchrun.serve.files import FileStore
 from batchrun.serve.state import BatchRow

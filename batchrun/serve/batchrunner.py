@@ -27,17 +27,17 @@ from typing import Any
 
 import orjson
 
-from batchrun.endpoint import Unreachable
 from batchrun.errors import BatchrunError
 from batchrun.output.done import output_counts
 from batchrun.output.rows import FAILED, OK
 from batchrun.runner import RunOptions, run_job
+from batchrun.send.stats import RunStats
 from batchrun.serve.batchjobs import BatchJobs
 from batchrun.serve.fairslots import SharedPacing
 from batchrun.serve.state import BatchRow, State, now
 from batchrun.serve.upstream import Upstream
 from batchrun.serve.validation import check_file
-from batchrun.stats import RunStats
+from batchrun.service.endpoint import Unreachable
 from batchrun.tasks import job_schema, task_for
 
 log = logging.getLogger("batchrun.serve")

@@ -34,8 +34,8 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from batchrun.errors import JobError
-from batchrun.job import EndpointSpec, LimitsSpec, ModelSpec, RunSpec, read_toml
-from batchrun.jobchecks import describe
+from batchrun.job.checks import describe
+from batchrun.job.spec import EndpointSpec, LimitsSpec, ModelSpec, RunSpec, read_toml
 
 DEFAULT_STATE = ".batchrun-serve"
 TABLES = frozenset({"endpoint", "models", "limits", "storage", "auth", "batches", "run"})

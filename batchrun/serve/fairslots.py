@@ -4,7 +4,7 @@ of its own for each model, all reserving their send slots from one ``SharedSlots
 Each batch's job runs in a thread with an event loop of its own (a job's synchronous start,
 reading and indexing its input, must not hold back the requests of the others: 20 ms late
 puts three requests of a 2 RPS model in one second). So the slots are handed out as the team
-limiter hands them out (``service.teampacing``), here under a thread lock: GCRA with a burst
+limiter hands them out (``send.teampacing``), here under a thread lock: GCRA with a burst
 of 1 by reservation, ``tat = max(tat, now); tat += interval``, and the caller sleeps until
 its slot in its own loop. A ``Pacer`` holds its lock while it waits for a slot, so each batch
 has at most one reservation out; slots go in the order they are asked for, so a batch that
@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 
 from batchrun.clock import Clock, Sleep
-from batchrun.service.pacing import Pacer, SlotSource
+from batchrun.send.pacing import Pacer, SlotSource
 
 
 class SharedSlots:

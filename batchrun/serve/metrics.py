@@ -12,7 +12,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from batchrun.output.rows import FAILED, OK
-from batchrun.stats import RunStats
+from batchrun.send.stats import RunStats
 
 
 class Live(Protocol):

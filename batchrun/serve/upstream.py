@@ -21,13 +21,13 @@ import orjson
 from aiohttp import web
 
 from batchrun.emulator import EmulatorConfig, running_emulator
-from batchrun.endpoint import LOCAL_TOKEN
 from batchrun.errors import JobError
-from batchrun.job import EndpointSpec
+from batchrun.job.catalog import model_rps
+from batchrun.job.spec import EndpointSpec
+from batchrun.send.pacing import Pacer
 from batchrun.serve.fairslots import SharedPacing
 from batchrun.serve.problems import Problem
-from batchrun.service.catalog import model_rps
-from batchrun.service.pacing import Pacer
+from batchrun.service.endpoint import LOCAL_TOKEN
 
 PASSED_HEADERS = ("Content-Type", "Retry-After", "X-Request-Id")
 MODELS_TTL_S = 60.0

@@ -21,7 +21,7 @@ import orjson
 from aiohttp.http_exceptions import HttpProcessingError
 
 from batchrun.errors import ApiError, FatalError, RetryableError, RowError
-from batchrun.job import EndpointSpec, RunSpec
+from batchrun.job.spec import EndpointSpec, RunSpec
 from batchrun.service.answers import (
     ChatAnswer,
     EmbeddingAnswer,

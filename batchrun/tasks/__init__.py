@@ -1,8 +1,13 @@
-"""One module per request kind; ``TASKS`` maps a job's ``kind`` to its task.
+"""Tasks: what differs by request kind (chat, embeddings, an OpenAI batch file's lines).
+
+Takes: a row's column values and the job.
+Gives: the request to send and its hash (``hashing``), the answer as output columns, the
+rows' schema; ``TASKS`` maps a job's ``kind`` to its task: nothing outside this package
+branches on the kind.
 
 A new request kind is a module here with a class that has the ``Task`` protocol
 (``batchrun.tasks.base``) and a static ``fields(job)`` (its output columns), registered in
-``TASKS``: nothing outside this package branches on the kind.
+``TASKS``.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from typing import Any, Protocol
 import pyarrow as pa
 
 from batchrun.errors import JobError
-from batchrun.job import Job
+from batchrun.job.spec import Job
 from batchrun.output.rows import ID, REQUEST_HASH, output_schema
 from batchrun.tasks.base import Task
 from batchrun.tasks.chat import ChatTask

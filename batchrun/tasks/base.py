@@ -17,13 +17,13 @@ from typing import Any, Protocol, TypeVar
 import orjson
 import pyarrow as pa
 
-from batchrun.hashing import SortedHashes
 from batchrun.input.index import RowRules
 from batchrun.input.readers import Record, has_text
 from batchrun.output.archive import Archive
 from batchrun.output.rows import OK, OutputRow, failed_row, kept_values
 from batchrun.service.answers import ChatAnswer, EmbeddingAnswer, RawAnswer
 from batchrun.service.ratelimits import Quota
+from batchrun.tasks.hashing import SortedHashes
 
 CHARS_PER_TOKEN = 3
 """Tokens counted before the service does, as characters / 3 (a rough rule: English runs near 4

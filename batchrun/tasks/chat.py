@@ -3,7 +3,7 @@ the row's columns (a system message when ``system`` is set, then the user messag
 row's conversation (``[prompt].messages``, ``batchrun.tasks.conversations``); the body adds
 ``[params]`` and, for a structured job, the schema's ``response_format``. The answer's content
 (``<think>`` split off into ``reasoning``) is the row; a structured answer also fills one
-column per property of the schema (``batchrun.answerschema``), and an invalid one is re-asked.
+column per property of the schema (``batchrun.job.answerschema``), and an invalid one is re-asked.
 An answer cut at ``max_tokens`` is a failed row unless ``[run].accept_cut`` (never for a
 structured answer).
 
@@ -19,10 +19,9 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
-from batchrun.answerschema import InvalidAnswer
-from batchrun.hashing import SortedHashes
 from batchrun.input.readers import Record
-from batchrun.job import Job
+from batchrun.job.answerschema import InvalidAnswer
+from batchrun.job.spec import Job
 from batchrun.output.archive import Archive
 from batchrun.output.rows import OutputRow, answer_fields
 from batchrun.service.answers import ChatAnswer
@@ -36,6 +35,7 @@ from batchrun.tasks.base import (
     missing_text,
 )
 from batchrun.tasks.conversations import Messages, conversation, with_system
+from batchrun.tasks.hashing import SortedHashes
 
 FIELDS = answer_fields(
     pa.field("content", pa.string()),

@@ -22,13 +22,12 @@ from typing import Any
 import pyarrow as pa
 
 from batchrun.errors import RetryableError
-from batchrun.hashing import SortedHashes
 from batchrun.input.readers import Record
-from batchrun.job import Job
+from batchrun.job.catalog import MODELS
+from batchrun.job.spec import Job
 from batchrun.output.archive import Archive
 from batchrun.output.rows import ATTEMPTS, ERROR, MODEL, OK, PROMPT_TOKENS, STATUS, OutputRow
 from batchrun.service.answers import EmbeddingAnswer
-from batchrun.service.catalog import MODELS
 from batchrun.tasks.base import (
     CHARS_PER_TOKEN,
     Built,
@@ -40,6 +39,7 @@ from batchrun.tasks.base import (
     missing_text,
 )
 from batchrun.tasks.duplicates import Duplicates, Reuse
+from batchrun.tasks.hashing import SortedHashes
 
 REUSE_BATCH = 1024
 

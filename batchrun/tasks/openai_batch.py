@@ -27,13 +27,13 @@ import orjson
 import pyarrow as pa
 
 from batchrun.errors import ApiError
-from batchrun.hashing import SortedHashes
 from batchrun.input.readers import UNREADABLE, Record
-from batchrun.job import BATCH_FILE_COLUMNS, Job
+from batchrun.job.spec import BATCH_FILE_COLUMNS, Job
 from batchrun.output.archive import Archive
 from batchrun.output.rows import OutputRow, answer_fields, failed_row
 from batchrun.service.answers import RawAnswer
 from batchrun.tasks.base import Built, Request, RequestDigest, RowsOf, Service
+from batchrun.tasks.hashing import SortedHashes
 
 CHAT_URL, EMBEDDINGS_URL = "/v1/chat/completions", "/v1/embeddings"
 NEEDS = {CHAT_URL: "messages", EMBEDDINGS_URL: "input"}

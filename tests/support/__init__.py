@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from batchrun.job import Job
+from batchrun.job.spec import Job
 
 JOBS = Path(__file__).resolve().parents[2] / "jobs"
 KEY = "tok-test-cli-key-4242"

@@ -12,15 +12,15 @@ from typing import Any
 import pyarrow as pa
 
 from batchrun.input.readers import input_files
-from batchrun.job import Job
+from batchrun.job.spec import Job
 from batchrun.output.parts import read_columns
 from batchrun.output.store import Store
-from batchrun.output.writer import Writer
-from batchrun.progress import Progress
-from batchrun.scheduler import Plan, Scheduler
-from batchrun.sender import Sender
+from batchrun.send.progress import Progress
+from batchrun.send.scheduler import Plan, Scheduler
+from batchrun.send.sender import Sender
+from batchrun.send.stats import RunStats
+from batchrun.send.writer import Writer
 from batchrun.service.answers import ChatAnswer, EmbeddingAnswer, RawAnswer
-from batchrun.stats import RunStats
 from batchrun.tasks import job_schema, task_for
 
 Script = Callable[[str, dict[str, Any], int], Any]

@@ -25,16 +25,23 @@ from pydantic import (
     model_validator,
 )
 
-from batchrun.answerschema import AnswerSchema
 from batchrun.errors import JobError
-from batchrun.input.readers import BatchId
-from batchrun.jobchecks import check_consistency, describe
-from batchrun.service.catalog import Kind, model_rps
+from batchrun.job.answerschema import AnswerSchema
+from batchrun.job.catalog import Kind, model_rps
+from batchrun.job.checks import check_consistency, describe
 
 LOCAL = "local"
 TABLES = frozenset(
     {"endpoint", "input", "prompt", "params", "output", "run", "limits", "models", "pricing"}
 )
+
+
+class BatchId(str):
+    """The id column of an OpenAI batch file (``custom_id``). Its lines are read leniently: a
+    line that is not a JSON object, or whose ``custom_id`` is not a non-empty string, is a bad
+    line of the file for ``tasks.openai_batch`` to name (``UNREADABLE`` among its values says
+    why it could not be read), never an error that stops the reading. Such a line's row id is
+    its place in the file, ``batch.jsonl:40``."""
 
 
 class _Section(BaseModel):
@@ -98,7 +105,7 @@ class OutputSpec(_Section):
     keep: tuple[str, ...] = ()
     part_rows: int = Field(default=20_000, ge=1)
     answer_schema: dict[str, Any] | str | None = Field(default=None, alias="schema")
-    """A JSON Schema for structured answers (``batchrun.answerschema``), or a .json file's path."""
+    """A JSON Schema for structured answers (``job.answerschema``), or a .json file's path."""
 
 
 class RunSpec(_Section):

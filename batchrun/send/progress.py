@@ -13,7 +13,7 @@ from typing import TextIO
 from tqdm import tqdm
 
 from batchrun.clock import Clock
-from batchrun.stats import RunStats
+from batchrun.send.stats import RunStats
 
 ETA_EVERY_S = 30.0
 """How often the ETA is kept for the run's record (``RunStats.eta_history``)."""

@@ -2,7 +2,7 @@
 later run for as long as the input files (their size and mtime) and the job's requests are
 the same, and the index file is whole: its size and CRC-32 are remembered with it (a damaged
 index is made again). Resuming a ten-million-row job then reads no input row that is already
-done (see ``batchrun.diff``). When the input files changed, the index is made again reusing
+done (see ``batchrun.plan.diff``). When the input files changed, the index is made again reusing
 the entries of the lines it already holds (``input.build``).
 """
 
@@ -21,7 +21,7 @@ from batchrun.input.checks import input_signature
 from batchrun.input.index import InputCheck, whole_check
 from batchrun.input.lines import HASHER
 from batchrun.input.readers import StaleIndex
-from batchrun.job import Job
+from batchrun.job.spec import Job
 from batchrun.output.catalogue import read_checked, warn, write_checked
 from batchrun.output.layout import OutputLayout
 from batchrun.tasks.base import Task

@@ -23,8 +23,8 @@ from prometheus_client.registry import Collector
 
 from batchrun.errors import JobError
 from batchrun.output.rows import FAILED, OK
-from batchrun.progress import Progress
-from batchrun.stats import RunStats
+from batchrun.send.progress import Progress
+from batchrun.send.stats import RunStats
 
 HOST = "127.0.0.1"
 

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from batchrun.service.catalog import MODELS
+from batchrun.job.catalog import MODELS
 
 RESERVED_PARAMS = frozenset({"model", "messages", "input", "stream"})
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")

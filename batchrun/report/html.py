@@ -16,7 +16,7 @@ from typing import Any
 import polars as pl
 
 from batchrun.errors import JobError, OutputError, cannot_write
-from batchrun.job import Job
+from batchrun.job.spec import Job
 from batchrun.output.done import output_counts
 from batchrun.output.events import ANSWERED, read_events
 from batchrun.output.layout import OutputLayout, read_json

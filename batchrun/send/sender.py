@@ -1,5 +1,5 @@
 """One request's lifecycle: an in-flight place, a model, its pacing slot, the call, and after
-a failure what ``service.retry.decide`` says: retry after a delay (perhaps on the fallback
+a failure what ``send.retry.decide`` says: retry after a delay (perhaps on the fallback
 model), split a rejected packed request to find the rows at fault, or give up and write the
 rows as failed. Fatal errors (401/403/404) pass through and stop the run.
 
@@ -26,16 +26,16 @@ from typing import Any, Generic
 
 from batchrun.clock import Sleep
 from batchrun.errors import ApiError, FatalError, RetryableError, RowError
-from batchrun.job import Job
+from batchrun.job.spec import Job
 from batchrun.output.events import ANSWERED, INVALID, Attempt, Hold
 from batchrun.output.rows import OutputRow
-from batchrun.service.inflight import InFlight
-from batchrun.service.pacing import Pacer
+from batchrun.send.inflight import InFlight
+from batchrun.send.pacing import Pacer
+from batchrun.send.rejections import RejectionWatch
+from batchrun.send.retry import Action, RetryPolicy, decide
+from batchrun.send.stats import RunStats
 from batchrun.service.ratelimits import Quota
-from batchrun.service.rejections import RejectionWatch
-from batchrun.service.retry import Action, RetryPolicy, decide
 from batchrun.service.statuses import THROTTLED, falls_back
-from batchrun.stats import RunStats
 from batchrun.tasks.base import AnswerT, Reask, Request, Service, Task
 
 PacerFactory = Callable[[str, float], Pacer]

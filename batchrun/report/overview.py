@@ -7,17 +7,16 @@ import math
 from pathlib import Path
 from typing import Any
 
-from batchrun.diff import Changes, diff
-from batchrun.endpoint import Unreachable, api_token, check_endpoint, open_endpoint
 from batchrun.errors import FatalError, JobError
-from batchrun.estimate import estimate_line
-from batchrun.indexing import kept_index
 from batchrun.input.checks import open_input
-from batchrun.input.index import SHOWN, InputCheck, duplicate_lines
-from batchrun.job import Job
+from batchrun.input.index import SHOWN, InputCheck, bad_lines, duplicate_lines
+from batchrun.job.spec import Job
 from batchrun.output.done import output_counts
 from batchrun.output.rows import FAILED, OK
-from batchrun.runner import bad_lines
+from batchrun.plan.diff import Changes, diff
+from batchrun.plan.estimate import estimate_line
+from batchrun.plan.kept_index import kept_index
+from batchrun.service.endpoint import Unreachable, api_token, check_endpoint, open_endpoint
 from batchrun.tasks import job_schema, task_for
 from batchrun.tasks.base import Task
 

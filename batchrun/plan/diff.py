@@ -23,11 +23,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from batchrun.hashing import SortedHashes
 from batchrun.input.selection import TodoList
+from batchrun.job.shards import Shard
 from batchrun.output.catalogue import Catalogue
 from batchrun.output.done import Engine, counts, listing
-from batchrun.shards import Shard
+from batchrun.tasks.hashing import SortedHashes
 
 STREAM_ROWS = 65_536
 """Rows to send taken from the query at once."""

@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 
 from batchrun.emulator import EmulatorConfig, running_emulator
 from batchrun.errors import ApiError, FatalError, JobError, RetryableError
-from batchrun.job import EndpointSpec, RunSpec
+from batchrun.job.spec import EndpointSpec, RunSpec
 from batchrun.service.client import Api
 
 LOCAL_TOKEN = "local-emulator"

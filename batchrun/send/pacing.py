@@ -2,7 +2,7 @@
 
 Pacing is two parts composed. A *slot source* hands out send slots spaced by an interval: the
 generic cell rate algorithm (GCRA) with a burst of 1, kept here in memory (``LocalSlots``) or
-for the whole team in Redis (``batchrun.service.teampacing.TeamSlots``). The service counts
+for the whole team in Redis (``batchrun.send.teampacing.TeamSlots``). The service counts
 requests in a sliding 1-second window, so a 2 RPS model must see one request every 0.5 s,
 never two at once; a timer that fires late pushes the next slot back instead of catching up.
 Both sources answer ``expected_wait()``, so a model pool chooses well however it is paced.

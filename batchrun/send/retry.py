@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from batchrun.errors import RetryableError, RowError
-from batchrun.job import RunSpec
+from batchrun.job.spec import RunSpec
 from batchrun.service.statuses import server_busy
 
 

@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 
 from batchrun.clock import Clock
-from batchrun.service.pacing import Pacer
+from batchrun.send.pacing import Pacer
 
 HEADROOM_IN_FLIGHT = 1.5
 FIRST_LATENCY_S = 1.0

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from batchrun.diff import Changes
 from batchrun.input.readers import RecordReader
-from batchrun.job import Job
+from batchrun.job.spec import Job
+from batchrun.plan.diff import Changes
 from batchrun.tasks.base import CHARS_PER_TOKEN
 
 SAMPLE = 1_000

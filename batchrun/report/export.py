@@ -31,7 +31,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from batchrun.errors import JobError, OutputError, cannot_write
-from batchrun.job import Job
+from batchrun.job.spec import Job
 from batchrun.output.atomic import written
 from batchrun.output.done import settled_parts
 from batchrun.output.layout import part_time

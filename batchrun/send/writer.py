@@ -18,8 +18,8 @@ import pyarrow as pa
 
 from batchrun.output.rows import FAILED, OutputRow, rows_to_table
 from batchrun.output.store import Store
-from batchrun.progress import Progress
-from batchrun.stats import RunStats
+from batchrun.send.progress import Progress
+from batchrun.send.stats import RunStats
 
 
 @dataclass

@@ -8,7 +8,7 @@
        requests
 
 The queues give back-pressure, so memory stays flat on any input size. Only the writer
-(``batchrun.output.writer``) touches the store and the progress bar. A fatal answer
+(``batchrun.send.writer``) touches the store and the progress bar. A fatal answer
 (401/403/404) cancels the feed and the workers at once; the writer still writes every row
 already answered, then the error is raised. ``request_stop()`` (first Ctrl-C) stops the feed,
 drops every request not yet sent (queued, or waiting for a place, a slot or a retry) and gives
@@ -27,11 +27,11 @@ from typing import Any
 from batchrun.errors import fatal_first
 from batchrun.input.readers import RecordReader
 from batchrun.input.selection import Selection
-from batchrun.job import Job
+from batchrun.job.spec import Job
 from batchrun.output.rows import OutputRow
-from batchrun.output.writer import Writer
-from batchrun.sender import NotSent, Sender
-from batchrun.stats import RunStats
+from batchrun.send.sender import NotSent, Sender
+from batchrun.send.stats import RunStats
+from batchrun.send.writer import Writer
 from batchrun.tasks.base import Built, Request, Task
 
 DONE_QUEUE = 16
@@ -41,7 +41,7 @@ DONE_QUEUE = 16
 @dataclass(frozen=True)
 class Plan:
     """Which rows one run reads: the job's input files, and of them only ``rows`` (the rows
-    left to do, as ``batchrun.diff`` lists them; None: every row), up to ``limit``."""
+    left to do, as ``batchrun.plan.diff`` lists them; None: every row), up to ``limit``."""
 
     job: Job
     files: list[Path]
