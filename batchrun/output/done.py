@@ -104,12 +104,23 @@ class Engine:
             "union_by_name=true) p JOIN sequences s USING (filename)"
         )
 
-    def done(self) -> str:
-        """One row per id, its winner (a window query only while some part is fresh)."""
-        if not self.catalogue.fresh:
-            return self.rows()
+    def scan(self) -> str:
+        """Every row of the parts as the diff needs it: id, request_hash, ok."""
+        if not self.catalogue.parts:
+            return NO_ROWS
         return (
-            f"SELECT * FROM ({self.rows()}) QUALIFY row_number() OVER "
+            f"SELECT id, request_hash, status = '{OK}' AS ok FROM read_parquet("
+            f"{listing(self.catalogue.parts)}, union_by_name=true)"
+        )
+
+    def done(self) -> str:
+        """One row per id, its winner: id, request_hash, ok. Once compacted the parts hold
+        one row per id and are read as they are (no sequence numbers joined: a resume over ten
+        million rows is a second faster); while some part is fresh, a window query."""
+        if not self.catalogue.fresh:
+            return self.scan()
+        return (
+            f"SELECT id, request_hash, ok FROM ({self.rows()}) QUALIFY row_number() OVER "
             f"(PARTITION BY id ORDER BY {WINNER_FIRST}) = 1"
         )
 
@@ -153,7 +164,7 @@ def losers(engine: Engine) -> dict[Path, tuple[list[int], list[str]]]:
     fresh = engine.catalogue.fresh
     if not fresh:
         return {}
-    candidates = engine.rows()
+    candidates = engine.scan()
     if len(fresh) < len(engine.catalogue.parts):
         candidates += f" WHERE id IN (SELECT id FROM read_parquet({listing(fresh)}))"
     repeated = f"SELECT id FROM ({candidates}) GROUP BY id HAVING count(*) > 1"
@@ -183,9 +194,9 @@ def outside(engine: Engine, index: Path) -> dict[Path, list[int]]:
 
 def counts(engine: Engine) -> tuple[int, int]:
     """Ids answered ok, and ids whose rows all failed."""
-    per_id = engine.rows()  # once compacted, one row per id; else grouped (spills, unlike a window)
-    if engine.catalogue.fresh:
-        per_id = f"SELECT bool_or(ok) AS ok FROM ({per_id}) GROUP BY id"
+    per_id = engine.done()
+    if engine.catalogue.fresh:  # grouped: a group-by spills to disk, a window does not
+        per_id = f"SELECT bool_or(ok) AS ok FROM ({engine.rows()}) GROUP BY id"
     sql = f"SELECT count(*) FILTER (WHERE ok), count(*) FILTER (WHERE NOT ok) FROM ({per_id})"
     ok, failed = engine.fetch(sql)[0]
     return int(ok), int(failed)

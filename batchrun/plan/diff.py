@@ -114,7 +114,7 @@ def diff(
 def _query(engine: Engine, inputs: str, retry_failed: bool, redo: bool, reuse: bool) -> str:
     """The rows to send, in file order: new, changed (a row without a request hash is not,
     unless ``redo``), and with ``retry_failed`` the unchanged ones that failed."""
-    answered = f"SELECT request_hash FROM ({engine.rows()}) WHERE ok"
+    answered = f"SELECT request_hash FROM ({engine.scan()}) WHERE ok"
     reusable = f"request_hash IN ({answered})" if reuse else "false"
     kept = "NOT same AND NOT legacy" if not redo else "NOT same"
     retried = "same AND NOT ok" if retry_failed else "false"
