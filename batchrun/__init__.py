@@ -63,8 +63,8 @@ _LAZY = {
     "arun": "api",
     "read": "api",
     "run": "api",
-    "Job": "job",
-    "load_job": "job",
+    "Job": "job.spec",
+    "load_job": "job.spec",
 }
 
 

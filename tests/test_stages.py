@@ -64,8 +64,8 @@ def test_every_module_lives_in_a_stage_a_tool_or_at_the_top_which_holds_at_most_
     assert len(top) <= TOP_MOST, top
 
 
-def test_every_stage_says_what_it_takes_and_what_it_gives() -> None:
-    for stage in STAGES:
+def test_every_folder_says_what_it_takes_and_what_it_gives() -> None:
+    for stage in (*STAGES, *TOOLS):
         doc = ast.get_docstring(ast.parse((PACKAGE / stage / "__init__.py").read_text())) or ""
         assert "Takes:" in doc and "Gives:" in doc, stage
 

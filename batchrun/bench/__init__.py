@@ -1,6 +1,9 @@
 """``python -m batchrun.bench`` (``make bench``): the figures of issues 4 and 6, measured in one
 run.
 
+Takes: the bench's sections (``--only``) and sizes (``--quick``).
+Gives: one table of figures, each with its target and ratio, measured in one run.
+
 The bench starts its own emulator processes on 127.0.0.1, writes job files and generated data
 into a temporary directory (removed afterwards), runs ``batchrun run`` as child processes
 (wall time, and CPU seconds and peak RSS from ``os.wait4``) and reads what the emulator saw

@@ -1,5 +1,10 @@
 """``batchrun serve``: OpenAI's Files and Batches API in front of SciBox, for a whole team.
 
+Takes: OpenAI Files and Batches API calls from the team's clients (``serve.toml``: keys,
+SciBox's endpoint and limits).
+Gives: each batch run as a batchrun job (``runner``), its output and error files, batch
+objects as OpenAI shapes them, and ``/metrics``.
+
 Clients (the ``openai`` client, any code written for OpenAI's Batch API) upload JSONL batch
 files and create batches; each batch is an ordinary batchrun job (input format
 ``openai-batch``, output under the state directory), so pacing, retries, resume and exactly
