@@ -16,9 +16,9 @@ import pytest
 
 from batchrun.cli import main
 from batchrun.output import store
-from batchrun.output.done import MEMORY_ENV
 from batchrun.output.layout import OutputLayout
 from batchrun.output.parts import read_columns
+from batchrun.output.query import MEMORY_ENV
 from tests.support import batchrun, damaged_parquet, finish, finish_all, news_rows, write_job
 
 SECRET = "s3cr3t-hunter2"
@@ -156,7 +156,20 @@ def _variant(job: Path, name: str, old: str, new: str) -> str:
     return str(write_job(job.with_name(f"{name}.toml"), body))
 
 
-def test_a_query_engine_out_of_memory_exits_2_naming_the_variable_that_raises_it(
+def test_a_query_that_runs_out_of_memory_runs_again_under_twice_the_limit_and_says_so(
+    embed_job: Path,
+) -> None:
+    code, out, err = finish(batchrun("status", str(embed_job), env={MEMORY_ENV: "1MB"}))
+
+    assert code == 0, err
+    assert "0 ok, 0 failed, 20 left of 20 rows" in out
+    assert err.splitlines()[0] == (
+        "note: a query ran out of memory under 1MB; running it again under 2MB "
+        f"(set {MEMORY_ENV}=2MB to start there)"
+    )
+
+
+def test_a_query_engine_out_of_memory_at_16_times_its_limit_exits_2_naming_the_variable(
     embed_job: Path,
 ) -> None:
     assert main(["run", str(embed_job), "--no-progress", "--limit", "5"]) == 0
@@ -164,8 +177,13 @@ def test_a_query_engine_out_of_memory_exits_2_naming_the_variable_that_raises_it
     code, _, err = finish(batchrun("status", str(embed_job), env={MEMORY_ENV: "1KB"}))
 
     assert code == 2
-    assert err.startswith("error: out: the query engine ran out of its memory limit (1KB); ")
-    assert f"set {MEMORY_ENV} higher" in err
-    assert "Traceback" not in err
+    *notes, error = err.splitlines()
+    assert [note.split("; ")[0] for note in notes] == [
+        f"note: a query ran out of memory under {size}KB" for size in (1, 2, 4, 8)
+    ]
+    assert error == (
+        "error: out: the query engine ran out of memory even under 16KB (16 times "
+        f"{MEMORY_ENV}=1KB); set it higher (for example {MEMORY_ENV}=2GB) and run again"
+    )
     code, out, _ = finish(batchrun("status", str(embed_job)))  # the default limit
     assert code == 0, out

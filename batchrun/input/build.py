@@ -20,7 +20,7 @@ from batchrun.input.lines import LINES_SCHEMA, file_lines
 from batchrun.input.readers import JSONL_SUFFIXES
 from batchrun.input.selection import TodoList
 from batchrun.output.atomic import written
-from batchrun.output.done import connect, listing, said
+from batchrun.output.query import Queries, listing
 
 STREAM_ROWS = 65_536
 ENTRY = "id, request_hash, shard_key"
@@ -62,8 +62,8 @@ def _unmatched(lines: Path, earlier: Path, todo: TodoList) -> TodoList:
         f"ANTI JOIN read_parquet({listing([earlier])}) o "
         'USING (line_hash, line_check) ORDER BY n.file, n."offset"'
     )
-    with connect() as con, said(lines):
-        for batch in con.sql(sql).to_arrow_reader(STREAM_ROWS):
+    with Queries(lines) as queries:
+        for batch in queries.stream(sql, STREAM_ROWS):
             for number in pa.compute.unique(batch["file"]).to_pylist():
                 rows = batch.filter(pa.compute.equal(batch["file"], number))
                 todo.add(int(number), rows["offset"], rows["line"])
@@ -86,5 +86,5 @@ def _merge(lines: Path, parsed: Path, earlier: Path | None, index: Path) -> None
             f"JOIN read_parquet({listing([earlier])}) o USING (line_hash, line_check)"
         )
     target = str(index).replace("'", "''")
-    with connect() as con, said(index):
-        con.sql(f"COPY ({new}) TO '{target}' (FORMAT parquet, COMPRESSION zstd)")
+    with Queries(index) as queries:
+        queries.execute(f"COPY ({new}) TO '{target}' (FORMAT parquet, COMPRESSION zstd)")

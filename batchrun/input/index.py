@@ -26,7 +26,7 @@ from batchrun.input.readers import InputRow, RecordReader, location, scan_rows
 from batchrun.input.selection import Selection
 from batchrun.job.shards import shard_key
 from batchrun.job.spec import Job
-from batchrun.output.done import connect, listing, said
+from batchrun.output.query import Queries, listing
 
 INDEX_SCHEMA = pa.schema(
     [
@@ -102,11 +102,11 @@ def whole_check(files: list[Path], index: Path) -> InputCheck:
     source = f"read_parquet({listing([index])})"
     models = "list(DISTINCT model) FILTER (WHERE model IS NOT NULL)"
     first = f"SELECT file, line, problem FROM {source} WHERE problem IS NOT NULL"
-    with connect() as con, said(index):
-        rows, unsendable, named = con.sql(
+    with Queries(index) as queries:
+        rows, unsendable, named = queries.fetch(
             f"SELECT count(*), count(problem), {models} FROM {source}"
-        ).fetchall()[0]
-        shown = con.sql(f"{first} ORDER BY file, line LIMIT {NAMED}").fetchall()
+        )[0]
+        shown = queries.fetch(f"{first} ORDER BY file, line LIMIT {NAMED}")
     check = InputCheck(
         files, rows=int(rows), unsendable=int(unsendable), models=sorted(named or [])
     )
@@ -122,15 +122,15 @@ def check_duplicates(check: InputCheck, index: Path) -> None:
     count them, and locate the first few (a group-by of the index's ids)."""
     source = f"read_parquet({listing([index])})"
     repeated = f"SELECT id, count(*) - 1 AS extra FROM {source} GROUP BY id HAVING count(*) > 1"
-    with connect() as con, said(index):
-        con.sql(f"CREATE TEMP TABLE repeated AS {repeated}")
-        count = con.sql("SELECT coalesce(sum(extra), 0) FROM repeated").fetchall()[0][0]
+    with Queries(index) as queries:
+        queries.execute(f"CREATE TEMP TABLE repeated AS {repeated}")
+        count = queries.fetch("SELECT coalesce(sum(extra), 0) FROM repeated")[0][0]
         shown = f"SELECT id FROM repeated ORDER BY id LIMIT {SHOWN}"
         places = (
             f"SELECT id, file, line FROM {source} WHERE id IN ({shown}) ORDER BY id, file, line"
         )
         found: dict[str, list[str]] = {}
-        for id_, file, line in con.sql(places).fetchall():
+        for id_, file, line in queries.fetch(places):
             found.setdefault(id_, []).append(location(check.files[file], line))
     check.duplicate_count = int(count)
     check.duplicates = found

@@ -19,30 +19,16 @@ The diff against the input index is ``batchrun.plan.diff``'s query, run here (``
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
 from batchrun.errors import OutputError
 from batchrun.output.catalogue import Catalogue
 from batchrun.output.layout import OutputLayout
+from batchrun.output.query import Queries, listing
 from batchrun.output.rows import FAILED, OK
 
-if TYPE_CHECKING:
-    import duckdb
-
-MEMORY_ENV = "BATCHRUN_QUERY_MEMORY"
-MEMORY_LIMIT = os.environ.get(MEMORY_ENV) or "100MB"
-"""What DuckDB may hold (``BATCHRUN_QUERY_MEMORY`` sets another); the rest spills to disk.
-Over ten million done rows the diff took 3.4-4.0 s and peaked at 420 MB with 200 MB, 3.7 s
-and 327 MB with 100 MB; with 60 MB it ran out (a join's blocks cannot all spill). The input
-index is made under the same limit."""
-THREADS = 2
 NO_ROWS = (
     "SELECT NULL::VARCHAR AS id, NULL::BIGINT AS request_hash, NULL::BOOLEAN AS ok, "
     "0 AS sequence, NULL::VARCHAR AS filename, 0::BIGINT AS row WHERE false"
@@ -51,47 +37,15 @@ WINNER_FIRST = "ok DESC, sequence DESC, filename DESC, row DESC"
 """Compaction's rule, as an ORDER BY: ok first, then the newest part, then the later row."""
 
 
-def listing(files: list[Path]) -> str:
-    """A SQL list of file names."""
-    quoted = ["'" + str(file).replace("'", "''") + "'" for file in files]
-    return "[" + ", ".join(quoted) + "]"
-
-
-@contextlib.contextmanager
-def connect() -> Iterator[duckdb.DuckDBPyConnection]:
-    """A DuckDB connection under ``MEMORY_LIMIT``, spilling to a temporary directory."""
-    import duckdb  # loaded when asked: a run's start does not wait for it
-
-    with tempfile.TemporaryDirectory(prefix="batchrun-") as spill:
-        config: dict[str, str | bool | int | float | list[str]] = {
-            "memory_limit": MEMORY_LIMIT,
-            "threads": THREADS,
-            "temp_directory": spill,
-            "preserve_insertion_order": False,
-        }
-        con = duckdb.connect(config=config)
-        try:
-            yield con
-        finally:
-            con.close()
-
-
-class Engine:
-    """A DuckDB connection over one output's parts (``with Engine(catalogue) as engine``)."""
+class Engine(Queries):
+    """The queries over one output's parts (``with Engine(catalogue) as engine``)."""
 
     def __init__(self, catalogue: Catalogue) -> None:
+        super().__init__(catalogue.path)
         self.catalogue = catalogue
-        self._stack = contextlib.ExitStack()
-        self.con = self._stack.enter_context(connect())
         sequences = catalogue.sequences
         table = pa.table({"filename": list(sequences), "sequence": list(sequences.values())})
         self.con.register("sequences", table)
-
-    def __enter__(self) -> Engine:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stack.close()
 
     def rows(self) -> str:
         """Every row of the parts: id, request_hash, ok, sequence, filename, row."""
@@ -123,36 +77,6 @@ class Engine:
             f"SELECT id, request_hash, ok FROM ({self.rows()}) QUALIFY row_number() OVER "
             f"(PARTITION BY id ORDER BY {WINNER_FIRST}) = 1"
         )
-
-    def query(self, sql: str) -> duckdb.DuckDBPyRelation:
-        with said(self.catalogue.path):
-            return self.con.sql(sql)
-
-    def fetch(self, sql: str) -> list[tuple[Any, ...]]:
-        with said(self.catalogue.path):
-            return self.query(sql).fetchall()
-
-    def stream(self, sql: str, rows: int) -> Iterator[pa.RecordBatch]:
-        """The result of a query in batches of ``rows``."""
-        with said(self.catalogue.path):
-            yield from self.query(sql).to_arrow_reader(rows)
-
-
-@contextlib.contextmanager
-def said(path: Path) -> Iterator[None]:
-    """DuckDB's errors over the files of ``path`` as an OutputError naming it; running out
-    of the memory limit says how to raise it."""
-    import duckdb
-
-    try:
-        yield
-    except duckdb.OutOfMemoryException:
-        raise OutputError(
-            f"{path}: the query engine ran out of its memory limit ({MEMORY_LIMIT}); set "
-            f"{MEMORY_ENV} higher (for example {MEMORY_ENV}=1GB) and run again"
-        ) from None
-    except duckdb.Error as exc:
-        raise OutputError(f"{path}: cannot be read ({exc})") from None
 
 
 def losers(engine: Engine) -> dict[Path, tuple[list[int], list[str]]]:

@@ -26,7 +26,8 @@ import pyarrow.compute as pc
 from batchrun.input.selection import TodoList
 from batchrun.job.shards import Shard
 from batchrun.output.catalogue import Catalogue
-from batchrun.output.done import Engine, counts, listing
+from batchrun.output.done import Engine, counts
+from batchrun.output.query import listing
 from batchrun.tasks.hashing import SortedHashes
 
 STREAM_ROWS = 65_536
