@@ -40,7 +40,6 @@ from batchrun.errors import (
 from batchrun.job.shards import Shard
 from batchrun.job.spec import EndpointSpec, RunSpec, load_job
 from batchrun.report.export import FORMATS, export
-from batchrun.report.html import write_report
 from batchrun.report.overview import status_lines, validate
 from batchrun.runner import RunOptions, RunOutcome, run_job
 from batchrun.service.endpoint import check_endpoint, open_endpoint
@@ -232,6 +231,8 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
+    from batchrun.report.html import write_report  # polars and matplotlib: a report's only
+
     print(f"wrote {write_report(load_job(args.job), args.to)}")
     return EXIT_OK
 

@@ -11,10 +11,10 @@ few seconds, where parsing them and hashing their requests took about 100.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
-import polars as pl
 import pyarrow as pa
 
 BLOCK_BYTES = 1 << 22
@@ -28,7 +28,7 @@ LINES_SCHEMA = pa.schema(
         ("line_check", pa.uint64()),
     ]
 )
-HASHER = f"polars {pl.__version__} hash(seed=0, 1)"
+HASHER = f"polars {version('polars')} hash(seed=0, 1)"
 """The line hash function, named: an index made by another is not reused."""
 NEWLINE = 10
 
@@ -58,6 +58,8 @@ def file_lines(number: int, file: Path) -> Iterator[pa.RecordBatch]:
 def _lines(number: int, data: bytes, ends: np.ndarray, start: int, counted: int) -> pa.RecordBatch:
     """The lines of a block that end at ``ends`` (a line's bytes include its newline: the
     block's buffer is hashed in place); blank ones (a newline alone) left out."""
+    import polars as pl  # loaded when lines are hashed: a resume does not load it
+
     bounds = np.minimum(np.concatenate([[0], ends + 1]), len(data)).astype(np.int64)
     lines = pa.LargeBinaryArray.from_buffers(
         pa.large_binary(), len(ends), [None, pa.py_buffer(bounds), pa.py_buffer(data)]

@@ -19,12 +19,15 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import polars as pl
 import pyarrow as pa
 
 from batchrun.output.layout import OutputLayout
 from batchrun.output.parts import whole_batches
+
+if TYPE_CHECKING:
+    import polars as pl
 
 EVENT_SCHEMA = pa.schema(
     [
@@ -145,18 +148,22 @@ def read_events(output: Path) -> pl.DataFrame:
     """Every run's attempts in the output directory (each shard's too), oldest first; the
     ``run`` column names the run."""
     trace = _read_trace(output)
-    return trace.filter(pl.col("outcome") != HOLD).drop("hold_s", "reason")
+    return trace.filter(trace["outcome"] != HOLD).drop("hold_s", "reason")
 
 
 def read_holds(output: Path) -> pl.DataFrame:
     """Every hold the runs' pacers decided: ``sent_at`` (when), ``model``, ``hold_s``,
     ``reason`` and ``run``, oldest first."""
-    trace = _read_trace(output).filter(pl.col("outcome") == HOLD)
-    return trace.select("sent_at", "model", "hold_s", "reason", "run")
+    trace = _read_trace(output)
+    return trace.filter(trace["outcome"] == HOLD).select(
+        "sent_at", "model", "hold_s", "reason", "run"
+    )
 
 
 def _read_trace(output: Path) -> pl.DataFrame:
     """Every record of every trace, in ``EVENT_SCHEMA`` (columns an older trace lacks are null)."""
+    import polars as pl  # a report's, not a run's: a run does not load it
+
     empty = pl.from_arrow(EVENT_SCHEMA.empty_table())
     assert isinstance(empty, pl.DataFrame)
     frames = [empty.with_columns(run=pl.lit("", pl.String))]
