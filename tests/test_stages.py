@@ -6,6 +6,8 @@ any stage. Function-level (lazy) imports count too."""
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import batchrun
@@ -72,3 +74,14 @@ def test_every_folder_says_what_it_takes_and_what_it_gives() -> None:
 
 def test_the_package_docstring_states_the_import_order() -> None:
     assert " → ".join(f"{stage}/" for stage in STAGES) in (batchrun.__doc__ or "")
+
+
+def test_the_command_loads_neither_polars_nor_matplotlib_until_a_report_needs_them() -> None:
+    """Each costs a run's memory (polars about 35 MB resident) and is used only by ``report``,
+    ``batchrun.read`` and the hashing of a changed input's lines."""
+    code = "import sys, batchrun.cli; print(sorted({'polars', 'matplotlib'} & set(sys.modules)))"
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+
+    assert loaded.stdout.strip() == "[]"
