@@ -23,7 +23,7 @@ from batchrun.errors import OutputError
 from batchrun.job.catalog import MODELS
 from batchrun.job.spec import load_job
 from batchrun.output.layout import OutputLayout
-from batchrun.output.parts import part_files, read_columns
+from batchrun.output.parts import read_columns
 from batchrun.output.store import Store
 from batchrun.runner import RunOptions, run_job
 from batchrun.service.answers import split_think
@@ -44,7 +44,7 @@ def expected_content(row: dict[str, Any]) -> str:
 def check_row_by_row(rows: list[dict[str, Any]], path: str = "out") -> None:
     """Every input id exactly once, every row ok with the answer of its own prompt, and every
     part readable."""
-    for part in part_files(Path(path)):
+    for part in OutputLayout(Path(path)).parts():
         assert read_columns(Path(path), ["id"]).num_rows >= 0, part
     table = read_columns(Path(path), ["id", "status", "content"]).to_pylist()
     ids = [row["id"] for row in table]
@@ -296,7 +296,7 @@ async def test_a_changed_prompt_is_refused_even_when_the_killed_run_left_only_a_
         monkeypatch.setattr(Store, "close", abandon)  # killed before the first part
         await run_job(job, RunOptions(limit=5, progress=False), io.StringIO())
         monkeypatch.setattr(Store, "close", original)
-        assert journal_files("out") and not part_files(Path("out"))
+        assert journal_files("out") and not OutputLayout(Path("out")).parts()
         changed = make_job(rows, base_url=url, rps=100)
         changed.write_text(changed.read_text().replace("Be brief.", "Be long."))
         with pytest.raises(OutputError, match="--fresh"):

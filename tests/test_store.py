@@ -17,7 +17,7 @@ from batchrun.errors import OutputError
 from batchrun.job.shards import Shard
 from batchrun.output.identity import FORMAT_VERSION, check_identity
 from batchrun.output.layout import OutputLayout, read_json
-from batchrun.output.parts import part_files, read_columns
+from batchrun.output.parts import read_columns
 from batchrun.output.store import Store, move_aside
 from batchrun.version import VERSION
 from tests.support.outputs import SCHEMA, abandon, ids, rows
@@ -36,7 +36,7 @@ def test_append_then_close_makes_one_readable_part_with_all_rows(tmp_path: Path)
 
     store.close()
 
-    [part] = part_files(out)
+    [part] = OutputLayout(out).parts()
     table = pq.read_table(part)
     assert table.schema == SCHEMA
     assert table.column("id").to_pylist() == [f"n{i:05d}" for i in range(7)]
@@ -50,7 +50,7 @@ def test_appending_nothing_writes_no_part(tmp_path: Path) -> None:
     store.append(rows(0, 0))
     store.close()
 
-    assert part_files(tmp_path / "out") == []
+    assert OutputLayout(tmp_path / "out").parts() == []
 
 
 def test_each_seal_adds_a_part_and_readers_see_them_all(tmp_path: Path) -> None:
@@ -61,7 +61,7 @@ def test_each_seal_adds_a_part_and_readers_see_them_all(tmp_path: Path) -> None:
     store.append(rows(2, 2))
     store.close()
 
-    assert len(part_files(out)) == 2
+    assert len(OutputLayout(out).parts()) == 2
     assert ids(out) == [f"n{i:05d}" for i in range(4)]
 
 
@@ -71,13 +71,13 @@ def test_journal_of_a_killed_run_is_sealed_by_the_next_open(tmp_path: Path) -> N
     killed.append(rows(0, 3))
     killed.append(rows(3, 2))
     abandon(killed)
-    assert part_files(out) == []
+    assert OutputLayout(out).parts() == []
     assert len(journals(out)) == 1
 
     Store(out, SCHEMA).open().close()
 
     assert ids(out) == [f"n{i:05d}" for i in range(5)]
-    assert len(part_files(out)) == 1
+    assert len(OutputLayout(out).parts()) == 1
     assert journals(out) == []
 
 
@@ -105,7 +105,7 @@ def test_journal_torn_inside_its_first_batch_leaves_no_part(tmp_path: Path) -> N
 
     Store(out, SCHEMA).open().close()
 
-    assert part_files(out) == []
+    assert OutputLayout(out).parts() == []
     assert journals(out) == []
 
 
@@ -122,7 +122,7 @@ def test_journal_whose_part_exists_is_not_sealed_twice(tmp_path: Path) -> None:
     Store(out, SCHEMA).open().close()
 
     assert ids(out) == [f"n{i:05d}" for i in range(4)]
-    assert len(part_files(out)) == 1
+    assert len(OutputLayout(out).parts()) == 1
     assert journals(out) == []
 
 
@@ -168,7 +168,7 @@ def test_lock_and_journal_of_a_dead_process_are_taken_over(tmp_path: Path) -> No
     )
     subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
     assert "pid" in OutputLayout(out).lock().read_text()
-    assert part_files(out) == []
+    assert OutputLayout(out).parts() == []
 
     store = Store(out, SCHEMA).open()
     store.append(rows(5, 1))

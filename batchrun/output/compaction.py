@@ -19,13 +19,7 @@ import pyarrow as pa
 from batchrun.output.atomic import fsync_directory
 from batchrun.output.catalogue import Catalogue, set_aside
 from batchrun.output.done import Engine, losers, outside
-from batchrun.output.parts import (
-    DamagedPart,
-    open_part,
-    part_batches,
-    sequence_of,
-    write_batches,
-)
+from batchrun.output.parts import DamagedPart, open_part, part_batches, sequence_of, write_batches
 
 REWRITE_BATCH_ROWS = 2_048
 """Rows of a part rewritten at once (8 MB of 1024-dimensional vectors)."""
@@ -50,9 +44,7 @@ def compact(path: Path, holds: Callable[[str], bool] | None = None) -> int:
 
 
 def prune(path: Path, index: Path) -> int:
-    """``--prune``: drop the rows whose id the input index does not hold; return how many went.
-    Each part is rewritten atomically, so a crash midway leaves a state the next ``--prune``
-    finishes."""
+    """``--prune``: drop the rows whose id the input index does not hold; return how many went."""
     catalogue = Catalogue.load(path, repair=True)
     with Engine(catalogue) as engine:
         found = outside(engine, index)

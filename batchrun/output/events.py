@@ -50,8 +50,7 @@ EVENT_SCHEMA = pa.schema(
 ANSWERED, INVALID = "ok", "invalid"
 """Outcomes of an answered attempt (``invalid``: it broke the job's schema); the others are an
 HTTP status ("429", "503") or "no answer" (a timeout, a dropped connection)."""
-HOLD = "hold"
-"""The outcome of a pacer's hold record."""
+HOLD = "hold"  # the outcome of a pacer's hold record
 FLUSH_RECORDS = 4_096
 FLUSH_S = 5.0
 
@@ -113,7 +112,8 @@ class EventLog:
             self._sink = pa.OSFile(str(self.path), "wb")
             options = pa.ipc.IpcWriteOptions(compression="zstd")
             self._writer = pa.ipc.new_stream(self._sink, EVENT_SCHEMA, options=options)
-        self._writer.write_batch(_batch(pending))
+        rows = [_row(record) for record in pending]
+        self._writer.write_batch(pa.RecordBatch.from_pylist(rows, schema=EVENT_SCHEMA))
 
     def close(self) -> None:
         self.flush()
@@ -121,11 +121,6 @@ class EventLog:
             self._writer.close()
             self._sink.close()
             self._writer = self._sink = None
-
-
-def _batch(records: list[Attempt | Hold]) -> pa.RecordBatch:
-    rows = [_row(record) for record in records]
-    return pa.RecordBatch.from_pylist(rows, schema=EVENT_SCHEMA)
 
 
 def _row(record: Attempt | Hold) -> dict[str, object]:

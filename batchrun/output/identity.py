@@ -27,8 +27,8 @@ import pyarrow.parquet as pq
 
 from batchrun.errors import OutputError
 from batchrun.output.done import output_counts
-from batchrun.output.layout import OutputLayout, move_legacy_state, read_json, write_json
-from batchrun.output.parts import write_part
+from batchrun.output.layout import OutputLayout, read_json, write_json
+from batchrun.output.parts import write_batches
 from batchrun.output.rows import FAILED, OK, REQUEST_HASH
 from batchrun.version import WRITTEN_BY
 
@@ -37,50 +37,34 @@ Recorded = dict[str, Any]
 """What ``_job.json`` holds."""
 
 
-def _from_0(path: Path, identity: Recorded) -> Recorded:
-    """Version 0 wrote the same parts and columns: only the version is new."""
-    return {**identity, "format": 1}
-
-
-def _from_1(path: Path, identity: Recorded) -> Recorded:
+def _from_1(path: Path) -> None:
     """Version 2 ends every row with ``request_hash``: older parts get a null one (each part
     rewritten atomically, so a crash midway leaves parts the next migration finishes)."""
     for part in OutputLayout(path).parts():
         if REQUEST_HASH.name not in pq.read_schema(part).names:
             table = pq.read_table(part)
-            nulls = pa.nulls(table.num_rows, REQUEST_HASH.type)
-            write_part(part, table.append_column(REQUEST_HASH, nulls), 0)
-    return {**identity, "format": 2}
+            table = table.append_column(REQUEST_HASH, pa.nulls(table.num_rows, REQUEST_HASH.type))
+            write_batches(part, table.schema, table.to_batches(), 0)
 
 
-def _from_2(path: Path, identity: Recorded) -> Recorded:
-    """Version 3 keeps everything but the parts in the state directory: the files are
-    moved there (``layout.move_legacy_state``) by the first ``OutputLayout`` of the path."""
-    move_legacy_state(path)
-    return {**identity, "format": 3}
-
-
-FORMAT_3_FILES = ("_keys.arrows", "_keys-*.arrows", "._keys*.tmp", "_input-index.arrows")
-
-
-def _from_3(path: Path, identity: Recorded) -> Recorded:
+def _from_3(path: Path) -> None:
     """Version 4 asks a query engine what is done: the saved keys and the Arrow input index
     go (the index is made again, as Parquet); the parts stay as they are (sequence 0, ties
     broken by name: their start time, as format 3 ordered them)."""
     state = OutputLayout(path).state
-    for pattern in FORMAT_3_FILES:
+    for pattern in ("_keys.arrows", "_keys-*.arrows", "._keys*.tmp", "_input-index.arrows"):
         for stale in state.glob(pattern):
             stale.unlink(missing_ok=True)
-    return {**identity, "format": 4}
 
 
-MIGRATIONS: dict[int, Callable[[Path, Recorded], Recorded]] = {
-    0: _from_0,
+MIGRATIONS: dict[int, Callable[[Path], None]] = {
+    0: lambda path: None,  # version 1 wrote the same files and columns, with the version
     1: _from_1,
-    2: _from_2,
+    2: lambda path: None,  # every OutputLayout of the path moves the state (move_legacy_state)
     3: _from_3,
 }
-"""``MIGRATIONS[v]`` turns an output of format ``v`` into one of format ``v + 1``."""
+"""``MIGRATIONS[v]`` turns an output of format ``v`` into one of format ``v + 1`` (each
+step idempotent; ``_migrated`` records the new number)."""
 
 
 @dataclass(frozen=True)
@@ -92,11 +76,6 @@ class Identity:
     fingerprint: str
     columns: list[str] | None = None
     redo: bool = False
-
-    def check(self, path: Path) -> None:
-        check_identity(
-            path, self.name, self.kind, self.fingerprint, columns=self.columns, redo=self.redo
-        )
 
 
 def check_identity(
@@ -174,6 +153,6 @@ def _migrated(path: Path, identity: Recorded) -> Recorded:
             f"up to {FORMAT_VERSION}); upgrade batchrun, or set a new [output].path"
         )
     while version < FORMAT_VERSION:
-        identity = MIGRATIONS[version](path, identity)
+        MIGRATIONS[version](path)
         version += 1
-    return identity
+    return {**identity, "format": version}

@@ -56,7 +56,6 @@ PART_PREFIX, PART_SUFFIX = "part-", ".parquet"
 JOURNAL_PREFIX, JOURNAL_SUFFIX = ".journal-", ".arrows"
 TEMPORARY_PREFIX, TEMPORARY_SUFFIX = ".part-", ".tmp"
 WHOLE_JOB = "all"
-STATE_SUFFIX = ".batchrun"
 MARK_PREFIX = ".batchrun-"
 LEGACY_STATE = ("_*.json", "_*.arrows", ".journal-*.arrows", "._keys*.tmp", ".lock*")
 """What format 2 kept in the output directory beside the parts."""
@@ -65,7 +64,7 @@ LEGACY_STATE = ("_*.json", "_*.arrows", ".journal-*.arrows", "._keys*.tmp", ".lo
 def state_of(root: Path) -> Path:
     """The state directory of the output directory ``root``: ``.<name>.batchrun`` beside it."""
     absolute = Path(os.path.abspath(root))
-    return absolute.parent / f".{absolute.name}{STATE_SUFFIX}"
+    return absolute.parent / f".{absolute.name}.batchrun"
 
 
 @dataclass(frozen=True)
@@ -81,9 +80,6 @@ class OutputLayout:
     def state(self) -> Path:
         return state_of(self.root)
 
-    def _listed(self, pattern: str) -> list[Path]:
-        return sorted(self.state.glob(pattern)) if self.state.is_dir() else []
-
     def part(self, token: str) -> Path:
         return self.root / f"{PART_PREFIX}{token}{PART_SUFFIX}"
 
@@ -98,16 +94,16 @@ class OutputLayout:
         return self.state / f"_events-{token}.arrows"
 
     def event_logs(self) -> list[Path]:
-        return self._listed("_events-*.arrows")
+        return sorted(self.state.glob("_events-*.arrows"))
 
     def run_record(self, token: str) -> Path:
         return self.state / f"_run-{token}.json"
 
     def run_records(self) -> list[Path]:
-        return self._listed("_run-*.json")
+        return sorted(self.state.glob("_run-*.json"))
 
     def journals(self) -> list[Path]:
-        return self._listed(f"{JOURNAL_PREFIX}*{JOURNAL_SUFFIX}")
+        return sorted(self.state.glob(f"{JOURNAL_PREFIX}*{JOURNAL_SUFFIX}"))
 
     def temporaries(self) -> list[Path]:
         return sorted(self.root.glob(f"{TEMPORARY_PREFIX}*{TEMPORARY_SUFFIX}"))
@@ -155,9 +151,8 @@ class OutputLayout:
     def claim_state(self) -> None:
         """Make the state directory, for this output directory (which must exist). The
         directory carries an empty ``.batchrun-<token>`` (every reader skips it) and the state
-        records the token: state left by a deleted output of the same path (its journals,
-        keys and identity) is moved aside to ``.<name>.batchrun.stale-<time>``, never read
-        as this one's."""
+        records the token: state left by a deleted output of the same path is moved aside to
+        ``.<name>.batchrun.stale-<time>``, never read as this one's."""
         marks = sorted(self.root.glob(f"{MARK_PREFIX}*"))
         if not marks:
             marks = [self.root / f"{MARK_PREFIX}{uuid.uuid4().hex}"]

@@ -9,6 +9,7 @@ checksums and read with verification: a damaged part is an error, never wrong ro
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections.abc import Iterable, Iterator
@@ -34,11 +35,6 @@ class DamagedPart(Exception):
     def __init__(self, part: Path, reason: str) -> None:
         super().__init__(f"{part}: damaged ({reason})")
         self.part = part
-
-
-def write_part(part: Path, table: pa.Table, sequence: int) -> None:
-    """Write ``table`` so that ``part`` appears whole or not at all."""
-    write_batches(part, table.schema, table.to_batches(), sequence)
 
 
 def write_batches(
@@ -67,12 +63,12 @@ def _write_groups(
         # (vectors: no dictionary or min/max: each is a buffer the size of the group)
         for batch in batches:
             group.append(batch)
+            count += batch.num_rows
             if sum(b.num_rows for b in group) >= _group_rows(group[0]):
                 writer.write_table(pa.Table.from_batches(group, schema=schema))
-                count, group = count + sum(b.num_rows for b in group), []
+                group = []
         if group:
             writer.write_table(pa.Table.from_batches(group, schema=schema))
-            count += sum(b.num_rows for b in group)
     pa.default_memory_pool().release_unused()  # the row groups' buffers, back to the system
     return count
 
@@ -84,20 +80,13 @@ def _group_rows(batch: pa.RecordBatch) -> int:
     return int(min(max(ROW_GROUP_BYTES / max(size, 1), ROW_GROUP_ROWS / 8), ROW_GROUP_ROWS))
 
 
-def part_files(path: Path) -> list[Path]:
-    """The finished parts of an output directory."""
-    return OutputLayout(path).parts()
-
-
 def read_columns(path: Path, columns: list[str]) -> pa.Table:
     """``columns`` of every finished part (an empty table when there is none). A part that
     another shard's compaction replaced while we listed them is read again from a new list."""
     for _ in range(READ_TRIES - 1):
-        try:
-            return _read_parts(part_files(path), columns)
-        except FileNotFoundError:
-            continue
-    return _read_parts(part_files(path), columns)
+        with contextlib.suppress(FileNotFoundError):
+            return _read_parts(OutputLayout(path).parts(), columns)
+    return _read_parts(OutputLayout(path).parts(), columns)
 
 
 def _read_parts(parts: list[Path], columns: list[str]) -> pa.Table:

@@ -56,9 +56,7 @@ def kept_values(kept: dict[str, Any], schema: pa.Schema) -> dict[str, Any]:
     return values
 
 
-def failed_row(
-    head: OutputRow, schema: pa.Schema, model: str | None, error: str, attempts: int
-) -> OutputRow:
+def failed_row(head: OutputRow, model: str | None, error: str, attempts: int) -> OutputRow:
     """A row the service could not answer: its error is data, the run goes on. ``head`` is
     the row's id, kept values and request hash (``RowsOf.head``)."""
     return {**head, "model": model, "attempts": attempts, "status": FAILED, "error": error}
@@ -90,13 +88,11 @@ def _is_vector(kind: pa.DataType) -> bool:
 def _vector_array(vectors: list[bytes | None], field: pa.Field) -> pa.Array:
     missing = pa.array([vector is None for vector in vectors])
     size = getattr(field.type, "list_size", None)
-    if size:  # fixed size: a null row still takes its place in the buffer
-        empty = bytes(4 * size)
-        flat = b"".join(empty if vector is None else vector for vector in vectors)
-        values = pa.Array.from_buffers(pa.float32(), len(flat) // 4, [None, pa.py_buffer(flat)])
-        return pa.FixedSizeListArray.from_arrays(values, size, mask=missing)
-    flat = b"".join(vector or b"" for vector in vectors)
+    empty = bytes(4 * size) if size else b""  # (fixed size: a null row takes its place too)
+    flat = b"".join(empty if vector is None else vector for vector in vectors)
     values = pa.Array.from_buffers(pa.float32(), len(flat) // 4, [None, pa.py_buffer(flat)])
+    if size:
+        return pa.FixedSizeListArray.from_arrays(values, size, mask=missing)
     ends = list(itertools.accumulate(len(vector or b"") // 4 for vector in vectors))
     offsets = pa.array([0, *ends], pa.int32())
     return pa.ListArray.from_arrays(offsets, values, mask=missing)

@@ -30,15 +30,8 @@ from batchrun.errors import OutputError, cannot_write
 from batchrun.job.shards import Shard
 from batchrun.output.catalogue import Catalogue, sealed
 from batchrun.output.compaction import compact, prune
-from batchrun.output.identity import Identity
-from batchrun.output.layout import (
-    WHOLE_JOB,
-    OutputLayout,
-    new_token,
-    owner_of,
-    state_of,
-    token_of,
-)
+from batchrun.output.identity import Identity, check_identity
+from batchrun.output.layout import WHOLE_JOB, OutputLayout, new_token, owner_of, state_of, token_of
 from batchrun.output.parts import whole_batches, write_batches
 from batchrun.output.rows import REQUEST_HASH
 
@@ -75,7 +68,7 @@ class Store:
         try:
             with self._maintenance():
                 if identity is not None:
-                    identity.check(self.path)
+                    check_identity(self.path, **vars(identity))
                 self._sequence = Catalogue.load(self.path, repair=True).next_sequence() - 1
                 self._finish_what_killed_runs_left()
                 self._compact()
@@ -99,7 +92,9 @@ class Store:
     def _orphaned(self, owner: str) -> bool:
         """Whether a journal or temporary part of ``owner`` is ours to finish: our own, or
         left by a run that is gone (a run of the whole job owns them all)."""
-        return owner == self._owner or self._shard is None or _dead(self.layout, owner)
+        if owner in (self._owner, WHOLE_JOB) or self._shard is None:
+            return True  # (a run of the whole job holds .lock alone: none runs beside a shard)
+        return _free(self.layout.lock(owner))
 
     def close(self) -> None:
         """Finish the seals under way, seal the journal into a part and release the lock."""
@@ -174,8 +169,13 @@ class Store:
 
     def seal_journal(self, journal: Path) -> None:
         """Turn a closed journal into a part file."""
+        part = self.layout.part(token_of(journal))
         try:
-            self._seal_journal(journal)
+            if not part.exists() and (rows := _with_request_hash(whole_batches(journal))):
+                self._sequence += 1
+                if write_batches(part, *rows, self._sequence):
+                    sealed(self.path, part, self._sequence)
+            journal.unlink(missing_ok=True)
         except OSError as exc:
             raise cannot_write(self.path, exc, "cannot write a part") from None
 
@@ -205,24 +205,14 @@ class Store:
             raise cannot_write(self._journal_path, exc) from None
         self._journal = pa.ipc.new_stream(self._journal_file, self.schema)
 
-    def _seal_journal(self, journal: Path) -> None:
-        part = self.layout.part(token_of(journal))
-        if not part.exists() and (rows := _with_request_hash(whole_batches(journal))):
-            self._sequence += 1
-            if write_batches(part, *rows, self._sequence):
-                sealed(self.path, part, self._sequence)
-        journal.unlink(missing_ok=True)
-
     def _lock(self) -> None:
         """A run alone holds ``.lock`` exclusively. A shard holds it shared (so shards of one
         job run together, but not beside a run of the whole job) and its own
         ``.lock-sIofN`` exclusively (so two runs of one shard refuse each other). The locks
         are the OS's (flock): they end with the process, so a killed run leaves none behind."""
-        if self._shard is None:
-            self._lock_fds.append(_take_lock(self.layout.lock(), exclusive=True))
-            return
-        self._lock_fds.append(_take_lock(self.layout.lock(), exclusive=False))
-        self._lock_fds.append(_take_lock(self.layout.lock(self._owner), exclusive=True))
+        self._lock_fds.append(_take_lock(self.layout.lock(), exclusive=self._shard is None))
+        if self._shard is not None:
+            self._lock_fds.append(_take_lock(self.layout.lock(self._owner), exclusive=True))
 
 
 def _take_lock(lock: Path, *, exclusive: bool, wait: bool = False) -> int:
@@ -243,11 +233,9 @@ def _take_lock(lock: Path, *, exclusive: bool, wait: bool = False) -> int:
     return fd
 
 
-def _dead(layout: OutputLayout, owner: str) -> bool:
-    """True when no live run holds the lock of shard ``owner``: its journal is ours to seal."""
-    if owner == WHOLE_JOB:
-        return True  # a run of the whole job holds .lock alone: none runs beside a shard
-    fd = os.open(layout.lock(owner), os.O_RDWR | os.O_CREAT, 0o644)
+def _free(lock: Path) -> bool:
+    """True when no live process holds ``lock`` (probed, not kept)."""
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -262,19 +250,16 @@ def _with_request_hash(
 ) -> tuple[pa.Schema, Iterator[pa.RecordBatch]] | None:
     """A journal's schema and batches, streamed (None: it holds no batch); a journal of
     format 1 (no request hash) gets a null one."""
-    first = next(batches, None)
-    if first is None:
+    if (first := next(batches, None)) is None:
         return None
+    batches = itertools.chain([first], batches)
     if REQUEST_HASH.name in first.schema.names:
-        return first.schema, itertools.chain([first], batches)
+        return first.schema, batches
     schema = first.schema.append(REQUEST_HASH)
-
-    def widened() -> Iterator[pa.RecordBatch]:
-        for batch in itertools.chain([first], batches):
-            nulls = pa.nulls(batch.num_rows, REQUEST_HASH.type)
-            yield pa.record_batch([*batch.columns, nulls], schema=schema)
-
-    return schema, widened()
+    return schema, (
+        pa.record_batch([*b.columns, pa.nulls(b.num_rows, REQUEST_HASH.type)], schema=schema)
+        for b in batches
+    )
 
 
 def move_aside(path: Path) -> Path | None:
@@ -283,13 +268,8 @@ def move_aside(path: Path) -> Path | None:
     layout = OutputLayout(path)
     if not path.exists() or not (any(path.iterdir()) or any(layout.state.iterdir())):
         return None
-    fd = os.open(layout.lock(), os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        raise OutputError(f"{path}: another run is writing this output; stop it first") from None
-    finally:
-        os.close(fd)
+    if not _free(layout.lock()):
+        raise OutputError(f"{path}: another run is writing this output; stop it first")
     aside = path.with_name(f"{path.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
     os.replace(path, aside)
     os.replace(layout.state, state_of(aside))  # (its state goes with it)

@@ -232,7 +232,7 @@ class RowsOf:
                 yield record, item
             else:
                 error = f"{record.where}: {problem}; not sent"
-                built.rows.append(failed_row(self.head(item), self.schema, None, error, 0))
+                built.rows.append(failed_row(self.head(item), None, error, 0))
 
     def answered(
         self, request: Request, model: str, answer: Answer, latency_s: float, **own: Any
@@ -254,6 +254,5 @@ class RowsOf:
 
     def failed(self, request: Request, model: str | None, error: str) -> list[OutputRow]:
         return [
-            failed_row(self.head(item), self.schema, model, error, request.attempts)
-            for item in request.items
+            failed_row(self.head(item), model, error, request.attempts) for item in request.items
         ]

@@ -134,7 +134,7 @@ class BatchFileTask:
             param, reason = fault
             error = f"{record.where}: {reason}; not sent"
             answer = {"message": error, "type": "invalid_request_error", "param": param}
-            row = failed_row(self._rows.head(item), self._rows.schema, None, error, 0)
+            row = failed_row(self._rows.head(item), None, error, 0)
             row |= {"url": _url_of(record.values), "request_id": request_id()}
             row["response"] = orjson.dumps({"error": {**answer, "code": BAD_LINE}}).decode()
             built.rows.append(row)
