@@ -182,8 +182,8 @@ def test_a_query_engine_out_of_memory_at_16_times_its_limit_exits_2_naming_the_v
         f"note: a query ran out of memory under {size}KB" for size in (1, 2, 4, 8)
     ]
     assert error == (
-        "error: out: the query engine ran out of memory even under 16KB (16 times "
-        f"{MEMORY_ENV}=1KB); set it higher (for example {MEMORY_ENV}=2GB) and run again"
+        f"error: out: the query engine ran out of memory under 16KB (16 times {MEMORY_ENV}=1KB); "
+        f"set it higher (for example {MEMORY_ENV}=2GB) and run again"
     )
     code, out, _ = finish(batchrun("status", str(embed_job)))  # the default limit
     assert code == 0, out

@@ -121,16 +121,17 @@ def _started(reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
 @contextlib.contextmanager
 def said(path: Path) -> Iterator[None]:
     """DuckDB's errors over the files of ``path`` as an OutputError naming it; running out
-    of memory even under the highest limit says how to raise it."""
+    of memory where it is not run again (past ``MOST``, or in the middle of a stream) says the
+    limit it had and how to raise it."""
     import duckdb
 
     try:
         yield
     except duckdb.OutOfMemoryException:
         raise OutputError(
-            f"{path}: the query engine ran out of memory even under {limit(MOST)} ({MOST} times "
-            f"{MEMORY_ENV}={MEMORY_LIMIT}); set it higher (for example {MEMORY_ENV}=2GB) and "
-            "run again"
+            f"{path}: the query engine ran out of memory under {limit(Queries.multiple)} "
+            f"({Queries.multiple} times {MEMORY_ENV}={MEMORY_LIMIT}); set it higher "
+            f"(for example {MEMORY_ENV}=2GB) and run again"
         ) from None
     except duckdb.Error as exc:
         raise OutputError(f"{path}: cannot be read ({exc})") from None
