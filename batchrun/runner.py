@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -268,7 +268,8 @@ async def _run_with_signals(
     if on_start is not None:
 
         def request_stop() -> None:
-            loop.call_soon_threadsafe(scheduler.request_stop)
+            with suppress(RuntimeError):  # the loop is closed: the run has ended already
+                loop.call_soon_threadsafe(scheduler.request_stop)
 
         on_start(request_stop)
     handled = signals and threading.current_thread() is threading.main_thread()  # (batchrun.run

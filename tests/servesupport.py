@@ -13,7 +13,7 @@ import openai
 import orjson
 from openai.types import Batch
 
-from batchrun.bench.processes import Emulator
+from batchrun.bench.processes import Emulator, log_tail
 from batchrun.bench.serving import Serve
 
 CHAT, EMBED = "qwen3-32b-awq", "bge-m3"
@@ -41,7 +41,11 @@ def served(
     child's SCIBOX_API_KEY is ``batchrun.bench.processes.TOKEN``) and a ``batchrun serve``."""
     with Emulator(workdir, rps_scale=scale, api_key=upstream_key) as emulator:  # noqa: SIM117
         with Serve(workdir, config(emulator.base_url, scale, extra), keys) as server:
-            yield emulator, server
+            try:
+                yield emulator, server
+            except Exception as exc:  # (a refused connection: the server may have died)
+                exc.add_note(f"the end of serve.log: {log_tail(server.log, 12)}")
+                raise
 
 
 def client(server: Serve, key: str = "key-a") -> openai.OpenAI:

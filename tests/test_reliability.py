@@ -3,6 +3,7 @@ unwritable output, retrying failed rows. Against the real emulator and the real 
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import io
 import os
@@ -166,6 +167,22 @@ async def test_unwritable_output_stops_the_run_and_nothing_is_lost(
         assert 0 < read_columns(Path("out"), ["id"]).num_rows < 40
         assert (await run_job(job, QUIET, io.StringIO())).ok
     check_row_by_row(rows)
+
+
+async def test_a_stop_asked_after_the_run_has_ended_does_nothing(
+    make_job: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``batchrun serve`` stops a batch's job when its window passes, and ``batchrun.run``
+    on Ctrl-C: either may ask just as the job's own loop closes."""
+    monkeypatch.setenv("SCIBOX_API_KEY", KEY)
+    stops: list[Callable[[], None]] = []
+    async with running_emulator(EmulatorConfig(rps_scale=50)) as url:
+        job = load_job(make_job(news_rows(5), base_url=url, rps=100))
+        options = RunOptions(progress=False, signals=False, on_start=stops.append)
+        work = run_job(job, options, io.StringIO())
+        assert (await asyncio.to_thread(asyncio.run, work)).ok  # a loop of its own, closed
+    stops[0]()
+    check_row_by_row(news_rows(5))
 
 
 @pytest.mark.serial

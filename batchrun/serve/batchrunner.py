@@ -147,8 +147,9 @@ class BatchRunner:
         """A running job is stopped when its window has passed. (Its counts are answered live
         from memory and written when it ends: a commit is an fsync, and a stall of 20 ms on
         the loop that paces the requests puts three of a 2 RPS model in one second.)"""
-        if row.status == "in_progress" and now() >= row.expires_at:
-            self._active[row.id].end("expire")
+        running = self._active[row.id]
+        if running.reason is None and row.status == "in_progress" and now() >= row.expires_at:
+            running.end("expire")  # (once: a second stop would cancel its requests at once)
 
     def _start(self, group: asyncio.TaskGroup, row: BatchRow, work: Step) -> None:
         self._active[row.id] = Running()
