@@ -21,8 +21,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pyarrow as pa
-
 from batchrun.errors import OutputError
 from batchrun.output.catalogue import Catalogue
 from batchrun.output.layout import OutputLayout
@@ -43,9 +41,12 @@ class Engine(Queries):
     def __init__(self, catalogue: Catalogue) -> None:
         super().__init__(catalogue.path)
         self.catalogue = catalogue
-        sequences = catalogue.sequences
-        table = pa.table({"filename": list(sequences), "sequence": list(sequences.values())})
-        self.con.register("sequences", table)
+        sequences = catalogue.sequences  # (as SQL lists: an Arrow table would load pandas)
+        self.con.execute(
+            "CREATE TEMP TABLE sequences AS SELECT unnest($names::VARCHAR[]) AS filename, "
+            "unnest($numbers::BIGINT[]) AS sequence",
+            {"names": list(sequences), "numbers": list(sequences.values())},
+        )
 
     def rows(self) -> str:
         """Every row of the parts: id, request_hash, ok, sequence, filename, row."""
