@@ -85,3 +85,14 @@ def test_the_command_loads_neither_polars_nor_matplotlib_until_a_report_needs_th
     )
 
     assert loaded.stdout.strip() == "[]"
+
+
+def test_the_command_keeps_pyarrow_from_loading_pandas() -> None:
+    """pyarrow would load pandas (43 MB) at the command's first array; it stays importable."""
+    code = (
+        "import sys; from batchrun.__main__ import _pyarrow_without_pandas as hide; hide()\n"
+        "import pyarrow as pa; pa.table({'id': ['a', 'b']}); print('pandas' in sys.modules)\n"
+        "import pandas; print(pandas.DataFrame({'id': ['a']}).shape)"
+    )
+    shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert shown.stdout.split("\n")[:2] == ["False", "(1, 1)"], shown.stderr
