@@ -227,6 +227,12 @@ class Run:
     spawned_at: float
     log: Path
 
+    @property
+    def reruns(self) -> str:
+        """What the run's log says of queries run again under a higher memory limit."""
+        notes = self.log.read_text(errors="replace").count("ran out of memory under")
+        return f"; {notes} queries ran out of memory and ran again" if notes else ""
+
 
 def run_batchrun(
     job: Path,

@@ -104,19 +104,24 @@ def resume(ws: Workspace) -> list[Figure]:
     nightly, changed = _nightly(ws, work / "nightly.toml", data)
     grown, grown_first = _grown(ws, work / "grown.toml", data)
     note = f"{done:,} done of {done + left:,}; run wall {chat.wall_s:.1f} s, "
-    note += f"peak RSS {chat.peak_rss_mb:.0f} MB"
+    note += f"peak RSS {chat.peak_rss_mb:.0f} MB{chat.reruns}"
     return [
         Figure(RESUME_SPECS[0], first, note),
         Figure(RESUME_SPECS[1], chat.peak_rss_mb, f"--limit 1 over {done:,} done rows"),
-        Figure(RESUME_SPECS[2], embeddings.peak_rss_mb, f"--limit 1 over {done:,} done texts"),
+        Figure(
+            RESUME_SPECS[2],
+            embeddings.peak_rss_mb,
+            f"--limit 1 over {done:,} done texts{embeddings.reruns}",
+        ),
         Figure(
             RESUME_SPECS[3],
             nightly.peak_rss_mb,
-            f"{changed:,} of {done:,} done rows changed; run wall {nightly.wall_s:.1f} s",
+            f"{changed:,} of {done:,} done rows changed; run wall {nightly.wall_s:.1f} s"
+            f"{nightly.reruns}",
         ),
         Figure(RESUME_SPECS[4], nightly.wall_s, f"{changed:,} of {done:,} done rows changed"),
         Figure(RESUME_SPECS[5], grown_first, f"{done:,} done; the index made again"),
-        Figure(RESUME_SPECS[6], grown.peak_rss_mb, f"run wall {grown.wall_s:.1f} s"),
+        Figure(RESUME_SPECS[6], grown.peak_rss_mb, f"run wall {grown.wall_s:.1f} s{grown.reruns}"),
     ]
 
 
