@@ -24,7 +24,6 @@ from batchrun.output.query import Queries, listing
 
 STREAM_ROWS = 65_536
 ENTRY = "id, request_hash, shard_key"
-KEPT = "problem, model"
 
 
 def build_index(
@@ -71,8 +70,7 @@ def _unmatched(lines: Path, earlier: Path, todo: TodoList) -> TodoList:
 
 
 def _merge(lines: Path, parsed: Path, earlier: Path | None, index: Path) -> None:
-    """The entries reused and parsed, with their lines' hashes, as Parquet (in no order: the
-    queries of the index sort what they give back)."""
+    """The entries reused and parsed, with their lines' hashes, as Parquet (in no order)."""
     new = (
         f'SELECT p.{ENTRY.replace(", ", ", p.")}, p.file, p."offset", p.line, n.line_hash, '
         f"n.line_check, p.problem, p.model FROM read_parquet({listing([parsed])}) p "
