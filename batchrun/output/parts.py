@@ -123,8 +123,7 @@ def sequence_of(part: Path) -> int:
 
 
 def move_aside(part: Path) -> Path:
-    """Move a damaged part into the state directory as ``<name>.damaged`` (readers of the
-    output no longer see it)."""
+    """Move a damaged part aside (``OutputLayout.damaged``): readers no longer see it."""
     aside = OutputLayout(part.parent).damaged(part)
     aside.parent.mkdir(parents=True, exist_ok=True)
     os.replace(part, aside)

@@ -143,9 +143,8 @@ class Store:
             self.seal_journal(journal)
 
     def seal_later(self) -> concurrent.futures.Future[None] | None:
-        """Close the current journal (rows appended from now on start another) and seal it
-        into a part in the store's own thread: parts in order, one at a time; ``close()``
-        waits for them. None: the journal held no row."""
+        """``rotate``, then seal the journal in the store's own thread: parts in order, one at
+        a time; ``close()`` waits for them. None: the journal held no row."""
         if (journal := self.rotate()) is None:
             return None
         if self._sealer is None:
