@@ -22,7 +22,6 @@ from batchrun.input.selection import TodoList
 from batchrun.output.atomic import written
 from batchrun.output.query import Queries, listing
 
-STREAM_ROWS = 65_536
 ENTRY = "id, request_hash, shard_key"
 
 
@@ -62,7 +61,7 @@ def _unmatched(lines: Path, earlier: Path, todo: TodoList) -> TodoList:
         'USING (line_hash, line_check) ORDER BY n.file, n."offset"'
     )
     with Queries(lines) as queries:
-        for batch in queries.stream(sql, STREAM_ROWS):
+        for batch in queries.stream(sql):
             for number in pa.compute.unique(batch["file"]).to_pylist():
                 rows = batch.filter(pa.compute.equal(batch["file"], number))
                 todo.add(int(number), rows["offset"], rows["line"])
