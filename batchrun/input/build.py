@@ -22,9 +22,7 @@ from batchrun.input.selection import TodoList
 from batchrun.output.atomic import written
 from batchrun.output.query import Queries, listing
 
-STREAM_ROWS = 65_536
 ENTRY = "id, request_hash, shard_key"
-KEPT = "problem, model"
 
 
 def build_index(
@@ -63,7 +61,7 @@ def _unmatched(lines: Path, earlier: Path, todo: TodoList) -> TodoList:
         'USING (line_hash, line_check) ORDER BY n.file, n."offset"'
     )
     with Queries(lines) as queries:
-        for batch in queries.stream(sql, STREAM_ROWS):
+        for batch in queries.stream(sql):
             for number in pa.compute.unique(batch["file"]).to_pylist():
                 rows = batch.filter(pa.compute.equal(batch["file"], number))
                 todo.add(int(number), rows["offset"], rows["line"])
@@ -71,8 +69,7 @@ def _unmatched(lines: Path, earlier: Path, todo: TodoList) -> TodoList:
 
 
 def _merge(lines: Path, parsed: Path, earlier: Path | None, index: Path) -> None:
-    """The entries reused and parsed, with their lines' hashes, as Parquet (in no order: the
-    queries of the index sort what they give back)."""
+    """The entries reused and parsed, with their lines' hashes, as Parquet (in no order)."""
     new = (
         f'SELECT p.{ENTRY.replace(", ", ", p.")}, p.file, p."offset", p.line, n.line_hash, '
         f"n.line_check, p.problem, p.model FROM read_parquet({listing([parsed])}) p "

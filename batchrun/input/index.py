@@ -5,12 +5,10 @@ shard key (CRC-32 of the id, as ``--shard`` uses), where it stands (file, byte o
 index, line number), its line's hashes (``input.lines``), why it cannot be sent (the task
 says: no text, a malformed conversation) and the model it names (a batch file's line). The
 pass writes them as it goes, so a ten-million-row input costs no more memory than a batch;
-``batchrun.plan.kept_index`` puts them together with the entries of unchanged lines. What the whole
-input holds (rows, rows that cannot be sent, models, duplicate ids) is then asked of the
-index (``whole_check``: queries).
-
-A later run diffs the index against the output (``batchrun.plan.diff``) instead of parsing the input
-again, and reads only the rows left to do, by their offsets.
+``input.build`` puts them together with the entries of unchanged lines. What the whole input
+holds (rows, rows that cannot be sent, models, duplicate ids) is then asked of the index
+(``whole_check``). A later run diffs the index against the output (``batchrun.plan.diff``)
+instead of parsing the input again, and reads only the rows left to do, by their offsets.
 """
 
 from __future__ import annotations
@@ -81,59 +79,46 @@ def index_input(
     only: Selection | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """The entries of every row of ``files`` (or of the rows ``only`` names), in batches."""
-    for rows in _rows(files, id_column, columns, only):
-        yield _entries(rows, rules)
-
-
-def _rows(
-    files: list[Path], id_column: str, columns: Sequence[str], only: Selection | None
-) -> Iterator[list[InputRow]]:
     if only is None:
-        yield from scan_rows(files, id_column, columns)
+        for rows in scan_rows(files, id_column, columns):
+            yield _entries(rows, rules)
         return
     numbers = {file: number for number, file in enumerate(files)}
     for records in RecordReader(files, id_column, columns, only=only, batch_rows=INDEX_BATCH_ROWS):
-        yield [(numbers[r.file], r.offset, r.line, r.id, r.values) for r in records]
+        rows = [(numbers[r.file], r.offset, r.line, r.id, r.values) for r in records]
+        yield _entries(rows, rules)
 
 
 def whole_check(files: list[Path], index: Path) -> InputCheck:
     """What the whole input holds, asked of its index: rows, rows that cannot be sent (the
-    first few named), the models rows name, duplicate ids."""
+    first few named), the models rows name, the ids it holds more than once (counted, the
+    first few located: a group-by of the index's ids)."""
     source = f"read_parquet({listing([index])})"
     models = "list(DISTINCT model) FILTER (WHERE model IS NOT NULL)"
     first = f"SELECT file, line, problem FROM {source} WHERE problem IS NOT NULL"
+    repeated = f"SELECT id, count(*) - 1 AS extra FROM {source} GROUP BY id HAVING count(*) > 1"
+    shown = f"SELECT id FROM repeated ORDER BY id LIMIT {SHOWN}"
+    places = f"SELECT id, file, line FROM {source} WHERE id IN ({shown}) ORDER BY id, file, line"
     with Queries(index) as queries:
         rows, unsendable, named = queries.fetch(
             f"SELECT count(*), count(problem), {models} FROM {source}"
         )[0]
-        shown = queries.fetch(f"{first} ORDER BY file, line LIMIT {NAMED}")
-    check = InputCheck(
-        files, rows=int(rows), unsendable=int(unsendable), models=sorted(named or [])
-    )
-    check.unsendable_at = [
-        f"{location(files[file], line)} ({reason})" for file, line, reason in shown
-    ]
-    check_duplicates(check, index)
-    return check
-
-
-def check_duplicates(check: InputCheck, index: Path) -> None:
-    """Find the ids the input holds more than once (after ``index_input`` wrote ``index``):
-    count them, and locate the first few (a group-by of the index's ids)."""
-    source = f"read_parquet({listing([index])})"
-    repeated = f"SELECT id, count(*) - 1 AS extra FROM {source} GROUP BY id HAVING count(*) > 1"
-    with Queries(index) as queries:
+        bad = queries.fetch(f"{first} ORDER BY file, line LIMIT {NAMED}")
         queries.execute(f"CREATE TEMP TABLE repeated AS {repeated}")
-        count = queries.fetch("SELECT coalesce(sum(extra), 0) FROM repeated")[0][0]
-        shown = f"SELECT id FROM repeated ORDER BY id LIMIT {SHOWN}"
-        places = (
-            f"SELECT id, file, line FROM {source} WHERE id IN ({shown}) ORDER BY id, file, line"
-        )
-        found: dict[str, list[str]] = {}
-        for id_, file, line in queries.fetch(places):
-            found.setdefault(id_, []).append(location(check.files[file], line))
-    check.duplicate_count = int(count)
-    check.duplicates = found
+        extra = queries.fetch("SELECT coalesce(sum(extra), 0) FROM repeated")[0][0]
+        located = queries.fetch(places)
+    duplicates: dict[str, list[str]] = {}
+    for id_, file, line in located:
+        duplicates.setdefault(id_, []).append(location(files[file], line))
+    return InputCheck(
+        files,
+        rows=int(rows),
+        duplicates=duplicates,
+        duplicate_count=int(extra),
+        unsendable=int(unsendable),
+        unsendable_at=[f"{location(files[file], line)} ({reason})" for file, line, reason in bad],
+        models=sorted(named or []),
+    )
 
 
 def _entries(rows: list[InputRow], rules: RowRules) -> pa.RecordBatch:

@@ -2,10 +2,9 @@
 Python loop over the lines): where each line starts, its number, and two 64-bit hashes of its
 bytes (128 bits together: two different lines are never taken for one).
 
-The input index keeps each line's hashes; when the input changes (a corpus grew overnight),
-the lines whose bytes an earlier index already holds take their entries from it, and only
-the others are parsed (``batchrun.plan.kept_index``). Ten million lines are found and hashed in a
-few seconds, where parsing them and hashing their requests took about 100.
+The hashes let ``input.build`` reuse an earlier index's entries for the lines it holds (a
+corpus grew overnight): ten million lines are found and hashed in a few seconds, where
+parsing them and hashing their requests took about 100.
 """
 
 from __future__ import annotations

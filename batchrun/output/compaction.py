@@ -2,10 +2,9 @@
 
 Several rows for one id arise on purpose with ``--retry-failed`` and for edited rows (the new
 answer is written before the old row goes) and by accident when a run dies between those two
-steps. The rule (``output.done.WINNER_FIRST``): an ``ok`` row beats a ``failed`` one; among
-equals the part with the higher sequence number wins. The engine names the losing rows; parts
-holding one are rewritten without it (each rewrite is atomic, and keeps the part's sequence
-number), so a crash in the middle leaves a state that the next compaction finishes.
+steps. The engine names the rows that lose (``output.done.WINNER_FIRST``); parts holding one
+are rewritten without it (each rewrite is atomic, and keeps the part's sequence number), so a
+crash in the middle leaves a state that the next compaction finishes.
 """
 
 from __future__ import annotations
@@ -25,22 +24,22 @@ REWRITE_BATCH_ROWS = 2_048
 """Rows of a part rewritten at once (8 MB of 1024-dimensional vectors)."""
 
 
-def compact(path: Path, holds: Callable[[str], bool] | None = None) -> int:
-    """Drop the losing rows of the ids that have several; return how many rows were dropped.
-    A shard passes ``holds`` and touches only its own ids. Damaged parts are moved aside."""
+def compact(path: Path, holds: Callable[[str], bool] | None = None) -> None:
+    """Drop the losing rows of the ids that have several. A shard passes ``holds`` and
+    touches only its own ids. Damaged parts are moved aside."""
     catalogue = Catalogue.load(path, repair=True)
     with Engine(catalogue) as engine:
         found = losers(engine)
-    dropped, left = 0, 0
+    left = 0
     for part, (rows, ids) in found.items():
         mine = [row for row, id_ in zip(rows, ids, strict=True) if holds is None or holds(id_)]
-        dropped += _rewrite_without(catalogue, part, set(mine)) if mine else 0
+        if mine:
+            _rewrite_without(catalogue, part, set(mine))
         left += len(rows) - len(mine)
     if left:  # another shard's ids wait for it
         catalogue.save()
     else:
         catalogue.settle()
-    return dropped
 
 
 def prune(path: Path, index: Path) -> int:

@@ -1,20 +1,11 @@
 """What is done, asked of a query engine: DuckDB over the output's Parquet parts.
 
-Every question is a query over the parts' ``id``, ``request_hash`` and ``status`` columns (and
-each part's sequence number, ``output.catalogue``), under a memory limit: DuckDB spills its
-joins and sorts to a temporary directory rather than grow. Ids are joined as strings: a
-match is exact, so no two ids are ever taken for one.
-
-- the winner of an id with several rows (compaction's rule): an ok row beats a failed one,
-  then the part with the higher sequence number, then the later row (a window query);
-- the rows of those ids that lose, for compaction, and the rows whose id the input no longer
-  holds, for ``--prune``;
-- the ids answered ok and failed (the counts); whether an output can be read whole.
-
-The diff against the input index is ``batchrun.plan.diff``'s query, run here (``Engine``).
-(Measured over 10,000,000 done rows and 10,050,000 input rows on 2 cores: DuckDB's join
-3.5 s and 353 MB with a 250 MB limit, 4.4 s and 252 MB with 150 MB; polars' streaming join
-3.0 s and 1,425 MB.)
+Every question is a query (``output.query``: under a memory limit) over the parts' ``id``,
+``request_hash`` and ``status`` columns, and each part's sequence number (``output.catalogue``).
+Ids are joined as strings: a match is exact, so no two ids are ever taken for one. The diff
+against the input index is ``batchrun.plan.diff``'s query, run here (``Engine``). (Measured
+over 10,000,000 done rows and 10,050,000 input rows on 2 cores: DuckDB's join 3.5 s and 353 MB
+with a 250 MB limit, 4.4 s and 252 MB with 150 MB; polars' streaming join 3.0 s and 1,425 MB.)
 """
 
 from __future__ import annotations
@@ -138,13 +129,12 @@ def settled_parts(path: Path) -> list[Path]:
     """The parts of an output whose ids each have one row, for reading it whole (export,
     ``batchrun.read``); OutputError while a run is writing it, when one was killed before its
     last compaction, or when a part is damaged (named)."""
-    layout = OutputLayout(path)
     catalogue = Catalogue.load(path)
     if not catalogue.parts:
         raise OutputError(f"{path}: no output yet: run the job first")
     with Engine(catalogue) as engine:
         repeated = bool(losers(engine))
-    if layout.journals() or repeated:
+    if OutputLayout(path).journals() or repeated:
         raise OutputError(
             f"{path}: a run is writing this output, or one was stopped before it settled "
             "(an id has rows in two parts); wait for it, or run the job again, then read it"

@@ -48,9 +48,8 @@ def _from_1(path: Path) -> None:
 
 
 def _from_3(path: Path) -> None:
-    """Version 4 asks a query engine what is done: the saved keys and the Arrow input index
-    go (the index is made again, as Parquet); the parts stay as they are (sequence 0, ties
-    broken by name: their start time, as format 3 ordered them)."""
+    """To version 4: the saved keys and the Arrow input index go (the index is made again, as
+    Parquet); parts stay (sequence 0, ties broken by name: start time, as format 3 ordered)."""
     state = OutputLayout(path).state
     for pattern in ("_keys.arrows", "_keys-*.arrows", "._keys*.tmp", "_input-index.arrows"):
         for stale in state.glob(pattern):
@@ -62,9 +61,7 @@ MIGRATIONS: dict[int, Callable[[Path], None]] = {
     1: _from_1,
     2: lambda path: None,  # every OutputLayout of the path moves the state (move_legacy_state)
     3: _from_3,
-}
-"""``MIGRATIONS[v]`` turns an output of format ``v`` into one of format ``v + 1`` (each
-step idempotent; ``_migrated`` records the new number)."""
+}  # MIGRATIONS[v] turns an output of format v into one of format v + 1
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,9 @@
-"""Part files of an output directory: written atomically, numbered, read with checks.
+"""Part files of an output directory: written atomically (``output.atomic``, under a
+dot-prefixed temporary name that readers skip), numbered, read with checks.
 
-A part appears whole or not at all: it is written under a dot-prefixed temporary name,
-fsynced, renamed into place, and the directory is fsynced. Readers skip dot files. Each part
-carries its sequence number in its footer (``SEQUENCE_KEY``): parts sealed later carry higher
-numbers, and compaction's "newest wins" reads them, never a clock. Pages are written with
-checksums and read with verification: a damaged part is an error, never wrong rows.
+Each part carries its sequence number in its footer (``SEQUENCE_KEY``): parts sealed later
+carry higher numbers, and compaction's "newest wins" reads them, never a clock. Pages are
+written with checksums and read with verification: a damaged part is an error, never wrong rows.
 """
 
 from __future__ import annotations
@@ -43,33 +42,26 @@ def write_batches(
     """Write ``batches`` as ``part`` numbered ``sequence`` (nothing when they hold no row) a
     row group at a time, holding no more than one in memory; the part appears whole or not at
     all. The rows written."""
-    with written(part, temporary_of(part)) as temporary:
-        count = _write_groups(temporary, schema, batches, sequence)
-        if not count:
-            temporary.unlink()
-    return count
-
-
-def _write_groups(
-    path: Path, schema: pa.Schema, batches: Iterable[pa.RecordBatch], sequence: int
-) -> int:
     count, group = 0, []
     flat = [field.name for field in schema if not pa.types.is_nested(field.type)]
     metadata = {**(schema.metadata or {}), SEQUENCE_KEY: str(sequence).encode()}
-    with pq.ParquetWriter(
-        path, schema.with_metadata(metadata), compression="zstd", use_dictionary=flat,
-        write_statistics=flat, write_page_checksum=True,
-    ) as writer:  # fmt: skip
-        # (vectors: no dictionary or min/max: each is a buffer the size of the group)
-        for batch in batches:
-            group.append(batch)
-            count += batch.num_rows
-            if sum(b.num_rows for b in group) >= _group_rows(group[0]):
+    with written(part, temporary_of(part)) as temporary:
+        with pq.ParquetWriter(
+            temporary, schema.with_metadata(metadata), compression="zstd", use_dictionary=flat,
+            write_statistics=flat, write_page_checksum=True,
+        ) as writer:  # fmt: skip
+            # (vectors: no dictionary or min/max: each is a buffer the size of the group)
+            for batch in batches:
+                group.append(batch)
+                count += batch.num_rows
+                if sum(b.num_rows for b in group) >= _group_rows(group[0]):
+                    writer.write_table(pa.Table.from_batches(group, schema=schema))
+                    group = []
+            if group:
                 writer.write_table(pa.Table.from_batches(group, schema=schema))
-                group = []
-        if group:
-            writer.write_table(pa.Table.from_batches(group, schema=schema))
-    pa.default_memory_pool().release_unused()  # the row groups' buffers, back to the system
+        pa.default_memory_pool().release_unused()  # the row groups' buffers, back to the system
+        if not count:
+            temporary.unlink()
     return count
 
 
@@ -131,8 +123,7 @@ def sequence_of(part: Path) -> int:
 
 
 def move_aside(part: Path) -> Path:
-    """Move a damaged part into the state directory as ``<name>.damaged`` (readers of the
-    output no longer see it)."""
+    """Move a damaged part aside (``OutputLayout.damaged``): readers no longer see it."""
     aside = OutputLayout(part.parent).damaged(part)
     aside.parent.mkdir(parents=True, exist_ok=True)
     os.replace(part, aside)

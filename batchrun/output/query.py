@@ -29,6 +29,8 @@ and 327 MB with 100 MB; with 60 MB it ran out (a join's blocks cannot all spill)
 MOST = 16
 """The highest multiple of the limit a query that ran out is run again under (doubling)."""
 THREADS = 2
+STREAM_ROWS = 65_536
+"""Rows of a streamed result taken at once."""
 T = TypeVar("T")
 
 
@@ -72,10 +74,10 @@ class Queries:
         """Run a statement (``COPY``, ``CREATE TEMP TABLE``)."""
         self._retried(lambda: self.con.execute(sql))
 
-    def stream(self, sql: str, rows: int) -> Iterator[pa.RecordBatch]:
-        """A query's result in batches of ``rows``: run again under a higher limit only when
-        it runs out before its first batch (one given out cannot be taken back)."""
-        reader = self._retried(lambda: _started(self.con.sql(sql).to_arrow_reader(rows)))
+    def stream(self, sql: str) -> Iterator[pa.RecordBatch]:
+        """A query's result in batches: run again under a higher limit only when it runs out
+        before its first batch (one given out cannot be taken back)."""
+        reader = self._retried(lambda: _started(self.con.sql(sql).to_arrow_reader(STREAM_ROWS)))
         with said(self.path):
             yield from reader
 

@@ -33,14 +33,12 @@ REQUEST_HASH = pa.field("request_hash", pa.int64())
 
 
 def answer_fields(*own: pa.Field) -> list[pa.Field]:
-    """The columns of a task whose request answers one row: the model, the task's own
-    columns, then tokens, attempts, latency, status and error."""
+    """The columns of a task whose request answers one row, around the task's own."""
     return [MODEL, *own, PROMPT_TOKENS, COMPLETION_TOKENS, ATTEMPTS, LATENCY_MS, STATUS, ERROR]
 
 
 def output_schema(kept: dict[str, pa.DataType], answer_fields: Sequence[pa.Field]) -> pa.Schema:
-    """The schema of a job's output: id, the kept input columns, the task's fields, and the
-    request hash."""
+    """The schema of a job's output (its columns in the module's docstring's order)."""
     kept_fields = (pa.field(name, kind) for name, kind in kept.items())
     return pa.schema([ID, *kept_fields, *answer_fields, REQUEST_HASH])
 

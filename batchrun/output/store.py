@@ -97,9 +97,15 @@ class Store:
         return _free(self.layout.lock(owner))
 
     def close(self) -> None:
-        """Finish the seals under way, seal the journal into a part and release the lock."""
+        """Finish the seals under way (the last one's error, if any, is raised), seal the
+        journal into a part and release the lock."""
         try:
-            self._finish_sealing()
+            if self._sealer is not None:
+                self._sealer.shutdown(wait=True)
+                self._sealer = None
+            sealing, self._sealing = self._sealing, None
+            if sealing is not None:
+                sealing.result()
             self.seal()
             with self._maintenance():
                 self._compact()
@@ -119,8 +125,12 @@ class Store:
         if not table.num_rows:
             return
         if self._journal is None:
-            self._start_journal()
-        assert self._journal is not None
+            self._journal_path = self.layout.journal(new_token(self._owner))
+            try:
+                self._journal_file = pa.OSFile(str(self._journal_path), "wb")
+            except OSError as exc:
+                raise cannot_write(self._journal_path, exc) from None
+            self._journal = pa.ipc.new_stream(self._journal_file, self.schema)
         try:
             self._journal.write_table(table)
         except OSError as exc:
@@ -133,24 +143,14 @@ class Store:
             self.seal_journal(journal)
 
     def seal_later(self) -> concurrent.futures.Future[None] | None:
-        """Close the current journal (rows appended from now on start another) and seal it
-        into a part in the store's own thread: parts in order, one at a time; ``close()``
-        waits for them. None: the journal held no row."""
+        """``rotate``, then seal the journal in the store's own thread: parts in order, one at
+        a time; ``close()`` waits for them. None: the journal held no row."""
         if (journal := self.rotate()) is None:
             return None
         if self._sealer is None:
             self._sealer = concurrent.futures.ThreadPoolExecutor(1, "batchrun-seal")
         self._sealing = self._sealer.submit(self.seal_journal, journal)
         return self._sealing
-
-    def _finish_sealing(self) -> None:
-        """Wait for every seal under way; the last one's error, if any, is raised."""
-        if self._sealer is not None:
-            self._sealer.shutdown(wait=True)
-            self._sealer = None
-        sealing, self._sealing = self._sealing, None
-        if sealing is not None:
-            sealing.result()
 
     def rotate(self) -> Path | None:
         """Close the current journal (rows appended from now on start another); its path,
@@ -195,15 +195,6 @@ class Store:
             compact(self.path, self._shard.holds if self._shard else None)
         except OSError as exc:
             raise cannot_write(self.path, exc, "cannot rewrite a part") from None
-
-    def _start_journal(self) -> None:
-        token = new_token(self._owner)
-        self._journal_path = self.layout.journal(token)
-        try:
-            self._journal_file = pa.OSFile(str(self._journal_path), "wb")
-        except OSError as exc:
-            raise cannot_write(self._journal_path, exc) from None
-        self._journal = pa.ipc.new_stream(self._journal_file, self.schema)
 
     def _lock(self) -> None:
         """A run alone holds ``.lock`` exclusively. A shard holds it shared (so shards of one

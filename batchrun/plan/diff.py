@@ -30,9 +30,6 @@ from batchrun.output.done import Engine, counts
 from batchrun.output.query import listing
 from batchrun.tasks.hashing import SortedHashes
 
-STREAM_ROWS = 65_536
-"""Rows to send taken from the query at once."""
-
 
 @dataclass
 class Changes:
@@ -99,7 +96,7 @@ def diff(
             inputs += f" WHERE {shard.holds_sql('shard_key')}"
         reuse = reuse and bool(engine.catalogue.parts)
         reusable: list[np.ndarray] = []
-        for batch in engine.stream(_query(engine, inputs, retry_failed, redo, reuse), STREAM_ROWS):
+        for batch in engine.stream(_query(engine, inputs, retry_failed, redo, reuse)):
             _take(batch, changes, limit, reusable if reuse else None)
         rows = engine.fetch(f"SELECT count(*) FROM ({inputs})")[0][0]
         changes.unchanged = int(rows) - changes.new - changes.changed

@@ -53,7 +53,7 @@ def kept_index(
     if remembered.get("key") == key:
         if whole:
             with _removed_when_stale(layout):
-                yield layout.input_index, _check(files, remembered)
+                yield layout.input_index, InputCheck(files, **remembered["check"])
             return
         warn(f"{layout.input_index}: damaged or missing; made again from the input")
     earlier = layout.input_index if whole and _same_job(remembered.get("key"), key) else None
@@ -65,8 +65,8 @@ def kept_index(
     check = _build(job, files, task, layout.input_index, earlier)
     if not check.duplicate_count:
         signature = _signature(layout.input_index)
-        remember = {"key": key, "check": _remembered(check), "index": signature}
-        write_checked(layout.input_file, remember)
+        fields = {name: value for name, value in asdict(check).items() if name != "files"}
+        write_checked(layout.input_file, {"key": key, "check": fields, "index": signature})
     yield layout.input_index, check
 
 
@@ -112,13 +112,3 @@ def _build(
 def _same_job(remembered: object, key: dict[str, Any]) -> bool:
     """Whether an index was made for this job's requests (of other input files)."""
     return isinstance(remembered, dict) and {**remembered, "files": None} == {**key, "files": None}
-
-
-def _remembered(check: InputCheck) -> dict[str, Any]:
-    fields = asdict(check)
-    fields.pop("files")
-    return fields
-
-
-def _check(files: list[Path], remembered: dict[str, Any]) -> InputCheck:
-    return InputCheck(files, **remembered["check"])
