@@ -391,3 +391,14 @@ def test_an_endpoint_url_with_credentials_is_refused_without_showing_them(
         "password; remove them: batchrun sends the token of [endpoint].api_key_env "
         "(SCIBOX_API_KEY) itself"
     )
+
+
+def test_a_toml_date_in_params_is_named_not_a_traceback(tmp_path: Path) -> None:
+    """``[params]`` go to the service as JSON: TOML's dates and times have no JSON form."""
+    job = chat_job(tmp_path, run="[params]\nstop = 1979-05-27T07:32:00Z\nx = [{y = 07:32:00}]")
+
+    message = load_error(job)
+
+    assert "[params].stop: datetime.datetime(1979, 5, 27, 7, 32" in message
+    assert "[params].x.0.y: datetime.time(7, 32) is not a JSON value" in message
+    assert "write it as a string" in message

@@ -31,6 +31,9 @@ def describe(
             message = f"unknown key{_did_you_mean(loc, file_model)}"
         elif error["type"] == "missing":
             message = "missing; this key is required"
+        elif error["type"] == "invalid-json-value":  # (a TOML date or time, in [params])
+            key = _key_path([part for part in loc if part not in ("dict", "list")], tables)
+            message = f"{error['input']!r} is not a JSON value; write it as a string"
         else:
             reason = error["msg"].removeprefix("Value error, ")
             message = f"{reason} (got {error.get('input')!r})"

@@ -20,6 +20,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    JsonValue,
     ValidationError,
     field_validator,
     model_validator,
@@ -164,7 +165,7 @@ class JobFile(_Section):
     endpoint: EndpointSpec = EndpointSpec()
     input: InputSpec
     prompt: PromptSpec | None = None
-    params: dict[str, Any] = {}
+    params: dict[str, JsonValue] = {}
     output: OutputSpec
     run: RunSpec = RunSpec()
     limits: LimitsSpec = LimitsSpec()
