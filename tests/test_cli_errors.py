@@ -12,13 +12,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pytest
 
 from batchrun.cli import main
+from batchrun.errors import OutputError
 from batchrun.output import store
 from batchrun.output.layout import OutputLayout
 from batchrun.output.parts import read_columns
-from batchrun.output.query import MEMORY_ENV
+from batchrun.output.query import MEMORY_ENV, Queries
 from tests.support import batchrun, damaged_parquet, finish, finish_all, news_rows, write_job
 
 SECRET = "s3cr3t-hunter2"
@@ -156,34 +158,55 @@ def _variant(job: Path, name: str, old: str, new: str) -> str:
     return str(write_job(job.with_name(f"{name}.toml"), body))
 
 
-def test_a_query_that_runs_out_of_memory_runs_again_under_twice_the_limit_and_says_so(
+def test_a_query_that_runs_out_of_memory_runs_again_on_one_thread_then_under_twice_the_limit(
     embed_job: Path,
 ) -> None:
     code, out, err = finish(batchrun("status", str(embed_job), env={MEMORY_ENV: "1MB"}))
 
     assert code == 0, err
     assert "0 ok, 0 failed, 20 left of 20 rows" in out
-    assert err.splitlines()[0] == (
+    assert err.splitlines()[:2] == [
+        "note: a query ran out of memory under 1MB; running it again on one thread",
         "note: a query ran out of memory under 1MB; running it again under 2MB "
-        f"(set {MEMORY_ENV}=2MB to start there)"
-    )
+        f"(set {MEMORY_ENV}=2MB to start there)",
+    ]
 
 
-def test_a_query_engine_out_of_memory_at_16_times_its_limit_exits_2_naming_the_variable(
+def test_a_query_engine_out_of_memory_past_its_raised_limits_exits_2_naming_the_variable(
     embed_job: Path,
 ) -> None:
     assert main(["run", str(embed_job), "--no-progress", "--limit", "5"]) == 0
 
     code, _, err = finish(batchrun("status", str(embed_job), env={MEMORY_ENV: "1KB"}))
 
-    assert code == 2
+    assert code == 2, err
     *notes, error = err.splitlines()
-    assert [note.split("; ")[0] for note in notes] == [
-        f"note: a query ran out of memory under {size}KB" for size in (1, 2, 4, 8)
-    ]
-    assert error == (
-        f"error: out: the query engine ran out of memory under 16KB (16 times {MEMORY_ENV}=1KB); "
-        f"set it higher (for example {MEMORY_ENV}=2GB) and run again"
+    assert notes[0].startswith("note: a query ran out of memory under 1KB; running it again")
+    assert error.startswith("error: out: the query engine ran out of memory under ")
+    assert error.endswith(
+        f"times {MEMORY_ENV}=1KB); set it higher (for example {MEMORY_ENV}=2GB) and run again"
     )
     code, out, _ = finish(batchrun("status", str(embed_job)))  # the default limit
     assert code == 0, out
+
+
+def test_a_query_that_keeps_running_out_goes_to_one_thread_then_doubles_up_to_16_times(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(Queries, "multiple", 1)
+
+    def runs_out() -> None:
+        raise duckdb.OutOfMemoryException("Out of Memory Error: (a test)")
+
+    with Queries(tmp_path) as queries, pytest.raises(OutputError) as caught:
+        queries._retried(runs_out)
+
+    steps = [line.split("; ")[1] for line in capsys.readouterr().err.splitlines()]
+    assert steps == [
+        "running it again on one thread",
+        *(
+            f"running it again under {size}MB (set {MEMORY_ENV}={size}MB to start there)"
+            for size in (200, 400, 800, 1600)
+        ),
+    ]
+    assert f"under 1600MB (16 times {MEMORY_ENV}=100MB)" in str(caught.value)

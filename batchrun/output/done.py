@@ -33,7 +33,7 @@ class Engine(Queries):
         super().__init__(catalogue.path)
         self.catalogue = catalogue
         sequences = catalogue.sequences  # (as SQL lists: an Arrow table would load pandas)
-        self.con.execute(
+        self.execute(
             "CREATE TEMP TABLE sequences AS SELECT unnest($names::VARCHAR[]) AS filename, "
             "unnest($numbers::BIGINT[]) AS sequence",
             {"names": list(sequences), "numbers": list(sequences.values())},

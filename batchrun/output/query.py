@@ -1,7 +1,7 @@
 """DuckDB as every query over the output's parts and the input index runs it: under a memory
 limit, spilling its joins and sorts to a temporary directory rather than grow; a query that
-still runs out is run again under twice the limit, and so on up to sixteen times (said on
-stderr, once per doubling), so that a night whose data outgrew the limit is slower, never
+still runs out is run again on one thread, then under twice the limit, and so on up to sixteen
+times (each step said on stderr), so that a night whose data outgrew the limit is slower, never
 stopped; DuckDB's errors become an ``OutputError`` naming the file asked about.
 """
 
@@ -50,10 +50,11 @@ class Queries:
         import duckdb  # loaded when asked: a run's start does not wait for it
 
         self.path = path
+        self.threads = THREADS
         self._spill = tempfile.TemporaryDirectory(prefix="batchrun-")
         config: dict[str, str | bool | int | float | list[str]] = {
             "memory_limit": limit(Queries.multiple),
-            "threads": THREADS,
+            "threads": self.threads,
             "temp_directory": self._spill.name,
             "preserve_insertion_order": False,
         }
@@ -70,9 +71,9 @@ class Queries:
         """Every row of a query's result."""
         return self._retried(lambda: self.con.sql(sql).fetchall())
 
-    def execute(self, sql: str) -> None:
-        """Run a statement (``COPY``, ``CREATE TEMP TABLE``)."""
-        self._retried(lambda: self.con.execute(sql))
+    def execute(self, sql: str, values: dict[str, object] | None = None) -> None:
+        """Run a statement (``COPY``, ``CREATE TEMP TABLE``), with ``$name`` values."""
+        self._retried(lambda: self.con.execute(sql, values))
 
     def stream(self, sql: str) -> Iterator[pa.RecordBatch]:
         """A query's result in batches: run again under a higher limit only when it runs out
@@ -89,18 +90,38 @@ class Queries:
                 try:
                     return query()
                 except duckdb.OutOfMemoryException:
-                    if Queries.multiple >= MOST:
+                    if not self._room_made():
                         raise
-                    ran_out = limit(Queries.multiple)
-                    Queries.multiple *= 2
-                    raised = limit(Queries.multiple)
-                    print(
-                        f"note: a query ran out of memory under {ran_out}; running it again "
-                        f"under {raised} (set {MEMORY_ENV}={raised} to start there)",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-                    self.con.execute(f"SET memory_limit = '{raised}'")
+
+    def _room_made(self) -> bool:
+        """After a query ran out: the same limit on one thread (each thread holds its own
+        share of a join's buffers; slower, no more memory), then twice the limit, up to
+        ``MOST`` times; False past that."""
+        import duckdb
+
+        ran_out = limit(Queries.multiple)
+        if self.threads > 1:
+            self.threads = 1
+            try:
+                self.con.execute("SET threads = 1")
+            except duckdb.OutOfMemoryException:  # (under a tiny limit, even this)
+                return self._room_made()
+            _note(f"a query ran out of memory under {ran_out}; running it again on one thread")
+            return True
+        if Queries.multiple >= MOST:
+            return False
+        Queries.multiple *= 2
+        raised = limit(Queries.multiple)
+        _note(
+            f"a query ran out of memory under {ran_out}; running it again under {raised} "
+            f"(set {MEMORY_ENV}={raised} to start there)"
+        )
+        self.con.execute(f"SET memory_limit = '{raised}'")
+        return True
+
+
+def _note(text: str) -> None:
+    print(f"note: {text}", file=sys.stderr, flush=True)
 
 
 def limit(multiple: int) -> str:
