@@ -137,6 +137,25 @@ def test_leftover_temporary_part_is_removed_on_open(tmp_path: Path) -> None:
     assert read_columns(out, ["id"]).num_rows == 0
 
 
+def test_a_leftover_part_that_cannot_be_removed_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".part-x.tmp").write_bytes(b"half a parquet file")
+
+    unlink = Path.unlink
+
+    def refused(path: Path, missing_ok: bool = False) -> None:
+        if path.name == ".part-x.tmp":
+            raise PermissionError(13, "Permission denied", str(path))
+        unlink(path, missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", refused)
+    with pytest.raises(OutputError, match=r"\.part-x\.tmp: cannot remove this unfinished part"):
+        Store(out, SCHEMA).open()
+
+
 def test_second_open_of_a_locked_output_names_the_holder(tmp_path: Path) -> None:
     out = tmp_path / "out"
     first = Store(out, SCHEMA).open()

@@ -80,7 +80,11 @@ class Store:
     def _finish_what_killed_runs_left(self) -> None:
         for stale in self.layout.temporaries():  # a part a killed run was writing
             if self._orphaned(owner_of(stale)):
-                stale.unlink(missing_ok=True)
+                try:
+                    stale.unlink(missing_ok=True)
+                except OSError as exc:
+                    message = f"{stale}: cannot remove this unfinished part ({exc})"
+                    raise OutputError(message) from None
         for journal in self.layout.journals():
             if self._orphaned(owner_of(journal)):
                 self.seal_journal(journal)  # (a full disk: OutputError, the journal kept)
