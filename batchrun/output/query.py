@@ -76,7 +76,7 @@ class Queries:
         self._retried(lambda: self.con.execute(sql, values))
 
     def stream(self, sql: str) -> Iterator[pa.RecordBatch]:
-        """A query's result in batches: run again under a higher limit only when it runs out
+        """A query's result in batches: run again (``_room_made``) only when it runs out
         before its first batch (one given out cannot be taken back)."""
         reader = self._retried(lambda: _started(self.con.sql(sql).to_arrow_reader(STREAM_ROWS)))
         with said(self.path):
