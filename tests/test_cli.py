@@ -12,8 +12,8 @@ import pytest
 from batchrun.bench.processes import Emulator
 from batchrun.cli import main
 from batchrun.output.layout import OutputLayout
-from batchrun.output.parts import read_columns
 from tests.support import KEY, THINKER, batchrun, finish, news_rows, write_jsonl
+from tests.support.outputs import read_columns
 from tests.support.waits import (
     requests_admitted,
     wait_for_output,

@@ -19,9 +19,9 @@ from batchrun.cli import main
 from batchrun.errors import OutputError
 from batchrun.output import store
 from batchrun.output.layout import OutputLayout
-from batchrun.output.parts import read_columns
 from batchrun.output.query import MEMORY_ENV, Queries
 from tests.support import batchrun, damaged_parquet, finish, finish_all, news_rows, write_job
+from tests.support.outputs import read_columns
 
 SECRET = "s3cr3t-hunter2"
 NO_ROOM = OSError(errno.ENOSPC, "No space left on device")

@@ -15,9 +15,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from batchrun.job.spec import load_job
-from batchrun.output.parts import read_columns
 from batchrun.runner import RunOptions, run_job
 from tests.support import news_rows
+from tests.support.outputs import read_columns
 
 QUIET = RunOptions(progress=False)
 Answer = Callable[[dict[str, Any], int], dict[str, Any]]

@@ -16,10 +16,10 @@ from batchrun.emulator import EmulatorConfig, running_emulator
 from batchrun.errors import OutputError
 from batchrun.job.spec import load_job
 from batchrun.output.layout import OutputLayout
-from batchrun.output.parts import read_columns
 from batchrun.report.overview import status_lines, validate_lines
 from batchrun.runner import RunOptions, run_job
 from tests.support import news_rows, write_jsonl
+from tests.support.outputs import read_columns
 from tests.support.waits import accepted_requests
 
 QUIET = RunOptions(progress=False)

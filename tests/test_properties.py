@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 from batchrun.bench.processes import Emulator
 from batchrun.cli import main
 from batchrun.output.layout import OutputLayout, read_json
-from batchrun.output.parts import read_columns
+from tests.support.outputs import read_columns
 
 T = TypeVar("T")
 KEY = "tok-test-properties-7731"

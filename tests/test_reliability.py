@@ -24,12 +24,11 @@ from batchrun.errors import OutputError
 from batchrun.job.catalog import MODELS
 from batchrun.job.spec import load_job
 from batchrun.output.layout import OutputLayout
-from batchrun.output.parts import read_columns
 from batchrun.output.store import Store
 from batchrun.runner import RunOptions, run_job
 from batchrun.service.answers import split_think
 from tests.support import KEY, THINKER, batchrun, finish, news_rows
-from tests.support.outputs import abandon
+from tests.support.outputs import abandon, read_columns
 from tests.support.waits import requests_admitted, wait_until_sending, wait_until_taken
 
 QUIET = RunOptions(progress=False)

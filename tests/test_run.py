@@ -15,9 +15,9 @@ from batchrun.emulator import EmulatorConfig, running_emulator
 from batchrun.errors import FatalError
 from batchrun.job.spec import load_job
 from batchrun.output.layout import OutputLayout, read_json
-from batchrun.output.parts import read_columns
 from batchrun.runner import RunOptions, run_job
 from tests.support import news_rows
+from tests.support.outputs import read_columns
 
 QUIET = RunOptions(progress=False)
 

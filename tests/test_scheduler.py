@@ -14,12 +14,12 @@ import pytest
 
 from batchrun.errors import FatalError, RetryableError, RowError
 from batchrun.job.spec import Job, load_job
-from batchrun.output.parts import read_columns
 from batchrun.send.progress import Progress
 from batchrun.send.stats import RunStats
 from batchrun.service.answers import ChatAnswer, EmbeddingAnswer
 from tests.support import news_rows
 from tests.support.fakeservice import FakeService, Script, Sleeps, run_fake
+from tests.support.outputs import read_columns
 
 
 def ok_chat(model: str, body: dict[str, Any], call: int) -> ChatAnswer:

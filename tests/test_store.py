@@ -15,12 +15,11 @@ import pytest
 
 from batchrun.errors import OutputError
 from batchrun.job.shards import Shard
-from batchrun.output.identity import FORMAT_VERSION, check_identity
+from batchrun.output.identity import FORMAT_VERSION, Identity, check_identity
 from batchrun.output.layout import OutputLayout, read_json
-from batchrun.output.parts import read_columns
 from batchrun.output.store import Store, move_aside
 from batchrun.version import VERSION
-from tests.support.outputs import SCHEMA, abandon, ids, rows
+from tests.support.outputs import SCHEMA, abandon, ids, read_columns, rows
 
 
 def journals(path: Path) -> list[Path]:
@@ -207,7 +206,7 @@ def test_output_that_cannot_be_created_is_an_output_error(tmp_path: Path) -> Non
 def test_check_identity_records_the_job_on_first_use(tmp_path: Path) -> None:
     out = tmp_path / "out"
 
-    check_identity(out, "digest", "chat", "abc123")
+    check_identity(out, Identity("digest", "chat", "abc123"))
 
     assert read_json(OutputLayout(out).job_file) == {
         "name": "digest",
@@ -220,14 +219,14 @@ def test_check_identity_records_the_job_on_first_use(tmp_path: Path) -> None:
 
 def test_check_identity_refuses_other_requests_when_parts_exist(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    check_identity(out, "digest", "chat", "abc123")
+    check_identity(out, Identity("digest", "chat", "abc123"))
     store = Store(out, SCHEMA).open()
     store.append(rows(0, 1))
     store.close()
 
-    check_identity(out, "digest", "chat", "abc123")  # the same job resumes
+    check_identity(out, Identity("digest", "chat", "abc123"))  # the same job resumes
     with pytest.raises(OutputError) as caught:
-        check_identity(out, "digest", "chat", "def456")
+        check_identity(out, Identity("digest", "chat", "def456"))
 
     assert "holds 1 rows of job 'digest' made with other requests" in str(caught.value)
     assert "--redo" in str(caught.value) and "--fresh" in str(caught.value)
@@ -236,9 +235,9 @@ def test_check_identity_refuses_other_requests_when_parts_exist(tmp_path: Path) 
 
 def test_check_identity_takes_the_new_fingerprint_when_no_part_exists(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    check_identity(out, "digest", "chat", "abc123")
+    check_identity(out, Identity("digest", "chat", "abc123"))
 
-    check_identity(out, "digest", "chat", "def456")
+    check_identity(out, Identity("digest", "chat", "def456"))
 
     assert read_json(OutputLayout(out).job_file)["fingerprint"] == "def456"  # type: ignore[index]
 

@@ -24,13 +24,13 @@ from batchrun.errors import JobError, RetryableError
 from batchrun.job.answerschema import AnswerSchema, InvalidAnswer
 from batchrun.job.spec import load_job
 from batchrun.output.layout import OutputLayout
-from batchrun.output.parts import read_columns
 from batchrun.report.overview import validate_lines
 from batchrun.runner import RunOptions, run_job
 from batchrun.service.answers import ChatAnswer
 from batchrun.tasks import job_schema
 from tests.support import THINKER, batchrun, finish, news_rows, write_jsonl
 from tests.support.fakeservice import FakeService, run_fake
+from tests.support.outputs import read_columns
 from tests.support.waits import accepted_requests, wait_for_a_part
 
 QUIET = RunOptions(progress=False)

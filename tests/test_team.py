@@ -14,9 +14,9 @@ import pytest
 
 from batchrun.bench.processes import Emulator
 from batchrun.bench.redisserver import RedisServer, free_port
-from batchrun.output.parts import read_columns
 from batchrun.send.teampacing import TeamLimiter
 from tests.support import batchrun, finish, news_rows, write_job, write_jsonl
+from tests.support.outputs import read_columns
 from tests.support.waits import wait_for_a_part, wait_until_sending
 
 MODEL = "qwen3-32b-awq"

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 from batchrun.input.checks import open_input
 from batchrun.job.catalog import Kind
 from batchrun.job.spec import Job, load_job
-from batchrun.output.identity import check_identity
+from batchrun.output.identity import Identity, check_identity
 from batchrun.output.layout import OutputLayout
 from batchrun.output.rows import OK
 from batchrun.output.store import Store
@@ -135,7 +135,7 @@ def write_done_parts(job_path: Path, count: int, changed_every: int = 0) -> None
         ids = pa.array([row_id(i) for i in range(start, start + size)], pa.string())
         table = _done_rows(job, schema, ids, pa.array(hashes[start : start + size]))
         pq.write_table(table, OutputLayout(output).part(f"bench{number:05d}-1-1"))
-    check_identity(output, job.name, job.kind, job.fingerprint())
+    check_identity(output, Identity(job.name, job.kind, job.fingerprint()))
     Store(output, schema).open().close()  # keys saved, as a finished run leaves them
 
 

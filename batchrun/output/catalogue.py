@@ -63,8 +63,7 @@ class Catalogue:
         """Every part, verified (once), with its sequence number; a damaged one moved aside
         (``repair``) or an OutputError naming it."""
         layout = OutputLayout(path)
-        saved = read_checked(layout.catalogue) or {}
-        known: dict[str, Entry] = saved.get("parts", {}) if isinstance(saved, dict) else {}
+        known: dict[str, Entry] = (read_checked(layout.catalogue) or {}).get("parts", {})
         entries: dict[str, Entry] = {}
         for part in layout.parts():
             try:

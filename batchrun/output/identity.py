@@ -75,28 +75,21 @@ class Identity:
     redo: bool = False
 
 
-def check_identity(
-    path: Path,
-    name: str,
-    kind: str,
-    fingerprint: str,
-    *,
-    columns: list[str] | None = None,
-    redo: bool = False,
-) -> None:
+def check_identity(path: Path, identity: Identity) -> None:
     """Refuse to mix rows of differently shaped requests in one output (unless ``redo``:
     every row is then sent again and replaces its old one, and the columns must not change),
     migrate an older output's format, and record the job's identity."""
     layout = OutputLayout(path)
     written = read_json(layout.job_file)
-    recorded = _migrated(path, written) if written is not None else None
+    if written is not None:
+        _migrate(path, written.get("format", 0))
     parts = layout.parts() + layout.journals()  # a killed run's journal holds rows too
-    if recorded and parts and recorded.get("fingerprint") != fingerprint:
-        _refuse_or_redo(path, recorded, parts, columns, redo)
+    if written and parts and written.get("fingerprint") != identity.fingerprint:
+        _refuse_or_redo(path, written, parts, identity)
     wanted = {
-        "name": name,
-        "kind": kind,
-        "fingerprint": fingerprint,
+        "name": identity.name,
+        "kind": identity.kind,
+        "fingerprint": identity.fingerprint,
         "format": FORMAT_VERSION,
         "written_by": WRITTEN_BY,
     }
@@ -108,11 +101,10 @@ def check_identity(
             raise OutputError(f"{path}: cannot be used as the output directory ({exc})") from None
 
 
-def _refuse_or_redo(
-    path: Path, recorded: Recorded, parts: list[Path], columns: list[str] | None, redo: bool
-) -> None:
+def _refuse_or_redo(path: Path, recorded: Recorded, parts: list[Path], identity: Identity) -> None:
+    columns = identity.columns
     same_columns = columns is None or _column_names(parts[0]) == columns
-    if redo and same_columns:
+    if identity.redo and same_columns:
         return
     if not same_columns:
         raise OutputError(
@@ -142,8 +134,7 @@ def _column_names(file: Path) -> list[str]:
         return []
 
 
-def _migrated(path: Path, identity: Recorded) -> Recorded:
-    version = identity.get("format", 0)
+def _migrate(path: Path, version: object) -> None:
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise OutputError(
             f"{path}: written by a newer batchrun (output format {version!r}; this one reads "
@@ -152,4 +143,3 @@ def _migrated(path: Path, identity: Recorded) -> Recorded:
     while version < FORMAT_VERSION:
         MIGRATIONS[version](path)
         version += 1
-    return {**identity, "format": version}

@@ -44,7 +44,6 @@ import contextlib
 import os
 import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -67,18 +66,21 @@ def state_of(root: Path) -> Path:
     return absolute.parent / f".{absolute.name}.batchrun"
 
 
-@dataclass(frozen=True)
 class OutputLayout:
     """Where each file of one output lives: parts in ``root``, the rest in ``state``."""
 
-    root: Path
-
-    def __post_init__(self) -> None:
-        move_legacy_state(self.root)
-
-    @property
-    def state(self) -> Path:
-        return state_of(self.root)
+    def __init__(self, root: Path) -> None:
+        move_legacy_state(root)
+        self.root = root
+        self.state = state = state_of(root)
+        self.job_file = state / "_job.json"
+        self.owner_file = state / "_output.json"
+        self.input_file = state / "_input.json"
+        self.catalogue = state / "_parts.json"
+        self.input_index = state / "_input-index.parquet"
+        self.maintenance_lock = state / ".lock-maintenance"
+        absolute = Path(os.path.abspath(root))
+        self.report = absolute.parent / f"{absolute.name}.report.html"
 
     def part(self, token: str) -> Path:
         return self.root / f"{PART_PREFIX}{token}{PART_SUFFIX}"
@@ -89,6 +91,12 @@ class OutputLayout:
     def parts(self) -> list[Path]:
         """The finished parts, by name."""
         return sorted(self.root.glob(f"{PART_PREFIX}*{PART_SUFFIX}")) if self.root.is_dir() else []
+
+    def journals(self) -> list[Path]:
+        return sorted(self.state.glob(f"{JOURNAL_PREFIX}*{JOURNAL_SUFFIX}"))
+
+    def temporaries(self) -> list[Path]:
+        return sorted(self.root.glob(f"{TEMPORARY_PREFIX}*{TEMPORARY_SUFFIX}"))
 
     def event_log(self, token: str) -> Path:
         return self.state / f"_events-{token}.arrows"
@@ -102,32 +110,6 @@ class OutputLayout:
     def run_records(self) -> list[Path]:
         return sorted(self.state.glob("_run-*.json"))
 
-    def journals(self) -> list[Path]:
-        return sorted(self.state.glob(f"{JOURNAL_PREFIX}*{JOURNAL_SUFFIX}"))
-
-    def temporaries(self) -> list[Path]:
-        return sorted(self.root.glob(f"{TEMPORARY_PREFIX}*{TEMPORARY_SUFFIX}"))
-
-    @property
-    def job_file(self) -> Path:
-        return self.state / "_job.json"
-
-    @property
-    def owner_file(self) -> Path:
-        return self.state / "_output.json"
-
-    @property
-    def input_file(self) -> Path:
-        return self.state / "_input.json"
-
-    @property
-    def catalogue(self) -> Path:
-        return self.state / "_parts.json"
-
-    @property
-    def input_index(self) -> Path:
-        return self.state / "_input-index.parquet"
-
     def damaged(self, part: Path) -> Path:
         """Where a damaged part is moved aside: out of the output directory's readers' way."""
         return self.state / f"{part.name}.damaged"
@@ -135,18 +117,9 @@ class OutputLayout:
     def summary(self, shard_name: str | None = None) -> Path:
         return self.state / (f"_summary-{shard_name}.json" if shard_name else "_summary.json")
 
-    @property
-    def report(self) -> Path:
-        absolute = Path(os.path.abspath(self.root))
-        return absolute.parent / f"{absolute.name}.report.html"
-
     def lock(self, owner: str = WHOLE_JOB) -> Path:
         """The whole job's lock, or a shard's."""
         return self.state / (".lock" if owner == WHOLE_JOB else f".lock-{owner}")
-
-    @property
-    def maintenance_lock(self) -> Path:
-        return self.state / ".lock-maintenance"
 
     def claim_state(self) -> None:
         """Make the state directory, for this output directory (which must exist). The

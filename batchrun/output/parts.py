@@ -8,7 +8,6 @@ written with checksums and read with verification: a damaged part is an error, n
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 from collections.abc import Iterable, Iterator
@@ -20,7 +19,6 @@ import pyarrow.parquet as pq
 from batchrun.output.atomic import fsync_directory, written
 from batchrun.output.layout import OutputLayout, temporary_of
 
-READ_TRIES = 3
 ROW_GROUP_ROWS = 8_192
 ROW_GROUP_BYTES = 8 << 20
 PART_BATCH_ROWS = 65_536
@@ -70,23 +68,6 @@ def _group_rows(batch: pa.RecordBatch) -> int:
     vector is 4 kB), between ``ROW_GROUP_ROWS / 8`` and ``ROW_GROUP_ROWS``."""
     size = batch.nbytes / max(batch.num_rows, 1)
     return int(min(max(ROW_GROUP_BYTES / max(size, 1), ROW_GROUP_ROWS / 8), ROW_GROUP_ROWS))
-
-
-def read_columns(path: Path, columns: list[str]) -> pa.Table:
-    """``columns`` of every finished part (an empty table when there is none). A part that
-    another shard's compaction replaced while we listed them is read again from a new list."""
-    for _ in range(READ_TRIES - 1):
-        with contextlib.suppress(FileNotFoundError):
-            return _read_parts(OutputLayout(path).parts(), columns)
-    return _read_parts(OutputLayout(path).parts(), columns)
-
-
-def _read_parts(parts: list[Path], columns: list[str]) -> pa.Table:
-    if not parts:
-        return pa.table({name: pa.array([], pa.string()) for name in columns})
-    import pyarrow.dataset as ds  # loaded when used: 17 MB that a run does without
-
-    return ds.dataset([str(p) for p in parts], format="parquet").to_table(columns=columns)
 
 
 def open_part(part: Path) -> pq.ParquetFile:

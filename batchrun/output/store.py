@@ -68,7 +68,7 @@ class Store:
         try:
             with self._maintenance():
                 if identity is not None:
-                    check_identity(self.path, **vars(identity))
+                    check_identity(self.path, identity)
                 self._sequence = Catalogue.load(self.path, repair=True).next_sequence() - 1
                 self._finish_what_killed_runs_left()
                 self._compact()

@@ -22,9 +22,9 @@ import pytest
 from batchrun.bench.redisserver import RedisServer
 from batchrun.output.events import read_events, read_holds
 from batchrun.output.layout import OutputLayout, read_json
-from batchrun.output.parts import read_columns
 from tests.gateway.litellm_proxy import Gateway
 from tests.support import batchrun, finish, finish_all, news_rows, write_job, write_jsonl
+from tests.support.outputs import read_columns
 
 QUOTA_RPS = 2.0
 """rpm 120 of every chat deployment here."""

@@ -13,7 +13,6 @@ import pyarrow as pa
 
 from batchrun.input.readers import input_files
 from batchrun.job.spec import Job
-from batchrun.output.parts import read_columns
 from batchrun.output.store import Store
 from batchrun.send.progress import Progress
 from batchrun.send.scheduler import Plan, Scheduler
@@ -22,6 +21,7 @@ from batchrun.send.stats import RunStats
 from batchrun.send.writer import Writer
 from batchrun.service.answers import ChatAnswer, EmbeddingAnswer, RawAnswer
 from batchrun.tasks import job_schema, task_for
+from tests.support.outputs import read_columns
 
 Script = Callable[[str, dict[str, Any], int], Any]
 
