@@ -5,17 +5,23 @@ pages and conditional updates."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
+from typing import cast
 
 import orjson
 import pytest
 
 from batchrun.errors import JobError
 from batchrun.job.spec import Job
+from batchrun.serve import batchrunner
 from batchrun.serve.auth import Keys, owner_of
+from batchrun.serve.batchjobs import BatchJobs
+from batchrun.serve.batchrunner import BatchRunner
 from batchrun.serve.config import load_config
 from batchrun.serve.fairslots import SharedPacing
 from batchrun.serve.state import BatchRow, State
+from batchrun.serve.upstream import Upstream
 from batchrun.serve.validation import Rules, check_file
 from batchrun.tasks import job_schema, task_for
 from tests.servesupport import chat_line
@@ -93,6 +99,34 @@ async def test_shared_slots_go_round_robin_between_batches() -> None:
     turns = order[1:19]  # (the first slot is free: taken before b and c ask)
     assert [turns[i : i + 3].count("a") for i in range(0, 18, 3)] == [1] * 6, order
     assert len(order) == 42
+
+
+async def test_a_failed_look_at_the_state_is_logged_and_the_supervisor_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    state = State(tmp_path / "state.sqlite3")
+    read_batches, looks = state.batches_in, []
+
+    def flaky(statuses: tuple[str, ...]) -> list[BatchRow]:
+        looks.append(statuses)
+        if len(looks) == 1:
+            raise sqlite3.OperationalError("disk I/O error")
+        if len(looks) == 3:
+            runner.shutdown()
+        return read_batches(statuses)
+
+    monkeypatch.setattr(state, "batches_in", flaky)
+    monkeypatch.setattr(batchrunner, "TICK_AFTER_ERROR_S", 0.01)
+    # (the looks here find no batch: no job, no upstream is needed)
+    unused_jobs, unused_upstream = cast(BatchJobs, None), cast(Upstream, None)
+    runner = BatchRunner(
+        state, unused_jobs, unused_upstream, SharedPacing(), max_running=1, rates={}
+    )
+    await asyncio.wait_for(runner.run(), 10)
+    state.close()
+    assert len(looks) == 3
+    assert "cannot look at the batches' state; trying again" in caplog.text
+    assert "disk I/O error" in caplog.text
 
 
 def test_config_names_unknown_keys(tmp_path: Path) -> None:

@@ -42,6 +42,7 @@ from batchrun.tasks import job_schema, task_for
 
 log = logging.getLogger("batchrun.serve")
 TICK_S = 0.25
+TICK_AFTER_ERROR_S = 5.0
 UNREACHABLE_WAIT_S = 30.0
 ENDS = ("cancel", "expire", "shutdown")
 Step = Coroutine[Any, Any, None]
@@ -117,12 +118,25 @@ class BatchRunner:
         try:
             async with asyncio.TaskGroup() as group:
                 while not self._stopping:
-                    self._tick(group)
-                    self._wake.clear()
+                    self._wake.clear()  # (before the look: a poke during it is seen next)
+                    wait = self._looked(group)
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), TICK_S)
+                        await asyncio.wait_for(self._wake.wait(), wait)
         finally:
             self._threads.shutdown(wait=True)
+
+    def _looked(self, group: asyncio.TaskGroup) -> float:
+        """One look at the state; how long until the next. A look that fails (the state's
+        disk, say) is logged and tried again a little later: the server and the batches'
+        jobs go on."""
+        try:
+            self._tick(group)
+        except Exception:
+            log.exception(
+                "cannot look at the batches' state; trying again in %g s", TICK_AFTER_ERROR_S
+            )
+            return TICK_AFTER_ERROR_S
+        return TICK_S
 
     def _tick(self, group: asyncio.TaskGroup) -> None:
         for row in self._state.batches_in(UNFINISHED):
