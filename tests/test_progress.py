@@ -52,3 +52,16 @@ def test_the_wait_is_said_again_when_it_ends_later_and_cleared_when_over() -> No
     progress.advance(1)
     progress.close()
     assert stats.notice is None
+
+
+def test_the_summary_states_the_rate_requests_were_sent_at_not_over_the_wall() -> None:
+    stats = RunStats(started=0.0, finished=0.8)
+    model = stats.model("bge-m3")
+    for number in range(6):  # paced at 7 RPS: 6 requests over 5/7 s, the run 0.8 s
+        model.sent(0.05 + number / 7)
+    alone = stats.model("qwen3-32b-awq")
+    alone.sent(0.1)
+    lines = stats.lines()
+    assert "bge-m3: 6 requests (7.00/s, not paced)" in lines[1]
+    assert "qwen3-32b-awq: 1 requests (not paced)" in lines[2]
+    assert stats.as_dict()["models"]["bge-m3"]["requests_per_s"] == 7.0

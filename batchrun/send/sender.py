@@ -181,8 +181,8 @@ class Sender(Generic[AnswerT]):
                 await pacer.slot()
             sent()
             request.attempts += 1
-            stats.requests += 1
             sent_at, started = time.time(), time.monotonic()
+            stats.sent(started)
             self._stats.in_flight += 1
             try:
                 answer = await self._task.call(self._service, model, request.body)

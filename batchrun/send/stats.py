@@ -27,6 +27,25 @@ class ModelStats:
     completion_tokens: int = 0
     rate: float | None = None
     """The pacing rate (requests/s) the model settled on."""
+    first_sent: float | None = None
+    last_sent: float | None = None
+    """When the first and the last request were sent (monotonic seconds)."""
+
+    def sent(self, at: float) -> None:
+        """Count a request sent at ``at``."""
+        self.requests += 1
+        self.first_sent = at if self.first_sent is None else self.first_sent
+        self.last_sent = at
+
+    @property
+    def sent_rate(self) -> float | None:
+        """Requests per second while sending: the gaps between the first request and the
+        last over the time between them, as a limit counts them (``requests`` over the wall
+        time reads 7.4/s for 6 requests paced at 6.9/s); None below two requests."""
+        if self.first_sent is None or self.last_sent is None or self.requests < 2:
+            return None
+        span = self.last_sent - self.first_sent
+        return (self.requests - 1) / span if span > 0 else None
 
 
 @dataclass
@@ -72,7 +91,6 @@ class RunStats:
         return (self.finished or time.monotonic()) - self.started
 
     def as_dict(self) -> dict[str, Any]:
-        wall = max(self.wall_s, 1e-9)
         return {
             "rows_ok": self.rows_ok,
             "rows_failed": self.rows_failed,
@@ -83,7 +101,7 @@ class RunStats:
                 name: {
                     "requests": m.requests,
                     "answered": m.answered,
-                    "requests_per_s": round(m.requests / wall, 3),
+                    "requests_per_s": round(m.sent_rate, 3) if m.sent_rate else None,
                     "paced_rps": round(m.rate, 3) if m.rate is not None else None,
                     "throttled_429": m.throttled,
                     "retries": m.retries,
@@ -106,15 +124,15 @@ class RunStats:
         ]
         if self.saved_by_dedup:
             out.append(f"{self.saved_by_dedup} rows repeated an earlier text and cost no request")
-        wall = max(self.wall_s, 1e-9)
         for name, m in self.models.items():
             errors = ", ".join(f"{k}: {v}" for k, v in sorted(m.errors.items())) or "none"
-            paced = f", paced at {m.rate:.2f}/s" if m.rate is not None else ""
+            paced = f"paced at {m.rate:.2f}/s" if m.rate is not None else "not paced"
             reasks = f", {m.reasks} re-asks" if m.reasks else ""
             cost = self.cost(name)
             priced = f", cost {cost:.4f}" if cost is not None else ""
+            sending = f"{m.sent_rate:.2f}/s, " if m.sent_rate else ""
             out.append(
-                f"{name}: {m.requests} requests ({m.requests / wall:.2f}/s{paced}), "
+                f"{name}: {m.requests} requests ({sending}{paced}), "
                 f"{m.throttled} throttled (429), {m.retries} retries{reasks}, errors {errors}, "
                 f"tokens {m.prompt_tokens} in / {m.completion_tokens} out{priced}"
             )
