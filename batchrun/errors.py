@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -110,3 +111,8 @@ def disk_full_said(path: Path | str, what: str = "cannot write") -> Iterator[Non
         if exc.errno not in DISK_FULL:
             raise
         raise cannot_write(exc.filename or path, exc, what) from None
+
+
+def warn(text: str) -> None:
+    """A warning for the user, on stderr."""
+    print(f"warning: {text}", file=sys.stderr, flush=True)

@@ -99,3 +99,20 @@ def test_a_trace_written_before_the_pacing_columns_still_reads(tmp_path: Path) -
     assert read_holds(tmp_path / "out").select("model", "hold_s", "reason").rows() == [
         ("m", 12.5, pacing.SPENT)
     ]
+
+
+def test_a_damaged_batch_of_a_trace_ends_its_reading(tmp_path: Path) -> None:
+    layout = OutputLayout(tmp_path / "out")
+    layout.state.mkdir(parents=True)
+    log = EventLog(layout.event_log("run"))
+    log.record(Attempt(1.0, 0.1, "alpha", "ok", 1, 5, 3, 1))
+    log.flush()
+    first_end = layout.event_log("run").stat().st_size
+    log.record(Attempt(2.0, 0.1, "bravo", "ok", 1, 5, 3, 1))
+    log.close()
+    trace = bytearray(layout.event_log("run").read_bytes())
+    middle = (first_end + len(trace) - 8) // 2  # (the stream ends with 8 bytes of its own)
+    trace[middle - 4 : middle + 4] = bytes(b ^ 0xFF for b in trace[middle - 4 : middle + 4])
+    layout.event_log("run").write_bytes(bytes(trace))
+
+    assert read_events(tmp_path / "out")["model"].to_list() == ["alpha"]

@@ -94,6 +94,25 @@ def test_journal_with_a_torn_tail_keeps_its_whole_batches(tmp_path: Path) -> Non
     assert ids(out) == [f"n{i:05d}" for i in range(3)]
 
 
+def test_journal_with_a_changed_byte_keeps_only_the_batches_before_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    killed = Store(out, SCHEMA).open()
+    for start in (0, 3, 6):
+        killed.append(rows(start, 3))
+    abandon(killed)
+    [journal] = journals(out)
+    content = journal.read_bytes()
+    assert content.count(b"Summary 4.") == 1
+    journal.write_bytes(content.replace(b"Summary 4.", b"Summery 4."))  # still valid Arrow
+
+    Store(out, SCHEMA).open().close()
+
+    assert ids(out) == [f"n{i:05d}" for i in range(3)]  # the rest is sent again, not trusted
+    assert "damaged (a batch does not match its checksum)" in capsys.readouterr().err
+
+
 def test_journal_torn_inside_its_first_batch_leaves_no_part(tmp_path: Path) -> None:
     out = tmp_path / "out"
     killed = Store(out, SCHEMA).open()

@@ -13,7 +13,6 @@ naming the file.
 from __future__ import annotations
 
 import contextlib
-import sys
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,17 +20,12 @@ from typing import Any
 
 import orjson
 
-from batchrun.errors import OutputError
+from batchrun.errors import OutputError, warn
 from batchrun.output.layout import OutputLayout, read_json, write_json
 from batchrun.output.parts import DamagedPart, check_part, move_aside, sequence_of
 
 Entry = list[int]
 """``[size, mtime_ns, sequence, settled]`` of a part."""
-
-
-def warn(text: str) -> None:
-    """A warning for the user, on stderr."""
-    print(f"warning: {text}", file=sys.stderr, flush=True)
 
 
 def read_checked(path: Path) -> dict[str, Any] | None:

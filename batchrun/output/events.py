@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 
 from batchrun.output.layout import OutputLayout
-from batchrun.output.parts import whole_batches
+from batchrun.output.parts import append_checked, whole_batches
 
 if TYPE_CHECKING:
     import polars as pl
@@ -113,7 +113,7 @@ class EventLog:
             options = pa.ipc.IpcWriteOptions(compression="zstd")
             self._writer = pa.ipc.new_stream(self._sink, EVENT_SCHEMA, options=options)
         rows = [_row(record) for record in pending]
-        self._writer.write_batch(pa.RecordBatch.from_pylist(rows, schema=EVENT_SCHEMA))
+        append_checked(self._writer, pa.Table.from_pylist(rows, schema=EVENT_SCHEMA))
 
     def close(self) -> None:
         self.flush()

@@ -32,7 +32,7 @@ from batchrun.output.catalogue import Catalogue, sealed
 from batchrun.output.compaction import compact, prune
 from batchrun.output.identity import Identity, check_identity
 from batchrun.output.layout import WHOLE_JOB, OutputLayout, new_token, owner_of, state_of, token_of
-from batchrun.output.parts import whole_batches, write_batches
+from batchrun.output.parts import append_checked, whole_batches, write_batches
 from batchrun.output.rows import REQUEST_HASH
 
 
@@ -136,7 +136,7 @@ class Store:
                 raise cannot_write(self._journal_path, exc) from None
             self._journal = pa.ipc.new_stream(self._journal_file, self.schema)
         try:
-            self._journal.write_table(table)
+            append_checked(self._journal, table)
         except OSError as exc:
             raise cannot_write(self._journal_path or self.path, exc) from None
         self.rows_in_journal += table.num_rows

@@ -16,13 +16,14 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from batchrun.errors import warn
 from batchrun.input.build import build_index
 from batchrun.input.checks import input_signature
 from batchrun.input.index import InputCheck, whole_check
 from batchrun.input.lines import HASHER
 from batchrun.input.readers import StaleIndex
 from batchrun.job.spec import Job
-from batchrun.output.catalogue import read_checked, warn, write_checked
+from batchrun.output.catalogue import read_checked, write_checked
 from batchrun.output.layout import OutputLayout
 from batchrun.tasks.base import Task
 
