@@ -63,5 +63,5 @@ def test_the_summary_states_the_rate_requests_were_sent_at_not_over_the_wall() -
     alone.sent(0.1)
     lines = stats.lines()
     assert "bge-m3: 6 requests (7.00/s, not paced)" in lines[1]
-    assert "qwen3-32b-awq: 1 requests (not paced)" in lines[2]
+    assert "qwen3-32b-awq: 1 request (not paced)" in lines[2]
     assert stats.as_dict()["models"]["bge-m3"]["requests_per_s"] == 7.0

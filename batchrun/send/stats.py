@@ -132,7 +132,7 @@ class RunStats:
             priced = f", cost {cost:.4f}" if cost is not None else ""
             sending = f"{m.sent_rate:.2f}/s, " if m.sent_rate else ""
             out.append(
-                f"{name}: {m.requests} requests ({sending}{paced}), "
+                f"{name}: {m.requests} request{'s' * (m.requests != 1)} ({sending}{paced}), "
                 f"{m.throttled} throttled (429), {m.retries} retries{reasks}, errors {errors}, "
                 f"tokens {m.prompt_tokens} in / {m.completion_tokens} out{priced}"
             )
