@@ -129,6 +129,37 @@ async def test_a_failed_look_at_the_state_is_logged_and_the_supervisor_goes_on(
     assert "disk I/O error" in caplog.text
 
 
+async def test_a_failure_the_state_cannot_record_leaves_the_batch_for_later(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    state = State(tmp_path / "state.sqlite3")
+    state.add_batch(BatchRow("b1", "me", CHAT_URL, "f", "24h", "validating", 1, 10**10))
+    read_batches, looks = state.batches_in, []
+
+    def then_stop(statuses: tuple[str, ...]) -> list[BatchRow]:
+        looks.append(statuses)
+        if len(looks) == 3:
+            runner.shutdown()
+        return read_batches(statuses)
+
+    def unwritable(batch_id: str, **changes: object) -> bool:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(state, "batches_in", then_stop)
+    monkeypatch.setattr(state, "update_batch", unwritable)
+    monkeypatch.setattr(batchrunner, "TICK_AFTER_ERROR_S", 0.01)
+    # (no upstream: the batch's validating step fails at once, and so does recording it)
+    runner = BatchRunner(
+        state, cast(BatchJobs, None), cast(Upstream, None), SharedPacing(), max_running=1,
+        rates={},
+    )  # fmt: skip
+    await asyncio.wait_for(runner.run(), 10)
+    row = state.batch("b1")
+    state.close()
+    assert row is not None and row.status == "validating"
+    assert "batch b1: cannot record that it failed; trying it again" in caplog.text
+
+
 def test_config_names_unknown_keys(tmp_path: Path) -> None:
     path = tmp_path / "serve.toml"
     path.write_text('[batches]\nmax_runing = 3\n[storage]\npath = "s"\n')

@@ -145,17 +145,15 @@ class BatchRunner:
                 continue
             if row.status == "in_progress" and now() >= row.expires_at:
                 self._start(group, row, self._finish(row, "expired"))
-            elif row.status == "in_progress" and not self._may_run(row.id):
-                continue
-            else:
+            elif self._may_start(row):
                 self._start(group, row, self._step(row))
 
-    def _may_run(self, batch_id: str) -> bool:
-        """Whether a batch's job may start now: a place is free, and the upstream was not
-        unreachable for it a moment ago."""
-        if len(self._active) >= self._max_running:
+    def _may_start(self, row: BatchRow) -> bool:
+        """Whether a batch's step may start now: it did not just meet an unreachable upstream
+        or a state that could not be written, and (for a job) a place is free."""
+        if time.monotonic() < self._not_before.get(row.id, 0.0):
             return False
-        return time.monotonic() >= self._not_before.get(batch_id, 0.0)
+        return row.status != "in_progress" or len(self._active) < self._max_running
 
     def _watch(self, row: BatchRow) -> None:
         """A running job is stopped when its window has passed. (Its counts are answered live
@@ -214,7 +212,16 @@ class BatchRunner:
     def _fail(self, batch_id: str, errors: list[dict[str, Any]], total: int = 0) -> None:
         body = orjson.dumps({"object": "list", "data": errors}).decode()
         counted: dict[str, Any] = {"total": total} if total else {}
-        self._state.update_batch(batch_id, status="failed", failed_at=now(), errors=body, **counted)
+        try:
+            self._state.update_batch(
+                batch_id, status="failed", failed_at=now(), errors=body, **counted
+            )
+        except Exception:  # (the state's disk, say: the batch keeps its status, for later)
+            log.exception(
+                "batch %s: cannot record that it failed; trying it again in %g s",
+                batch_id, TICK_AFTER_ERROR_S,
+            )  # fmt: skip
+            self._not_before[batch_id] = time.monotonic() + TICK_AFTER_ERROR_S
 
     async def _run(self, row: BatchRow) -> None:
         running = self._active[row.id]
