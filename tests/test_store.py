@@ -10,6 +10,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -17,6 +19,8 @@ from batchrun.errors import OutputError
 from batchrun.job.shards import Shard
 from batchrun.output.identity import FORMAT_VERSION, Identity, check_identity
 from batchrun.output.layout import OutputLayout, read_json
+from batchrun.output.parts import whole_batches
+from batchrun.output.rows import REQUEST_HASH, rows_to_table
 from batchrun.output.store import Store, move_aside
 from batchrun.version import VERSION
 from tests.support.outputs import SCHEMA, abandon, ids, read_columns, rows
@@ -110,7 +114,40 @@ def test_journal_with_a_changed_byte_keeps_only_the_batches_before_it(
     Store(out, SCHEMA).open().close()
 
     assert ids(out) == [f"n{i:05d}" for i in range(3)]  # the rest is sent again, not trusted
-    assert "damaged (a batch does not match its checksum)" in capsys.readouterr().err
+    assert (
+        "damaged (a batch is not valid or does not match its checksum)" in capsys.readouterr().err
+    )
+
+
+def test_no_changed_byte_of_a_journal_is_read_as_rows(tmp_path: Path) -> None:
+    """Each byte of a journal of vectors changed in turn: what is read back is always the
+    first few batches as written, never a changed row (and never a crash)."""
+    schema = pa.schema(
+        [("id", pa.string()), ("embedding", pa.list_(pa.float32())), ("status", pa.string()),
+         REQUEST_HASH]
+    )  # fmt: skip
+    killed = Store(tmp_path / "out", schema).open()
+    written = []
+    for start in (0, 3):
+        vectors = [
+            {"id": f"n{i}", "embedding": np.full(3, i, np.float32).tobytes(), "status": "ok",
+             "request_hash": i}
+            for i in range(start, start + 3)
+        ]  # fmt: skip
+        written.append(rows_to_table(vectors, schema).to_batches()[0])
+        killed.append(pa.Table.from_batches(written[-1:]))
+    abandon(killed)
+    [journal] = journals(tmp_path / "out")
+    content = journal.read_bytes()
+    for at in range(len(content)):
+        for change in (0x01, 0xFF):
+            changed = bytearray(content)
+            changed[at] ^= change
+            journal.write_bytes(bytes(changed))
+            read = list(whole_batches(journal))
+            assert len(read) <= 2 and all(
+                batch.equals(written[n]) for n, batch in enumerate(read)
+            ), (at, change)
 
 
 def test_journal_torn_inside_its_first_batch_leaves_no_part(tmp_path: Path) -> None:

@@ -131,24 +131,38 @@ def append_checked(stream: pa.ipc.RecordBatchStreamWriter, table: pa.Table) -> N
 
 def whole_batches(path: Path) -> Iterator[pa.RecordBatch]:
     """The whole batches of an Arrow IPC stream a run appends to (a journal, a trace): a
-    batch torn by a kill ends the reading, and so does one whose content does not match its
-    checksum (with a warning: what follows is read again from the input, never trusted)."""
+    batch torn by a kill ends the reading, and so does one that is not valid or does not
+    match its checksum (with a warning: what follows is read again from the input, never
+    trusted)."""
     try:
         reader = pa.ipc.open_stream(pa.OSFile(str(path)))  # read, not mapped: flat RSS
-    except (pa.ArrowInvalid, OSError):
+    except (pa.ArrowException, OSError, ValueError):  # (ValueError: a damaged schema's text)
         return
     while True:
         try:
             batch, metadata = reader.read_next_batch_with_custom_metadata()
-        except (StopIteration, pa.ArrowInvalid, OSError):
+        except (StopIteration, pa.ArrowException, OSError, ValueError):
             return
-        crc = (metadata or {}).get(CRC_KEY)  # (none: written before batchrun kept one)
-        if crc is not None and int(crc) != _crc(batch):
-            warn(f"{path}: damaged (a batch does not match its checksum); the rest is not read")
+        if not _checked(batch, metadata):
+            reason = "a batch is not valid or does not match its checksum"
+            warn(f"{path}: damaged ({reason}); the rest is not read")
             return
         yield batch
 
 
+def _checked(batch: pa.RecordBatch, metadata: pa.KeyValueMetadata | None) -> bool:
+    """Whether a batch read back is valid and matches its checksum (one written before
+    batchrun kept them has none: it is only validated)."""
+    try:
+        batch.validate(full=True)  # (before serialize: a damaged offset aborts the process)
+    except pa.ArrowInvalid:
+        return False
+    crc = (metadata or {}).get(CRC_KEY)
+    return crc is None or crc == str(_crc(batch)).encode()
+
+
 def _crc(batch: pa.RecordBatch) -> int:
-    """The CRC-32 of a batch's content, as the IPC format writes it uncompressed."""
-    return zlib.crc32(batch.serialize())
+    """The CRC-32 of a batch's columns (names and types too), as the IPC format writes them
+    uncompressed."""
+    columns = zlib.crc32(batch.schema.remove_metadata().serialize())
+    return zlib.crc32(batch.serialize(), columns)
