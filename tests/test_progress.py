@@ -55,13 +55,17 @@ def test_the_wait_is_said_again_when_it_ends_later_and_cleared_when_over() -> No
 
 
 def test_the_summary_states_the_rate_requests_were_sent_at_not_over_the_wall() -> None:
-    stats = RunStats(started=0.0, finished=0.8)
+    stats = RunStats(started=0.0, finished=2.5)
     model = stats.model("bge-m3")
-    for number in range(6):  # paced at 7 RPS: 6 requests over 5/7 s, the run 0.8 s
-        model.sent(0.05 + number / 7)
+    for number in range(15):  # paced at 7 RPS: 15 requests over 2 s, the run 2.5 s
+        model.sent(0.1 + number / 7)
+    burst = stats.model("qwen3-coder-30b-a3b-instruct-fp8")
+    for number in range(8):  # not paced: 8 requests within 4 ms say nothing of a rate
+        burst.sent(0.1 + number / 2000)
     alone = stats.model("qwen3-32b-awq")
     alone.sent(0.1)
     lines = stats.lines()
-    assert "bge-m3: 6 requests (7.00/s, not paced)" in lines[1]
-    assert "qwen3-32b-awq: 1 request (not paced)" in lines[2]
+    assert "bge-m3: 15 requests (7.00/s, not paced)" in lines[1]
+    assert "qwen3-coder-30b-a3b-instruct-fp8: 8 requests (not paced)" in lines[2]
+    assert "qwen3-32b-awq: 1 request (not paced)" in lines[3]
     assert stats.as_dict()["models"]["bge-m3"]["requests_per_s"] == 7.0

@@ -11,6 +11,9 @@ from typing import Any
 from batchrun.errors import RetryableError
 from batchrun.service.statuses import THROTTLED
 
+RATE_SPAN_S = 1.0
+"""The shortest time between a model's first and last request that its rate is said over."""
+
 
 @dataclass
 class ModelStats:
@@ -39,13 +42,14 @@ class ModelStats:
 
     @property
     def sent_rate(self) -> float | None:
-        """Requests per second while sending: the gaps between the first request and the
-        last over the time between them, as a limit counts them (``requests`` over the wall
-        time reads 7.4/s for 6 requests paced at 6.9/s); None below two requests."""
-        if self.first_sent is None or self.last_sent is None or self.requests < 2:
+        """Requests per second while sending, on average: the gaps between the first request
+        and the last over the time between them, as a limit counts them (``requests`` over
+        the wall time read 7.4/s for 6 requests paced at 6.9/s). None when they were sent
+        within ``RATE_SPAN_S``: a burst's rate says nothing of a limit."""
+        if self.first_sent is None or self.last_sent is None:
             return None
         span = self.last_sent - self.first_sent
-        return (self.requests - 1) / span if span > 0 else None
+        return (self.requests - 1) / span if span >= RATE_SPAN_S else None
 
 
 @dataclass
