@@ -19,9 +19,9 @@ from batchrun.errors import OutputError
 from batchrun.job.shards import Shard
 from batchrun.output.identity import FORMAT_VERSION, Identity, check_identity
 from batchrun.output.layout import OutputLayout, read_json
-from batchrun.output.parts import whole_batches
 from batchrun.output.rows import REQUEST_HASH, rows_to_table
 from batchrun.output.store import Store, move_aside
+from batchrun.output.streams import whole_batches
 from batchrun.version import VERSION
 from tests.support.outputs import SCHEMA, abandon, ids, read_columns, rows
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 
 from batchrun.output.layout import OutputLayout
-from batchrun.output.parts import append_checked, whole_batches
+from batchrun.output.streams import append_checked, whole_batches
 
 if TYPE_CHECKING:
     import polars as pl

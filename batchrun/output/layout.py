@@ -18,7 +18,7 @@ else lives beside it, in the state directory ``.<name>.batchrun``::
                                     mark: state left by an output that was deleted (a new
                                     directory, a new mark) is moved aside, never reused
         .journal-<token>.arrows     rows answered since the last part, as Arrow IPC batches
-                                    (each with its CRC-32: ``output.parts.append_checked``)
+                                    (each with its CRC-32: ``output.streams``)
         _input.json                 what the input index was built from (files' size and mtime,
                                     the job's requests) and the whole-input check's result
         _input-index.parquet        the input index: one small row per input row (``input.index``)

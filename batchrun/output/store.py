@@ -32,8 +32,9 @@ from batchrun.output.catalogue import Catalogue, sealed
 from batchrun.output.compaction import compact, prune
 from batchrun.output.identity import Identity, check_identity
 from batchrun.output.layout import WHOLE_JOB, OutputLayout, new_token, owner_of, state_of, token_of
-from batchrun.output.parts import append_checked, whole_batches, write_batches
+from batchrun.output.parts import write_batches
 from batchrun.output.rows import REQUEST_HASH
+from batchrun.output.streams import append_checked, whole_batches
 
 
 class Store:
