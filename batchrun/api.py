@@ -27,10 +27,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import polars as pl
+import pyarrow as pa
 
 from batchrun.errors import JobError
 from batchrun.job.spec import Job, load_job
+from batchrun.output.catalogue import checked_reading
 from batchrun.output.done import settled_parts
+from batchrun.output.parts import read_part
 from batchrun.output.rows import OK
 from batchrun.runner import RunOptions, RunOutcome, run_job
 
@@ -142,9 +145,14 @@ class _Printed(io.StringIO):
 
 
 def read(job: Job | str | Path) -> pl.DataFrame:
-    """The job's output as one DataFrame (every part, every shard)."""
+    """The job's output as one DataFrame (every part, every shard), every page verified."""
     job = job if isinstance(job, Job) else load_job(job)
-    return pl.read_parquet([str(part) for part in settled_parts(Path(job.spec.output.path))])
+    output = Path(job.spec.output.path)
+    with checked_reading(output):
+        parts = [read_part(part) for part in settled_parts(output)]
+    frame = pl.from_arrow(pa.concat_tables(parts, promote_options="default"))
+    assert isinstance(frame, pl.DataFrame)
+    return frame
 
 
 def _complete(work: Coroutine[Any, Any, T], stop: list[Callable[[], None]]) -> T:

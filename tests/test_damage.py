@@ -13,8 +13,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
+import batchrun as batchrun_api
 from batchrun.bench.processes import Emulator
 from batchrun.cli import main
+from batchrun.errors import OutputError
 from batchrun.output.layout import OutputLayout
 from tests.support import batchrun, finish, news_rows, write_jsonl
 
@@ -101,6 +103,24 @@ def test_a_damaged_part_is_moved_aside_and_its_rows_done_again(
     assert f"{part}: damaged" in said and "moved aside" in said
     assert OutputLayout(OUT).damaged(part).exists()
     assert "20 new" in said
+
+
+def test_a_part_damaged_after_it_was_verified_is_never_exported(
+    job: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    part = first_part()
+    stat = part.stat()
+    flip(part)  # (as a disk might: the size and the time the part was written unchanged)
+    os.utime(part, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+    code = main(["export", str(job), "--format", "jsonl", "--to", "exported"])
+    said = capsys.readouterr().err
+    assert code == 2 and f"{part}: damaged" in said and "Traceback" not in said
+    assert not Path("exported/output.jsonl").exists()
+    with pytest.raises(OutputError, match="damaged"):
+        batchrun_api.read(job)
+    rerun_and_look(job, capsys)  # the run sets it aside and does its rows again
+    assert len(batchrun_api.read(job)) == len(EVERY)
 
 
 def test_a_deleted_part_has_its_rows_done_again(

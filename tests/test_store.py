@@ -18,6 +18,7 @@ import pytest
 
 from batchrun.errors import OutputError
 from batchrun.job.shards import Shard
+from batchrun.output.archive import Archive
 from batchrun.output.identity import FORMAT_VERSION, Identity, check_identity
 from batchrun.output.layout import OutputLayout, read_json
 from batchrun.output.parts import DamagedPart, check_part, sequence_of
@@ -188,6 +189,30 @@ def test_no_changed_byte_of_a_part_passes_its_check_as_other_rows(tmp_path: Path
             assert sequence_of(changed) == 1, (at, change)
             answer = duckdb.execute(asked, {"part": str(changed)}).fetchall()
             assert answer == [(20, 1, 10)], (at, change)
+
+
+def test_answers_reused_from_a_damaged_part_are_never_taken(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    store = Store(out, SCHEMA).open()
+    for start in (0, 10):
+        answered = rows(start, 10).to_pylist()
+        for number, row in enumerate(answered, start):
+            row["request_hash"] = number
+        store.append(pa.Table.from_pylist(answered, schema=SCHEMA))
+        store.seal()
+    store.close()
+    damaged = OutputLayout(out).parts()[0]
+    content = bytearray(damaged.read_bytes())
+    content[len(content) // 3 : len(content) // 3 + 16] = bytes(16)
+    damaged.write_bytes(bytes(content))
+
+    found = Archive(out).find(range(20), ["content"])
+
+    assert sorted(found) == list(range(10, 20))  # the other part's answers only
+    assert found[12] == {"content": "Summary 12."}
+    assert not damaged.exists() and "damaged" in capsys.readouterr().err
 
 
 def test_journal_torn_inside_its_first_batch_leaves_no_part(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,7 +58,7 @@ class Catalogue:
         """Every part, verified (once), with its sequence number; a damaged one moved aside
         (``repair``) or an OutputError naming it."""
         layout = OutputLayout(path)
-        known: dict[str, Entry] = (read_checked(layout.catalogue) or {}).get("parts", {})
+        known = cls.saved(path).entries
         entries: dict[str, Entry] = {}
         for part in layout.parts():
             try:
@@ -70,6 +71,11 @@ class Catalogue:
         if entries != known:
             catalogue.save()
         return catalogue
+
+    @classmethod
+    def saved(cls, path: Path) -> Catalogue:
+        """The catalogue as last saved, not checked against the parts."""
+        return cls(path, (read_checked(OutputLayout(path).catalogue) or {}).get("parts", {}))
 
     @property
     def parts(self) -> list[Path]:
@@ -122,8 +128,21 @@ def set_aside(damage: DamagedPart, repair: bool) -> None:
 
 def sealed(path: Path, part: Path, sequence: int) -> None:
     """Record a part this run just wrote (verified as written, not yet compacted)."""
-    saved = read_checked(OutputLayout(path).catalogue) or {}
-    catalogue = Catalogue(path, saved.get("parts", {}))
+    catalogue = Catalogue.saved(path)
     stat = part.stat()
     catalogue.entries[part.name] = [stat.st_size, stat.st_mtime_ns, sequence, 0]
     catalogue.save()
+
+
+@contextlib.contextmanager
+def checked_reading(path: Path) -> Iterator[None]:
+    """Reading the rows of an output's parts: a page that fails its checksum (the part was
+    damaged after it was verified) is an OutputError naming the part, and the part's record
+    is forgotten, so that the next run verifies it again, moves it aside and redoes it."""
+    try:
+        yield
+    except DamagedPart as damage:
+        catalogue = Catalogue.saved(path)
+        if catalogue.entries.pop(damage.part.name, None) is not None:
+            catalogue.save()
+        set_aside(damage, repair=False)

@@ -100,6 +100,17 @@ def part_batches(part: Path, batch_rows: int = PART_BATCH_ROWS) -> Iterator[pa.R
         raise DamagedPart(part, _reason(exc)) from None
 
 
+def read_part(part: Path, **options: Any) -> pa.Table:
+    """A part's rows (``columns``, ``filters``: as ``pq.read_table`` takes them), every page
+    verified; DamagedPart when one fails."""
+    try:
+        return pq.read_table(part, page_checksum_verification=True, **options)
+    except (OSError, pa.ArrowException, ValueError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise DamagedPart(part, _reason(exc)) from None
+
+
 def check_part(part: Path) -> None:
     """Read a part whole (a row group at a time), checking every page against its checksum
     and the footer, which no checksum covers, against its own copy of the schema and the

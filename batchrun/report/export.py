@@ -33,8 +33,10 @@ import pyarrow.parquet as pq
 from batchrun.errors import JobError, OutputError, cannot_write
 from batchrun.job.spec import Job
 from batchrun.output.atomic import written
+from batchrun.output.catalogue import checked_reading
 from batchrun.output.done import settled_parts
 from batchrun.output.layout import part_time
+from batchrun.output.parts import part_batches
 from batchrun.output.rows import OK
 from batchrun.tasks.openai_batch import request_id
 
@@ -46,8 +48,14 @@ _STATUS = re.compile(r"(?:gave up after \d+ attempts: )?([1-5]\d\d) (?:from|bad 
 
 
 def export(job: Job, format_name: str, to: Path) -> dict[str, int]:
-    """Write the job's output as ``format_name`` into directory ``to``; rows per file."""
-    parts = settled_parts(Path(job.spec.output.path))
+    """Write the job's output as ``format_name`` into directory ``to``; rows per file (none
+    written when a part turns out damaged: ``checked_reading``)."""
+    output = Path(job.spec.output.path)
+    with checked_reading(output):
+        return _export(settled_parts(output), format_name, to)
+
+
+def _export(parts: list[Path], format_name: str, to: Path) -> dict[str, int]:
     try:
         to.mkdir(parents=True, exist_ok=True)
     except FileExistsError:  # a file of that name (a directory is fine)
@@ -67,7 +75,7 @@ def export(job: Job, format_name: str, to: Path) -> dict[str, int]:
 
 def _batches(parts: list[Path]) -> Iterator[pa.RecordBatch]:
     for part in parts:
-        yield from pq.ParquetFile(part).iter_batches(batch_size=EXPORT_BATCH_ROWS)
+        yield from part_batches(part, EXPORT_BATCH_ROWS)
 
 
 @contextlib.contextmanager
@@ -89,7 +97,7 @@ def _openai_batch(parts: list[Path], to: Path) -> dict[str, int]:
     with _written(to / "output.jsonl") as answers, _written(to / "errors.jsonl") as errors:
         for part in parts:
             created = part_time(part) // 1_000_000_000
-            for batch in pq.ParquetFile(part).iter_batches(batch_size=EXPORT_BATCH_ROWS):
+            for batch in part_batches(part, EXPORT_BATCH_ROWS):
                 for row in batch.to_pylist():
                     ok = row["status"] == OK
                     line = line_of(row, created) if ok else _error_line(row)
