@@ -117,6 +117,10 @@ def test_a_part_damaged_after_it_was_verified_is_never_exported(
     said = capsys.readouterr().err
     assert code == 2 and f"{part}: damaged" in said and "Traceback" not in said
     assert not Path("exported/output.jsonl").exists()
+    for command in ("status", "report"):
+        code = main([command, str(job)])
+        seen = capsys.readouterr()
+        assert code in (0, 2) and "Traceback" not in seen.out + seen.err, command
     with pytest.raises(OutputError, match="damaged"):
         batchrun_api.read(job)
     rerun_and_look(job, capsys)  # the run sets it aside and does its rows again

@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import pyarrow.parquet as pq
 
 from batchrun.errors import OutputError
 from batchrun.job.spec import Job
 from batchrun.output.atomic import written
+from batchrun.output.catalogue import checked_reading
 from batchrun.output.done import settled_parts
+from batchrun.output.parts import read_part
 from batchrun.report.export import export
 from batchrun.serve.config import ServeConfig
 from batchrun.serve.files import FileStore
@@ -154,4 +155,5 @@ def _answered_ids(output: Path) -> set[str]:
         parts = settled_parts(output)
     except OutputError:
         return set()
-    return {i for part in parts for i in pq.read_table(part, columns=["id"])["id"].to_pylist()}
+    with checked_reading(output):  # (a damaged part: the batch fails, naming it)
+        return {i for part in parts for i in read_part(part, columns=["id"])["id"].to_pylist()}
