@@ -127,6 +127,24 @@ def test_a_part_damaged_after_it_was_verified_is_never_exported(
     assert len(batchrun_api.read(job)) == len(EVERY)
 
 
+def test_a_part_whose_ids_were_damaged_after_it_was_verified_is_found_by_the_next_run(
+    job: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    part = first_part()
+    stat = part.stat()
+    ids = pq.ParquetFile(part).metadata.row_group(0).column(0)  # (pages DuckDB reads)
+    content = bytearray(part.read_bytes())
+    start = ids.dictionary_page_offset + ids.total_compressed_size // 2
+    content[start : start + 32] = bytes(byte ^ 0xFF for byte in content[start : start + 32])
+    part.write_bytes(bytes(content))
+    os.utime(part, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+    code, said = run(job)
+    assert code == 2 and "run the job again: it checks every part anew" in said, said
+    assert "Traceback" not in said
+    rerun_and_look(job, capsys)  # every id once: the part set aside, its rows done again
+
+
 def test_a_deleted_part_has_its_rows_done_again(
     job: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -2,7 +2,9 @@
 limit, spilling its joins and sorts to a temporary directory rather than grow; a query that
 still runs out is run again on one thread, then under twice the limit, and so on up to sixteen
 times (each step said on stderr), so that a night whose data outgrew the limit is slower, never
-stopped; DuckDB's errors become an ``OutputError`` naming the file asked about.
+stopped; DuckDB's errors become an ``OutputError`` naming the file asked about (over an
+output's parts, its record of verified parts is dropped: a part damaged after it was verified is
+then found by the next run).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any, Self, TypeVar
 import pyarrow as pa
 
 from batchrun.errors import OutputError
+from batchrun.output.layout import OutputLayout
 
 MEMORY_ENV = "BATCHRUN_QUERY_MEMORY"
 MEMORY_LIMIT = os.environ.get(MEMORY_ENV) or "100MB"
@@ -157,4 +160,11 @@ def said(path: Path) -> Iterator[None]:
             f"(for example {MEMORY_ENV}=2GB) and run again"
         ) from None
     except duckdb.Error as exc:
+        checks = OutputLayout(path).catalogue  # (DuckDB does not verify pages: pyarrow will)
+        if checks.exists():
+            checks.unlink()
+            raise OutputError(
+                f"{path}: cannot be read ({exc}); run the job again: it checks every part "
+                "anew and sets a damaged one aside, to be done again"
+            ) from None
         raise OutputError(f"{path}: cannot be read ({exc})") from None
