@@ -21,8 +21,8 @@ from batchrun.job.shards import Shard
 from batchrun.output.archive import Archive
 from batchrun.output.identity import FORMAT_VERSION, Identity, check_identity
 from batchrun.output.layout import OutputLayout, read_json
-from batchrun.output.parts import DamagedPart, check_part, sequence_of
-from batchrun.output.rows import REQUEST_HASH, rows_to_table
+from batchrun.output.parts import DamagedPart, check_part, sequence_of, write_batches
+from batchrun.output.rows import REQUEST_HASH, answer_fields, output_schema, rows_to_table
 from batchrun.output.store import Store, move_aside
 from batchrun.output.streams import whole_batches
 from batchrun.version import VERSION
@@ -213,6 +213,28 @@ def test_answers_reused_from_a_damaged_part_are_never_taken(
     assert sorted(found) == list(range(10, 20))  # the other part's answers only
     assert found[12] == {"content": "Summary 12."}
     assert not damaged.exists() and "damaged" in capsys.readouterr().err
+
+
+def test_good_parts_pass_their_check(tmp_path: Path) -> None:
+    """What once read as damage: an ``id`` field nested in an answer or a kept column, an id
+    of more than 4 kB (pyarrow writes no min or max for it), columns whose types read back
+    in another unit or encoding."""
+    nested = pa.struct([("id", pa.int64())])
+    schema = output_schema(
+        {"doc": nested, "at": pa.timestamp("s"), "tag": pa.dictionary(pa.int8(), pa.string())},
+        answer_fields(pa.field("entities", pa.list_(nested))),
+    )
+    answered = [
+        {"id": "k" * 5000 if i == 0 else f"n{i}", "doc": {"id": i}, "at": None, "tag": "t",
+         "model": "m", "entities": [{"id": i}], "status": "ok", "request_hash": i}
+        for i in range(3)
+    ]  # fmt: skip
+    table = rows_to_table(answered, schema)
+    part = tmp_path / "part-all-1-1.parquet"
+    write_batches(part, schema, table.to_batches(), 1)
+    check_part(part)  # (DamagedPart would fail the test)
+    pq.write_table(table, part)  # as the bench and older versions write parts
+    check_part(part)
 
 
 def test_journal_torn_inside_its_first_batch_leaves_no_part(tmp_path: Path) -> None:
